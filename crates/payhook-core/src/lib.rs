@@ -1,0 +1,27 @@
+//! payhook-core: the pure domain of payhook.
+//!
+//! Nothing here performs I/O. Time and randomness reach the logic as arguments
+//! (`now: Timestamp`, `jitter: f64`); the only clock reader is [`clock::SystemClock`], which
+//! callers inject behind the [`clock::Clock`] trait so tests can drive time by hand.
+//!
+//! Main modules:
+//! - [`ids`]: prefixed id newtypes (`mer_…`, `op_…`, `evt_…`, `dlv_…`).
+//! - [`status`]: canonical statuses and the transition rules.
+//! - [`model`]: merchants, operations, events, deliveries, attempts.
+//! - [`retry`]: retry policies and their arithmetic.
+//! - [`dialect`]: what goes on the wire per protocol (render) and how answers are read (classify).
+//! - [`signing`]: Standard Webhooks signatures.
+
+pub mod clock;
+pub mod dialect;
+pub mod ids;
+pub mod model;
+pub mod retry;
+pub mod signing;
+pub mod status;
+pub mod time;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use crate::time::Timestamp;

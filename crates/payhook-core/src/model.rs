@@ -1,0 +1,263 @@
+//! The records payhook keeps: merchants, operations, events, deliveries and attempts.
+
+use crate::dialect::Dialect;
+use crate::ids::{DeliveryId, EventId, MerchantId, OperationId};
+use crate::retry::RetryPolicy;
+use crate::signing::SigningSecret;
+use crate::status::Status;
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// A tenant of the payment processor.
+#[derive(Debug, Clone)]
+pub struct Merchant {
+    pub id: MerchantId,
+    pub name: String,
+    /// Used for operations that do not name their own dialect.
+    pub dialect: Dialect,
+    /// The merchant-level callback URL (WS2MPI configures one per client system).
+    pub callback_url: Option<String>,
+    /// URL prefixes the merchant approved in advance; empty means "any".
+    pub allowed_callback_urls: Vec<String>,
+    /// Overrides the dialect's default retry policy.
+    pub retry: Option<RetryPolicy>,
+    /// The merchant's public key (a JWK) for encrypted dialects.
+    pub encryption_key: Option<serde_json::Value>,
+    /// Dialect-specific switches (e.g. ECOM's `ecom_operations_field`).
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    pub signing_secret: SigningSecret,
+    /// The secret before the last rotation, signing beside the new one until it expires.
+    pub previous_secret: Option<(SigningSecret, Timestamp)>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Merchant {
+    /// The secrets that sign at `now`: the current one, then the previous one while it lives.
+    pub fn active_secrets(&self, now: Timestamp) -> Vec<&SigningSecret> {
+        let mut secrets = vec![&self.signing_secret];
+        if let Some((old, expires)) = &self.previous_secret {
+            if now < *expires {
+                secrets.push(old);
+            }
+        }
+        secrets
+    }
+
+    /// Whether `url` starts with one of the approved prefixes (or no list is configured).
+    pub fn allows_url(&self, url: &str) -> bool {
+        self.allowed_callback_urls.is_empty()
+            || self.allowed_callback_urls.iter().any(|p| url.starts_with(p.as_str()))
+    }
+}
+
+/// Where and how an operation's callbacks go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallbackSettings {
+    /// `None`: the merchant's default dialect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<Dialect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
+    #[serde(default)]
+    pub encrypt: bool,
+    /// Re-poll settings (the watchdog), kept as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_source: Option<serde_json::Value>,
+    /// Per-operation retry override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// One payment operation, as of its latest status change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: OperationId,
+    /// Positive, unique in the installation, in creation order.
+    pub number: i64,
+    pub merchant_id: MerchantId,
+    pub external_id: String,
+    /// In minor units.
+    pub amount: i64,
+    pub currency: String,
+    pub kind: String,
+    pub status: Status,
+    /// Grows by one with each status change; 0 at registration.
+    pub seq: i64,
+    #[serde(flatten)]
+    pub callback: CallbackSettings,
+    pub data: serde_json::Map<String, serde_json::Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One status change of one operation, with the operation as it was right after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    /// Cursor in the installation-wide events feed.
+    pub position: i64,
+    pub operation_id: OperationId,
+    pub merchant_id: MerchantId,
+    pub seq: i64,
+    pub status: Status,
+    pub previous_status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_key: Option<String>,
+    pub created_at: Timestamp,
+    /// Snapshot of the operation at this `seq`.
+    pub operation: Operation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// The retry policy was used up without an acknowledgement.
+    Exhausted,
+    /// A newer event of the same operation made this one pointless.
+    Superseded,
+    /// Stopped for good: blocked target, destination gone (410), or cancelled by an operator.
+    Cancelled,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Exhausted => "exhausted",
+            DeliveryState::Superseded => "superseded",
+            DeliveryState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Exhausted,
+            DeliveryState::Superseded,
+            DeliveryState::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// One event owed to one destination under one dialect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Stable across attempts: the idempotency key the receiver sees (`webhook-id`).
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub operation_id: OperationId,
+    pub merchant_id: MerchantId,
+    pub seq: i64,
+    pub dialect: Dialect,
+    pub url: String,
+    pub state: DeliveryState,
+    /// All attempts ever made.
+    pub attempts: u32,
+    /// Attempts of the current series (a resend starts a new series).
+    pub series_attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub policy: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Why an attempt did not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Dns,
+    Connect,
+    Tls,
+    Timeout,
+    HttpStatus,
+    AckRejected,
+    BlockedTarget,
+    /// The callback could not be built (e.g. a missing encryption key).
+    Render,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::AckRejected => "ack_rejected",
+            ErrorKind::BlockedTarget => "blocked_target",
+            ErrorKind::Render => "render",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        use ErrorKind::*;
+        [Dns, Connect, Tls, Timeout, HttpStatus, AckRejected, BlockedTarget, Render]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry,
+    Permanent,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Permanent => "permanent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [AttemptOutcome::Delivered, AttemptOutcome::Retry, AttemptOutcome::Permanent]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// Response bodies are kept up to this many bytes in the attempt log.
+pub const ATTEMPT_BODY_LIMIT: usize = 4096;
+
+/// One HTTP exchange of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub delivery_id: DeliveryId,
+    /// 1-based, over the whole life of the delivery.
+    pub number: u32,
+    pub started_at: Timestamp,
+    pub duration_ms: i64,
+    /// `METHOD url`.
+    pub request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<u16>,
+    /// The first 4 KiB of the response body, lossily decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
