@@ -1,1 +1,15 @@
-//! placeholder
+//! payhook-dispatch: everything that sends outbound HTTP.
+//!
+//! - [`dispatcher`]: claims due deliveries from the store, sends them, records every attempt
+//!   and schedules retries. [`Dispatcher::run_once`] drives one round (tests); [`Dispatcher::run`]
+//!   loops until cancelled.
+//! - [`sender`]: the HTTP client (timeouts, no redirects, the SSRF-guarded resolver).
+//! - [`ssrf`]: which addresses payhook refuses to connect to.
+
+pub mod dispatcher;
+pub mod sender;
+pub mod ssrf;
+
+pub use dispatcher::{DispatchConfig, Dispatcher};
+pub use sender::{SendResult, Sender, SenderConfig};
+pub use ssrf::TargetPolicy;

@@ -1,1 +1,98 @@
-//! placeholder
+//! payhook-store: where payhook keeps its records.
+//!
+//! [`Store`] is the one interface the API and the dispatcher use. Implementations:
+//! - [`sqlite::SqliteStore`]: embedded, the default (`./payhook.db`, WAL, `synchronous=FULL`).
+//!
+//! Every method that answers `Ok` for a write has committed it durably: the API may answer 2xx
+//! on the strength of it. Status transitions, supersede and delivery planning happen inside the
+//! store's transaction, using the pure rules of `payhook-core`, so concurrent reports on one
+//! operation cannot interleave.
+
+pub mod sqlite;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation};
+use payhook_core::Timestamp;
+use std::time::Duration;
+
+/// Persistence for merchants, operations, events, deliveries and attempts.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A value from the installation's settings table (e.g. the admin token hash).
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a setting unless it is already set; returns the value in force.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError>;
+    async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError>;
+    /// Saves changed settings/secrets, and forgets the merchant's disabled destinations when
+    /// `reenable` is set (the operator fixed the endpoint).
+    async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError>;
+    /// The merchant owning an API key, by the key's hash.
+    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError>;
+
+    /// Registers an operation, idempotently on (merchant, external id).
+    async fn register_operation(
+        &self,
+        new: NewOperation,
+        now: Timestamp,
+    ) -> Result<Registered, StoreError>;
+    async fn get_operation(&self, id: &OperationId) -> Result<Option<Operation>, StoreError>;
+    async fn find_operation(
+        &self,
+        merchant: &MerchantId,
+        external_id: &str,
+    ) -> Result<Option<Operation>, StoreError>;
+    /// Applies a status change: checks the transition, records the event, supersedes stale
+    /// deliveries and plans the new one, in one durable transaction.
+    async fn report_status(
+        &self,
+        report: StatusReport,
+        now: Timestamp,
+    ) -> Result<Reported, StoreError>;
+    /// A merchant's events after `after` (a feed position), oldest first.
+    async fn events(
+        &self,
+        merchant: &MerchantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError>;
+    /// An operation's deliveries, oldest first, each with its attempts.
+    async fn deliveries_of(
+        &self,
+        op: &OperationId,
+    ) -> Result<Vec<(Delivery, Vec<Attempt>)>, StoreError>;
+    /// Starts a new attempt series now. Refused when a newer delivery of the operation exists
+    /// (sending this one would hand the merchant a stale status).
+    async fn resend(&self, id: &DeliveryId, now: Timestamp) -> Result<Delivery, StoreError>;
+
+    /// Leases up to `limit` due deliveries to `node` for `lease`, oldest due first, keeping
+    /// each destination host within `per_host_limit` and skipping any delivery whose operation
+    /// has an older delivery still in flight (per-operation order).
+    async fn claim_due(&self, claim: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError>;
+    /// Records one attempt and what follows from it, and releases the lease.
+    async fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        next: NextStep,
+        now: Timestamp,
+    ) -> Result<DeliveryStateChange, StoreError>;
+    /// When the earliest pending delivery falls due (for the dispatcher's sleep).
+    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Frees the leases held by `node` (or, for a single-node store, all of them) at start-up.
+    async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;
+}
+
+/// The lease a node takes when claiming; longer than the request timeout.
+pub fn lease_for(timeout: Duration) -> Duration {
+    timeout + Duration::from_secs(15)
+}

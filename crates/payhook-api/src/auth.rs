@@ -1,0 +1,69 @@
+//! Who is calling: the admin (payment core, operators) or a merchant (`pk_…` API key).
+//!
+//! Tokens are never stored: the admin token and API keys are kept as SHA-256 hashes, and the
+//! admin hash is compared in constant time. API keys are looked up by their hash.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use payhook_core::ids::MerchantId;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Merchant(MerchantId),
+}
+
+impl Caller {
+    /// Admin only.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Merchant(_) => Err(ApiError::forbidden()),
+        }
+    }
+
+    /// The admin, or the merchant that owns the resource.
+    pub fn require_access(&self, owner: &MerchantId) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Merchant(m) if m == owner => Ok(()),
+            Caller::Merchant(_) => Err(ApiError::forbidden()),
+        }
+    }
+}
+
+/// Hex SHA-256 of a token, as stored.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let hash = token_hash(token);
+        if token.starts_with("pk_") {
+            let merchant = state.store.merchant_by_api_key(&hash).await?;
+            return merchant.map(Caller::Merchant).ok_or_else(ApiError::unauthorized);
+        }
+        if bool::from(hash.as_bytes().ct_eq(state.admin_token_hash.as_bytes())) {
+            Ok(Caller::Admin)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}

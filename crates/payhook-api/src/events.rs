@@ -1,0 +1,44 @@
+//! `GET /v1/events`: a merchant's events in order, by cursor — the reconciliation feed.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::Query;
+use crate::{views, AppState};
+use axum::extract::State;
+use payhook_core::ids::MerchantId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+pub struct FeedQuery {
+    merchant_id: Option<String>,
+    #[serde(default)]
+    after: i64,
+    limit: Option<u32>,
+}
+
+pub async fn feed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FeedQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let merchant: MerchantId = match (&caller, q.merchant_id.as_deref()) {
+        (_, Some(m)) => m.parse().map_err(|_| ApiError::not_found("merchant"))?,
+        (Caller::Merchant(own), None) => own.clone(),
+        (Caller::Admin, None) => {
+            return Err(ApiError::malformed("merchant_id is required").on("merchant_id"))
+        }
+    };
+    caller.require_access(&merchant)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit is 1..={MAX_LIMIT}")));
+    }
+    let events = state.store.events(&merchant, q.after, limit).await?;
+    let next_after = events.last().map_or(q.after, |e| e.position);
+    let data: Vec<Value> = events.iter().map(views::event).collect();
+    Ok(axum::Json(json!({ "data": data, "next_after": next_after })))
+}

@@ -1,0 +1,256 @@
+//! `/v1/merchants`: create, read, patch, rotate-secret (admin only).
+
+use crate::auth::{token_hash, Caller};
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::validate;
+use crate::{views, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use payhook_core::dialect::Dialect;
+use payhook_core::ids::MerchantId;
+use payhook_core::model::Merchant;
+use payhook_core::retry::RetryPolicy;
+use payhook_core::signing::SigningSecret;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// How long the old secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Merchant settings payhook understands (anything else is refused).
+const KNOWN_SETTINGS: &[&str] = &["ecom_operations_field"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMerchant {
+    name: String,
+    #[serde(default)]
+    dialect: Option<String>,
+    #[serde(default)]
+    callback_url: Option<String>,
+    #[serde(default)]
+    allowed_callback_urls: Vec<String>,
+    #[serde(default)]
+    retry: Option<Value>,
+    #[serde(default)]
+    encryption_key: Option<Value>,
+    #[serde(default)]
+    settings: Map<String, Value>,
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut b);
+    b
+}
+
+fn new_secret() -> SigningSecret {
+    SigningSecret::from_key(&random_bytes::<32>())
+}
+
+fn new_api_key() -> String {
+    format!("pk_{}", URL_SAFE_NO_PAD.encode(random_bytes::<24>()))
+}
+
+pub(crate) fn parse_dialect(field: &str, s: &str) -> Result<Dialect, ApiError> {
+    s.parse().map_err(|e: payhook_core::dialect::UnknownDialect| {
+        ApiError::invalid("unknown_dialect", field, e.to_string())
+    })
+}
+
+pub(crate) fn parse_retry(field: &str, v: &Value) -> Result<RetryPolicy, ApiError> {
+    RetryPolicy::from_json(v)
+        .map_err(|e| ApiError::invalid("invalid_retry_policy", field, e.to_string()))
+}
+
+/// Rules a merchant's settings must satisfy, after create and after every patch.
+fn check_merchant(m: &Merchant) -> Result<(), ApiError> {
+    validate::text("name", &m.name, validate::MAX_NAME)?;
+    validate::opt_url("callback_url", &m.callback_url)?;
+    for prefix in &m.allowed_callback_urls {
+        validate::url("allowed_callback_urls", prefix)?;
+    }
+    if m.dialect.as_str() == "uapay" && m.allowed_callback_urls.is_empty() {
+        return Err(ApiError::invalid(
+            "allowed_callback_urls_required",
+            "allowed_callback_urls",
+            "uapay merchants deliver only to approved URLs: list them in allowed_callback_urls",
+        ));
+    }
+    if let Some(url) = &m.callback_url {
+        if !m.allows_url(url) {
+            return Err(callback_not_allowed("callback_url"));
+        }
+    }
+    if let Some(key) = &m.encryption_key {
+        if key.get("kty").and_then(Value::as_str).is_none() {
+            return Err(ApiError::invalid(
+                "invalid_encryption_key",
+                "encryption_key",
+                "encryption_key must be a public JWK (an object with \"kty\")",
+            ));
+        }
+    }
+    check_settings(&m.settings)
+}
+
+fn check_settings(settings: &Map<String, Value>) -> Result<(), ApiError> {
+    for (k, v) in settings {
+        if !KNOWN_SETTINGS.contains(&k.as_str()) {
+            return Err(ApiError::invalid("unknown_setting", "settings", format!("unknown setting {k:?}")));
+        }
+        if k == "ecom_operations_field" && !matches!(v.as_str(), Some("operation" | "operations")) {
+            return Err(ApiError::invalid(
+                "invalid_setting",
+                "settings",
+                "ecom_operations_field is \"operation\" or \"operations\"",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn callback_not_allowed(field: &str) -> ApiError {
+    ApiError::invalid(
+        "callback_url_not_allowed",
+        field,
+        format!("{field} matches none of the merchant's allowed_callback_urls"),
+    )
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateMerchant>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    caller.require_admin()?;
+    let now = state.clock.now();
+    let dialect = match &body.dialect {
+        Some(d) => parse_dialect("dialect", d)?,
+        None => Dialect::Standard,
+    };
+    let retry = body.retry.as_ref().map(|v| parse_retry("retry", v)).transpose()?;
+    let merchant = Merchant {
+        id: payhook_store::mint_id(MerchantId::PREFIX)
+            .parse()
+            .map_err(ApiError::internal)?,
+        name: body.name,
+        dialect,
+        callback_url: body.callback_url,
+        allowed_callback_urls: body.allowed_callback_urls,
+        retry,
+        encryption_key: body.encryption_key,
+        settings: body.settings,
+        signing_secret: new_secret(),
+        previous_secret: None,
+        created_at: now,
+        updated_at: now,
+    };
+    check_merchant(&merchant)?;
+    let api_key = new_api_key();
+    state.store.create_merchant(&merchant, &token_hash(&api_key)).await?;
+    let mut view = views::merchant(&merchant);
+    view["api_key"] = json!(api_key);
+    view["signing_secret"] = json!(merchant.signing_secret.expose());
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+async fn load(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
+    let id: MerchantId = id.parse().map_err(|_| ApiError::not_found("merchant"))?;
+    state.store.get_merchant(&id).await?.ok_or_else(|| ApiError::not_found("merchant"))
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require_admin()?;
+    Ok(axum::Json(views::merchant(&load(&state, &id).await?)))
+}
+
+fn opt_string(field: &str, v: &Value) -> Result<Option<String>, ApiError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(ApiError::malformed(format!("{field} must be a string or null")).on(field)),
+    }
+}
+
+/// Applies one key of a merge-patch body.
+fn apply_patch(m: &mut Merchant, key: &str, v: &Value) -> Result<bool, ApiError> {
+    let mut reenable = false;
+    match key {
+        "name" => {
+            m.name = opt_string(key, v)?.ok_or_else(|| ApiError::malformed("name is required"))?
+        }
+        "dialect" => {
+            let d = opt_string(key, v)?.ok_or_else(|| ApiError::malformed("dialect is required"))?;
+            m.dialect = parse_dialect(key, &d)?;
+        }
+        "callback_url" => {
+            m.callback_url = opt_string(key, v)?;
+            reenable = true;
+        }
+        "allowed_callback_urls" => {
+            m.allowed_callback_urls = serde_json::from_value(v.clone())
+                .map_err(|_| ApiError::malformed("allowed_callback_urls must be a list of URLs"))?
+        }
+        "retry" => m.retry = (!v.is_null()).then(|| parse_retry(key, v)).transpose()?,
+        "encryption_key" => m.encryption_key = (!v.is_null()).then(|| v.clone()),
+        "settings" => {
+            m.settings = serde_json::from_value(v.clone())
+                .map_err(|_| ApiError::malformed("settings must be an object"))?
+        }
+        "reenable_destinations" => reenable = v.as_bool() == Some(true),
+        other => {
+            return Err(ApiError::malformed(format!("unknown field {other:?}")).on(other));
+        }
+    }
+    Ok(reenable)
+}
+
+/// Merge-patch: present keys replace, `null` clears. Changing `callback_url` (or sending
+/// `"reenable_destinations": true`) re-enables destinations disabled by a 410.
+pub async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<Map<String, Value>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let mut m = load(&state, &id).await?;
+    let mut reenable = false;
+    for (k, v) in &body {
+        reenable |= apply_patch(&mut m, k, v)?;
+    }
+    check_merchant(&m)?;
+    m.updated_at = state.clock.now();
+    state.store.update_merchant(&m, reenable).await?;
+    Ok(axum::Json(views::merchant(&m)))
+}
+
+/// A new secret; the old one keeps signing beside it for 24 hours.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let mut m = load(&state, &id).await?;
+    let now = state.clock.now();
+    let old = std::mem::replace(&mut m.signing_secret, new_secret());
+    m.previous_secret = Some((old, now.plus(ROTATION_OVERLAP)));
+    m.updated_at = now;
+    state.store.update_merchant(&m, false).await?;
+    Ok(axum::Json(json!({
+        "id": m.id,
+        "signing_secret": m.signing_secret.expose(),
+        "previous_secret_expires_at": now.plus(ROTATION_OVERLAP).rfc3339_millis(),
+    })))
+}

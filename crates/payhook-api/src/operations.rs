@@ -1,0 +1,278 @@
+//! `/v1/operations`: register (idempotent), report status, read, find, and the customer's
+//! return redirect.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{Json, Query};
+use crate::merchants::{callback_not_allowed, parse_dialect, parse_retry};
+use crate::{validate, views, AppState};
+use axum::extract::{Path, State};
+use axum::http::header::LOCATION;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use payhook_core::dialect::Dialect;
+use payhook_core::ids::{MerchantId, OperationId};
+use payhook_core::model::{CallbackSettings, Merchant, Operation};
+use payhook_core::status::Status;
+use payhook_store::{NewOperation, Registered, StatusReport};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterOperation {
+    merchant_id: String,
+    external_id: String,
+    amount: i64,
+    currency: String,
+    kind: String,
+    #[serde(default)]
+    dialect: Option<String>,
+    #[serde(default)]
+    callback_url: Option<String>,
+    #[serde(default)]
+    success_url: Option<String>,
+    #[serde(default)]
+    fail_url: Option<String>,
+    #[serde(default)]
+    return_url: Option<String>,
+    #[serde(default)]
+    encrypt: bool,
+    #[serde(default)]
+    status_source: Option<Value>,
+    #[serde(default)]
+    retry: Option<Value>,
+    #[serde(default)]
+    data: Map<String, Value>,
+}
+
+/// Keys sorted at every level, so the fingerprint ignores key order and whitespace.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<_> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&map[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+fn fingerprint(v: &Value) -> String {
+    let bytes = serde_json::to_vec(&canonical(v)).expect("JSON values serialize");
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn merchant_of(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
+    let unknown = || ApiError::invalid("unknown_merchant", "merchant_id", "no such merchant");
+    let id: MerchantId = id.parse().map_err(|_| unknown())?;
+    state.store.get_merchant(&id).await?.ok_or_else(unknown)
+}
+
+fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
+    validate::text("external_id", &body.external_id, validate::MAX_EXTERNAL_ID)?;
+    validate::text("kind", &body.kind, validate::MAX_KIND)?;
+    validate::amount(body.amount)?;
+    validate::currency(&body.currency)?;
+    validate::opt_url("callback_url", &body.callback_url)?;
+    validate::opt_url("success_url", &body.success_url)?;
+    validate::opt_url("fail_url", &body.fail_url)?;
+    validate::opt_url("return_url", &body.return_url)?;
+    if body.status_source.as_ref().is_some_and(|s| !s.is_object()) {
+        return Err(ApiError::invalid("invalid_status_source", "status_source", "must be an object"));
+    }
+    Ok(())
+}
+
+/// The destinations this dialect needs exist and are on the merchant's allow-list.
+fn check_destinations(m: &Merchant, dialect: Dialect, cb: &CallbackSettings) -> Result<(), ApiError> {
+    if dialect.as_str() == "uapay" && m.allowed_callback_urls.is_empty() {
+        return Err(ApiError::invalid(
+            "callback_url_not_allowed",
+            "callback_url",
+            "uapay delivers only to approved URLs; the merchant has none",
+        ));
+    }
+    let callback = cb.callback_url.as_ref().or(m.callback_url.as_ref());
+    let required: Vec<(&str, Option<&String>)> = if dialect.as_str() == "xpay" {
+        vec![("success_url", cb.success_url.as_ref()), ("fail_url", cb.fail_url.as_ref())]
+    } else {
+        vec![("callback_url", callback)]
+    };
+    for (field, url) in required {
+        let url = url.ok_or_else(|| {
+            ApiError::invalid("callback_url_required", field, format!("the {dialect} dialect needs {field}"))
+        })?;
+        if !m.allows_url(url) {
+            return Err(callback_not_allowed(field));
+        }
+    }
+    Ok(())
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(raw): Json<Value>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    caller.require_admin()?;
+    let request_hash = fingerprint(&raw);
+    let body: RegisterOperation =
+        serde_json::from_value(raw).map_err(|e| ApiError::malformed(e.to_string()))?;
+    check_fields(&body)?;
+    let merchant = merchant_of(&state, &body.merchant_id).await?;
+    let dialect = body.dialect.as_deref().map(|d| parse_dialect("dialect", d)).transpose()?;
+    let callback = CallbackSettings {
+        dialect,
+        callback_url: body.callback_url,
+        success_url: body.success_url,
+        fail_url: body.fail_url,
+        return_url: body.return_url,
+        encrypt: body.encrypt,
+        status_source: body.status_source,
+        retry: body.retry.as_ref().map(|v| parse_retry("retry", v)).transpose()?,
+    };
+    check_destinations(&merchant, dialect.unwrap_or(merchant.dialect), &callback)?;
+    if callback.encrypt && merchant.encryption_key.is_none() {
+        return Err(ApiError::invalid(
+            "encryption_key_missing",
+            "encrypt",
+            "the merchant has no encryption_key to encrypt callbacks with",
+        ));
+    }
+    let new = NewOperation {
+        merchant_id: merchant.id.clone(),
+        external_id: body.external_id,
+        amount: body.amount,
+        currency: body.currency,
+        kind: body.kind,
+        callback,
+        data: body.data,
+        request_hash,
+    };
+    match state.store.register_operation(new, state.clock.now()).await? {
+        Registered::Created(op) => Ok((StatusCode::CREATED, axum::Json(views::operation(&op, Some(&merchant))))),
+        Registered::Existing(op) => Ok((StatusCode::OK, axum::Json(views::operation(&op, Some(&merchant))))),
+        Registered::Conflict(op) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "external_id_conflict",
+            format!("external_id is already registered as {} with a different body", op.id),
+        )
+        .on("external_id")),
+    }
+}
+
+/// Loads an operation the caller may see.
+pub(crate) async fn visible_operation(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Operation, ApiError> {
+    let id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
+    let op = state.store.get_operation(&id).await?.ok_or_else(|| ApiError::not_found("operation"))?;
+    caller.require_access(&op.merchant_id)?;
+    Ok(op)
+}
+
+async fn operation_view(state: &AppState, op: &Operation) -> Result<Value, ApiError> {
+    let merchant = state.store.get_merchant(&op.merchant_id).await?;
+    Ok(views::operation(op, merchant.as_ref()))
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let op = visible_operation(&state, &caller, &id).await?;
+    Ok(axum::Json(operation_view(&state, &op).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FindQuery {
+    merchant_id: Option<String>,
+    external_id: String,
+}
+
+/// `GET /v1/operations?merchant_id=&external_id=`; a merchant may leave out its own id.
+pub async fn find(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FindQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let merchant: MerchantId = match (&caller, q.merchant_id.as_deref()) {
+        (_, Some(m)) => m.parse().map_err(|_| ApiError::not_found("operation"))?,
+        (Caller::Merchant(own), None) => own.clone(),
+        (Caller::Admin, None) => {
+            return Err(ApiError::malformed("merchant_id is required").on("merchant_id"))
+        }
+    };
+    caller.require_access(&merchant)?;
+    let op = state
+        .store
+        .find_operation(&merchant, &q.external_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("operation"))?;
+    Ok(axum::Json(operation_view(&state, &op).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    status: String,
+    #[serde(default)]
+    data: Map<String, Value>,
+    #[serde(default)]
+    event_key: Option<String>,
+}
+
+/// Records a status change durably, then answers 202: the callback follows.
+pub async fn report_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<ReportBody>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    caller.require_admin()?;
+    let operation_id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
+    let status: Status = body
+        .status
+        .parse()
+        .map_err(|e: payhook_core::status::UnknownStatus| ApiError::invalid("unknown_status", "status", e.to_string()))?;
+    if let Some(key) = &body.event_key {
+        validate::text("event_key", key, validate::MAX_EVENT_KEY)?;
+    }
+    let report = StatusReport { operation_id, status, data: body.data, event_key: body.event_key };
+    let reported = state.store.report_status(report, state.clock.now()).await.map_err(|e| match e {
+        payhook_store::StoreError::NotFound => ApiError::not_found("operation"),
+        other => other.into(),
+    })?;
+    if reported.delivery.is_some() {
+        state.wake_dispatcher();
+    }
+    let mut view = views::event(&reported.event);
+    view["duplicate"] = json!(reported.duplicate);
+    view["delivery_id"] = json!(reported.delivery.as_ref().map(|d| &d.id));
+    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+}
+
+/// The customer's browser comes back here (XPAY's CallbackURL): 303 to `return_url` once the
+/// operation has a final status.
+pub async fn client_return(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
+    let op = state.store.get_operation(&id).await?.ok_or_else(|| ApiError::not_found("operation"))?;
+    let url = op
+        .callback
+        .return_url
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_return_url", "the operation has no return_url"))?;
+    if !op.status.is_final() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "not_final", "the operation has no final status yet"));
+    }
+    Ok((StatusCode::SEE_OTHER, [(LOCATION, url)]).into_response())
+}

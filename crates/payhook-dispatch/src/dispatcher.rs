@@ -1,0 +1,320 @@
+//! The delivery loop: claim → render → send → classify → record → schedule.
+//!
+//! Concurrency is bounded twice: `max_in_flight` attempts per node, and `per_host_limit` per
+//! destination host, enforced at claim time, so a slow or dead merchant only ever occupies its
+//! own slots. Per-operation order and supersede are the store's job (see `Store::claim_due`).
+
+use crate::sender::{SendResult, Sender};
+use payhook_core::clock::Clock;
+use payhook_core::dialect::{RenderInput, Reply, Verdict};
+use payhook_core::model::{Attempt, AttemptOutcome, DeliveryState, ErrorKind};
+use payhook_store::{destination_host, lease_for, ClaimRequest, Claimed, NextStep, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Identifies this node's leases.
+    pub node_id: String,
+    /// Concurrent attempts on this node.
+    pub max_in_flight: usize,
+    /// Concurrent attempts per destination host on this node.
+    pub per_host_limit: usize,
+    /// How long a claim is held; must outlast the request timeout.
+    pub lease: Duration,
+    /// Longest sleep between claims when nothing wakes the loop (other nodes' work, leases
+    /// expiring).
+    pub poll_interval: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            node_id: "node".into(),
+            max_in_flight: 64,
+            per_host_limit: 8,
+            lease: lease_for(Duration::from_secs(15)),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A uniform sample in `[-1, 1]` for retry jitter; injectable for tests.
+pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sender: Sender,
+    config: DispatchConfig,
+    jitter: JitterSource,
+    /// Woken by the API when new work is stored, and by finished attempts.
+    wake: Arc<Notify>,
+    /// Attempts in flight per destination host. A std mutex: held for a map update only.
+    in_flight: Mutex<HashMap<String, usize>>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        sender: Sender,
+        config: DispatchConfig,
+    ) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            store,
+            clock,
+            sender,
+            config,
+            jitter: Arc::new(|| rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0)),
+            wake: Arc::new(Notify::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Replaces the jitter source (tests pin it to make schedules exact).
+    pub fn with_jitter(self: Arc<Self>, jitter: JitterSource) -> Arc<Self> {
+        let mut this = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_jitter before use"));
+        this.jitter = jitter;
+        Arc::new(this)
+    }
+
+    /// The handle the API uses to say "new work is stored".
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    fn total_in_flight(&self) -> usize {
+        self.in_flight.lock().expect("in_flight mutex").values().sum()
+    }
+
+    async fn claim(&self, limit: usize) -> Vec<Claimed> {
+        let in_flight = self.in_flight.lock().expect("in_flight mutex").clone();
+        let req = ClaimRequest {
+            node: &self.config.node_id,
+            now: self.clock.now(),
+            lease: self.config.lease,
+            limit,
+            in_flight: &in_flight,
+            per_host_limit: self.config.per_host_limit,
+        };
+        match self.store.claim_due(&req).await {
+            Ok(claimed) => {
+                let mut map = self.in_flight.lock().expect("in_flight mutex");
+                for c in &claimed {
+                    *map.entry(destination_host(&c.delivery.url)).or_insert(0) += 1;
+                }
+                claimed
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claiming due deliveries failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn release(&self, host: &str) {
+        let mut map = self.in_flight.lock().expect("in_flight mutex");
+        if let Some(n) = map.get_mut(host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(host);
+            }
+        }
+    }
+
+    /// One round for tests: claims everything due now (repeatedly, as ordering frees later
+    /// events) and attempts it, returning the number of attempts made.
+    pub async fn run_once(self: &Arc<Self>) -> usize {
+        let mut total = 0;
+        loop {
+            let batch = self.claim(self.config.max_in_flight).await;
+            if batch.is_empty() {
+                return total;
+            }
+            total += batch.len();
+            let tasks: Vec<_> = batch
+                .into_iter()
+                .map(|c| {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.attempt(c).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("attempt task panicked");
+            }
+        }
+    }
+
+    /// Dispatches until `shutdown` is cancelled, then waits for attempts in flight.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        while !shutdown.is_cancelled() {
+            let free = self.config.max_in_flight.saturating_sub(self.total_in_flight());
+            let batch = if free > 0 { self.claim(free).await } else { Vec::new() };
+            let full = free > 0 && batch.len() == free;
+            for c in batch {
+                let this = self.clone();
+                tracker.spawn(async move {
+                    this.attempt(c).await;
+                    this.wake.notify_one();
+                });
+            }
+            if full {
+                continue;
+            }
+            let sleep = self.idle_wait().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// How long to sleep when there is nothing to claim: until the next due delivery, at most
+    /// the poll interval.
+    async fn idle_wait(&self) -> Duration {
+        let poll = self.config.poll_interval;
+        match self.store.next_due_at().await {
+            Ok(Some(at)) => at.since(self.clock.now()).clamp(Duration::from_millis(5), poll),
+            _ => poll,
+        }
+    }
+
+    /// One attempt of one claimed delivery, recorded whatever happens.
+    async fn attempt(&self, claimed: Claimed) {
+        let host = destination_host(&claimed.delivery.url);
+        let (attempt, next) = self.exchange(&claimed).await;
+        let now = self.clock.now();
+        match self.store.record_attempt(&attempt, next.clone(), now).await {
+            Ok(change) => log_attempt(&claimed, &attempt, change.state),
+            Err(e) => tracing::error!(
+                delivery_id = %claimed.delivery.id, error = %e,
+                "recording an attempt failed; the lease will expire and the delivery retried"
+            ),
+        }
+        self.release(&host);
+    }
+
+    async fn exchange(&self, c: &Claimed) -> (Attempt, NextStep) {
+        let d = &c.delivery;
+        let started_at = self.clock.now();
+        let input = RenderInput {
+            delivery_id: &d.id,
+            url: &d.url,
+            event: &c.event,
+            merchant: &c.merchant,
+            now: started_at,
+        };
+        let mut attempt = Attempt {
+            delivery_id: d.id.clone(),
+            number: d.attempts + 1,
+            started_at,
+            duration_ms: 0,
+            request: String::new(),
+            response_status: None,
+            response_body: None,
+            outcome: AttemptOutcome::Permanent,
+            error_kind: None,
+            error: None,
+        };
+        let outgoing = match d.dialect.render(&input) {
+            Ok(o) => o,
+            Err(e) => {
+                attempt.request = d.url.clone();
+                attempt.error_kind = Some(ErrorKind::Render);
+                attempt.error = Some(e.to_string());
+                return (attempt, NextStep::Cancel { disable: false });
+            }
+        };
+        attempt.request = format!("{} {}", outgoing.method.as_str(), outgoing.url);
+        let clock_start = Instant::now();
+        let result = self.sender.send(&outgoing).await;
+        attempt.duration_ms = clock_start.elapsed().as_millis() as i64;
+        let verdict = match result {
+            SendResult::Response { status, retry_after, body } => {
+                attempt.response_status = Some(status);
+                attempt.response_body = Some(SendResult::logged_body(&body));
+                let reply = Reply {
+                    status,
+                    retry_after: retry_after.as_deref(),
+                    body: &body,
+                    now: self.clock.now(),
+                };
+                d.dialect.classify(&reply)
+            }
+            SendResult::Failed { kind: ErrorKind::BlockedTarget, detail } => {
+                Verdict::Permanent { kind: ErrorKind::BlockedTarget, detail }
+            }
+            SendResult::Failed { kind, detail } => {
+                Verdict::Retry { kind, detail, retry_after: None }
+            }
+        };
+        let next = self.next_step(c, &verdict, &mut attempt);
+        (attempt, next)
+    }
+
+    fn next_step(&self, c: &Claimed, verdict: &Verdict, attempt: &mut Attempt) -> NextStep {
+        match verdict {
+            Verdict::Delivered => {
+                attempt.outcome = AttemptOutcome::Delivered;
+                NextStep::Delivered
+            }
+            Verdict::Gone => {
+                attempt.error_kind = Some(ErrorKind::HttpStatus);
+                attempt.error = Some("410 Gone: destination disabled".into());
+                NextStep::Cancel { disable: true }
+            }
+            Verdict::Permanent { kind, detail } => {
+                attempt.error_kind = Some(*kind);
+                attempt.error = Some(detail.clone());
+                NextStep::Cancel { disable: false }
+            }
+            Verdict::Retry { kind, detail, retry_after } => {
+                attempt.outcome = AttemptOutcome::Retry;
+                attempt.error_kind = Some(*kind);
+                attempt.error = Some(detail.clone());
+                self.retry_step(c, *retry_after, attempt)
+            }
+        }
+    }
+
+    fn retry_step(
+        &self,
+        c: &Claimed,
+        retry_after: Option<Duration>,
+        attempt: &mut Attempt,
+    ) -> NextStep {
+        let now = self.clock.now();
+        let made = c.delivery.series_attempts + 1;
+        match c.delivery.policy.next_attempt_at(made, now, (self.jitter)()) {
+            None => {
+                attempt.outcome = AttemptOutcome::Permanent;
+                NextStep::Exhausted
+            }
+            Some(at) => NextStep::RetryAt(retry_after.map_or(at, |wait| now.plus(wait))),
+        }
+    }
+}
+
+fn log_attempt(c: &Claimed, a: &Attempt, state: DeliveryState) {
+    tracing::info!(
+        operation_id = %c.delivery.operation_id,
+        delivery_id = %c.delivery.id,
+        dialect = %c.delivery.dialect,
+        attempt = a.number,
+        status = a.response_status,
+        outcome = a.outcome.as_str(),
+        error_kind = a.error_kind.map(|k| k.as_str()),
+        duration_ms = a.duration_ms,
+        state = state.as_str(),
+        "callback attempt"
+    );
+}

@@ -1,0 +1,634 @@
+//! The embedded SQLite store: one file, WAL journal, `synchronous=FULL`, so a commit is on disk
+//! before the API answers. One connection behind a mutex, used from blocking threads; SQLite
+//! serialises writers anyway, and it keeps the store a single-node store by design.
+
+mod rows;
+
+use crate::{
+    mint_id, destination_host, ClaimRequest, Claimed, DeliveryStateChange, NewOperation,
+    NextStep, Registered, Reported, StatusReport, Store, StoreError,
+};
+use async_trait::async_trait;
+use payhook_core::dialect::{effective_dialect, effective_policy};
+use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::model::{Attempt, Delivery, DeliveryState, Event, Merchant, Operation};
+use payhook_core::Timestamp;
+use rows::*;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+pub struct SqliteStore {
+    /// The one connection. A std mutex: it is only held inside `spawn_blocking`, never across
+    /// an await.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path).map_err(backend)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// The schema version after migrations.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        let conn = self.conn.lock().expect("sqlite mutex poisoned by a panic");
+        conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+            .map_err(backend)
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().expect("sqlite mutex poisoned by a panic");
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so a read that
+    /// decides a write cannot go stale) and commits.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(backend)?;
+    for (version, sql) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let done: bool = tx
+            .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| {
+                Ok(true)
+            })
+            .optional()
+            .map_err(backend)?
+            .unwrap_or(false);
+        if !done {
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
+                [version],
+            )
+            .map_err(backend)?;
+            tracing::info!(version, "applied SQLite migration");
+        }
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)).await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.run(move |c| {
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![key, value],
+            )
+            .map_err(backend)?;
+            tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError> {
+        let (m, hash) = (m.clone(), api_key_hash.to_owned());
+        self.write(move |tx| {
+            insert_merchant(tx, &m)?;
+            tx.execute(
+                "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES (?1, ?2, ?3)",
+                params![hash, m.id.as_str(), m.created_at.0],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| load_merchant(c, &id)).await
+    }
+
+    async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {
+        let m = m.clone();
+        self.write(move |tx| {
+            let n = update_merchant_row(tx, &m)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            if reenable {
+                tx.execute(
+                    "DELETE FROM disabled_destinations WHERE merchant_id = ?1",
+                    [m.id.as_str()],
+                )
+                .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError> {
+        let hash = key_hash.to_owned();
+        self.run(move |c| {
+            let id: Option<String> = c
+                .query_row("SELECT merchant_id FROM api_keys WHERE key_hash = ?1", [hash], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)?;
+            id.map(|s| parse_id(&s)).transpose()
+        })
+        .await
+    }
+
+    async fn register_operation(
+        &self,
+        new: NewOperation,
+        now: Timestamp,
+    ) -> Result<Registered, StoreError> {
+        self.write(move |tx| {
+            let existing = query_operation(
+                tx,
+                "WHERE merchant_id = ?1 AND external_id = ?2",
+                params![new.merchant_id.as_str(), new.external_id],
+            )?;
+            if let Some((op, hash)) = existing {
+                return Ok(if hash == new.request_hash {
+                    Registered::Existing(op)
+                } else {
+                    Registered::Conflict(op)
+                });
+            }
+            let id = mint_id(OperationId::PREFIX);
+            insert_operation(tx, &id, &new, now)?;
+            let (op, _) = query_operation(tx, "WHERE id = ?1", params![id])?
+                .ok_or_else(|| StoreError::Backend("inserted operation vanished".into()))?;
+            Ok(Registered::Created(op))
+        })
+        .await
+    }
+
+    async fn get_operation(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| {
+            Ok(query_operation(c, "WHERE id = ?1", params![id.as_str()])?.map(|(op, _)| op))
+        })
+        .await
+    }
+
+    async fn find_operation(
+        &self,
+        merchant: &MerchantId,
+        external_id: &str,
+    ) -> Result<Option<Operation>, StoreError> {
+        let (merchant, external_id) = (merchant.clone(), external_id.to_owned());
+        self.run(move |c| {
+            let found = query_operation(
+                c,
+                "WHERE merchant_id = ?1 AND external_id = ?2",
+                params![merchant.as_str(), external_id],
+            )?;
+            Ok(found.map(|(op, _)| op))
+        })
+        .await
+    }
+
+    async fn report_status(
+        &self,
+        report: StatusReport,
+        now: Timestamp,
+    ) -> Result<Reported, StoreError> {
+        self.write(move |tx| apply_report(tx, report, now)).await
+    }
+
+    async fn events(
+        &self,
+        merchant: &MerchantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let merchant = merchant.clone();
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE merchant_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![merchant.as_str(), after, limit], event_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| load_delivery(c, id.as_str())).await
+    }
+
+    async fn deliveries_of(
+        &self,
+        op: &OperationId,
+    ) -> Result<Vec<(Delivery, Vec<Attempt>)>, StoreError> {
+        let op = op.clone();
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE operation_id = ?1 ORDER BY seq"
+                ))
+                .map_err(backend)?;
+            let deliveries = stmt
+                .query_map([op.as_str()], delivery_from_row)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            deliveries
+                .into_iter()
+                .map(|d| {
+                    let attempts = load_attempts(c, d.id.as_str())?;
+                    Ok((d, attempts))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn resend(&self, id: &DeliveryId, now: Timestamp) -> Result<Delivery, StoreError> {
+        let id = id.clone();
+        self.write(move |tx| {
+            let d = load_delivery(tx, id.as_str())?.ok_or(StoreError::NotFound)?;
+            if newer_delivery_exists(tx, &d.operation_id, d.seq)? {
+                return Err(StoreError::Superseded);
+            }
+            let leased: Option<i64> = tx
+                .query_row(
+                    "SELECT lease_until FROM deliveries WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if leased.is_some_and(|until| until > now.0) {
+                return Err(StoreError::Conflict("the delivery is being attempted now".into()));
+            }
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', series_attempts = 0,
+                   next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id.as_str(), now.0],
+            )
+            .map_err(backend)?;
+            load_delivery(tx, id.as_str())?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn claim_due(&self, claim: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
+        let plan = ClaimPlan {
+            node: claim.node.to_owned(),
+            now: claim.now,
+            lease_until: claim.now.plus(claim.lease),
+            limit: claim.limit,
+            in_flight: claim.in_flight.clone(),
+            per_host_limit: claim.per_host_limit,
+        };
+        self.write(move |tx| claim_in(tx, plan)).await
+    }
+
+    async fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        next: NextStep,
+        now: Timestamp,
+    ) -> Result<DeliveryStateChange, StoreError> {
+        let attempt = attempt.clone();
+        self.write(move |tx| record_in(tx, &attempt, next, now)).await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.run(|c| {
+            let at: Option<i64> = c
+                .query_row(
+                    "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            Ok(at.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn release_leases(&self, _node: &str) -> Result<u64, StoreError> {
+        // SQLite is a single-node store: every lease in the file was ours.
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
+                     WHERE lease_until IS NOT NULL",
+                    [],
+                )
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+fn apply_report(
+    tx: &Transaction<'_>,
+    report: StatusReport,
+    now: Timestamp,
+) -> Result<Reported, StoreError> {
+    let (mut op, _) = query_operation(tx, "WHERE id = ?1", params![report.operation_id.as_str()])?
+        .ok_or(StoreError::NotFound)?;
+    if let Some(key) = &report.event_key {
+        if let Some(event) = event_by_key(tx, &op.id, key)? {
+            if event.status != report.status {
+                return Err(StoreError::EventKeyConflict(key.clone()));
+            }
+            return Ok(Reported { event, duplicate: true, delivery: None });
+        }
+    }
+    op.status.check_transition(report.status)?;
+    let previous_status = op.status;
+    op.data.extend(report.data);
+    op.status = report.status;
+    op.seq += 1;
+    op.updated_at = now;
+    save_operation_status(tx, &op)?;
+    let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
+    let delivery = plan_delivery(tx, &op, &event, now)?;
+    Ok(Reported { event, duplicate: false, delivery })
+}
+
+/// Supersedes the operation's older pending deliveries (those not in flight) and creates the
+/// event's delivery, if its dialect sends one.
+fn plan_delivery(
+    tx: &Transaction<'_>,
+    op: &Operation,
+    event: &Event,
+    now: Timestamp,
+) -> Result<Option<Delivery>, StoreError> {
+    let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
+    let dialect = effective_dialect(&merchant, op);
+    let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
+    tx.execute(
+        "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
+         WHERE operation_id = ?1 AND state = 'pending'
+           AND (lease_until IS NULL OR lease_until <= ?2)",
+        params![op.id.as_str(), now.0],
+    )
+    .map_err(backend)?;
+    let disabled = is_disabled(tx, &merchant.id, &url)?;
+    let delivery = Delivery {
+        id: mint_id(DeliveryId::PREFIX).parse().map_err(|_| bad_id())?,
+        event_id: event.id.clone(),
+        operation_id: op.id.clone(),
+        merchant_id: op.merchant_id.clone(),
+        seq: op.seq,
+        dialect,
+        url,
+        state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
+        attempts: 0,
+        series_attempts: 0,
+        next_attempt_at: (!disabled).then_some(now),
+        policy: effective_policy(&merchant, op, dialect),
+        last_error: disabled.then(|| "destination disabled after 410 Gone".to_owned()),
+        created_at: now,
+        updated_at: now,
+    };
+    insert_delivery(tx, &delivery)?;
+    Ok(Some(delivery))
+}
+
+/// A [`ClaimRequest`] owned, to move into the blocking thread.
+struct ClaimPlan {
+    node: String,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+    in_flight: HashMap<String, usize>,
+    per_host_limit: usize,
+}
+
+fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
+    let busy: Vec<&String> = plan
+        .in_flight
+        .iter()
+        .filter(|(_, n)| **n >= plan.per_host_limit)
+        .map(|(h, _)| h)
+        .collect();
+    let busy = serde_json::to_string(&busy).expect("strings serialize");
+    let now = plan.now;
+    let candidates = due_candidates(tx, now, &busy, plan.limit + 16)?;
+    let mut claimed = Vec::new();
+    for (id, op_id, seq, host) in candidates {
+        if claimed.len() >= plan.limit {
+            break;
+        }
+        let in_flight = plan.in_flight.entry(host).or_insert(0);
+        if *in_flight >= plan.per_host_limit {
+            continue;
+        }
+        let op_id: OperationId = parse_id(&op_id)?;
+        if newer_delivery_exists(tx, &op_id, seq)? {
+            mark_superseded(tx, &id, now)?;
+            continue;
+        }
+        if older_pending_exists(tx, &op_id, seq)? {
+            continue; // keep per-operation order: the older one is still in flight
+        }
+        tx.execute(
+            "UPDATE deliveries SET lease_until = ?2, leased_by = ?3 WHERE id = ?1",
+            params![id, plan.lease_until.0, plan.node],
+        )
+        .map_err(backend)?;
+        *in_flight += 1;
+        claimed.push(load_claimed(tx, &id)?);
+    }
+    Ok(claimed)
+}
+
+/// Due, unleased deliveries, oldest due first, except those for `busy` hosts (a JSON array).
+fn due_candidates(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    busy: &str,
+    n: usize,
+) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT id, operation_id, seq, host FROM deliveries
+             WHERE state = 'pending' AND next_attempt_at <= ?1
+               AND (lease_until IS NULL OR lease_until <= ?1)
+               AND host NOT IN (SELECT value FROM json_each(?2))
+             ORDER BY next_attempt_at LIMIT ?3",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![now.0, busy, n as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+}
+
+fn load_claimed(tx: &Transaction<'_>, id: &str) -> Result<Claimed, StoreError> {
+    let delivery = load_delivery(tx, id)?.ok_or(StoreError::NotFound)?;
+    let event = load_event(tx, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
+    let merchant = load_merchant(tx, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
+    Ok(Claimed { delivery, event, merchant })
+}
+
+fn record_in(
+    tx: &Transaction<'_>,
+    attempt: &Attempt,
+    next: NextStep,
+    now: Timestamp,
+) -> Result<DeliveryStateChange, StoreError> {
+    insert_attempt(tx, attempt)?;
+    let d = load_delivery(tx, attempt.delivery_id.as_str())?.ok_or(StoreError::NotFound)?;
+    let (state, next_at) = match next {
+        NextStep::Delivered => (DeliveryState::Delivered, None),
+        NextStep::RetryAt(at) if newer_delivery_exists(tx, &d.operation_id, d.seq)? => {
+            let _ = at;
+            (DeliveryState::Superseded, None)
+        }
+        NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at.0)),
+        NextStep::Exhausted => (DeliveryState::Exhausted, None),
+        NextStep::Cancel { disable } => {
+            if disable {
+                disable_destination(tx, &d.merchant_id, &d.url, now)?;
+            }
+            (DeliveryState::Cancelled, None)
+        }
+    };
+    tx.execute(
+        "UPDATE deliveries SET state = ?2, attempts = MAX(attempts, ?3),
+           series_attempts = series_attempts + 1, next_attempt_at = ?4,
+           lease_until = NULL, leased_by = NULL, last_error = ?5, updated_at = ?6
+         WHERE id = ?1",
+        params![
+            d.id.as_str(),
+            state.as_str(),
+            attempt.number,
+            next_at,
+            attempt.error,
+            now.0
+        ],
+    )
+    .map_err(backend)?;
+    Ok(DeliveryStateChange { state })
+}
+
+fn newer_delivery_exists(
+    c: &Connection,
+    op: &OperationId,
+    seq: i64,
+) -> Result<bool, StoreError> {
+    exists(c, "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq > ?2 LIMIT 1", op, seq)
+}
+
+fn older_pending_exists(c: &Connection, op: &OperationId, seq: i64) -> Result<bool, StoreError> {
+    exists(
+        c,
+        "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq < ?2 AND state = 'pending' LIMIT 1",
+        op,
+        seq,
+    )
+}
+
+fn exists(c: &Connection, sql: &str, op: &OperationId, seq: i64) -> Result<bool, StoreError> {
+    let mut stmt = c.prepare_cached(sql).map_err(backend)?;
+    stmt.exists(params![op.as_str(), seq]).map_err(backend)
+}
+
+fn mark_superseded(tx: &Transaction<'_>, id: &str, now: Timestamp) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
+         WHERE id = ?1",
+        params![id, now.0],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn is_disabled(c: &Connection, merchant: &MerchantId, url: &str) -> Result<bool, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1 AND url = ?2")
+        .map_err(backend)?;
+    stmt.exists(params![merchant.as_str(), url]).map_err(backend)
+}
+
+fn disable_destination(
+    c: &Connection,
+    merchant: &MerchantId,
+    url: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO disabled_destinations (merchant_id, url, disabled_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+        params![merchant.as_str(), url, now.0],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Used by the row helpers for hosts of new deliveries.
+pub(crate) fn host_of(url: &str) -> String {
+    destination_host(url)
+}

@@ -1,0 +1,404 @@
+//! Row mapping for the SQLite store: column lists, `from_row` functions, inserts and updates.
+
+use super::host_of;
+use crate::{NewOperation, StoreError};
+use payhook_core::ids::{MerchantId, OperationId};
+use payhook_core::model::{
+    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryState, ErrorKind, Event,
+    Merchant, Operation,
+};
+use payhook_core::signing::SigningSecret;
+use payhook_core::status::Status;
+use payhook_core::Timestamp;
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+use serde::de::DeserializeOwned;
+use std::str::FromStr;
+
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+pub(crate) fn bad_id() -> StoreError {
+    StoreError::Backend("malformed id in the database".into())
+}
+
+pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T, StoreError> {
+    s.parse().map_err(|_| bad_id())
+}
+
+fn conv<E: std::error::Error + Send + Sync + 'static>(i: usize, e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e))
+}
+
+fn text<T: FromStr>(r: &Row<'_>, i: usize) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    r.get::<_, String>(i)?.parse().map_err(|e| conv(i, e))
+}
+
+fn json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    serde_json::from_str(&r.get::<_, String>(i)?).map_err(|e| conv(i, e))
+}
+
+fn opt_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
+    r.get::<_, Option<String>>(i)?
+        .map(|s| serde_json::from_str(&s).map_err(|e| conv(i, e)))
+        .transpose()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("our records serialize to JSON")
+}
+
+fn secret(r: &Row<'_>, i: usize) -> rusqlite::Result<SigningSecret> {
+    SigningSecret::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i, e))
+}
+
+const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, allowed_callback_urls, retry, \
+    encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
+    updated_at";
+
+fn merchant_from_row(r: &Row<'_>) -> rusqlite::Result<Merchant> {
+    let previous = match (r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(10)?) {
+        (Some(s), Some(exp)) => {
+            Some((SigningSecret::parse(&s).map_err(|e| conv(9, e))?, Timestamp(exp)))
+        }
+        _ => None,
+    };
+    Ok(Merchant {
+        id: text(r, 0)?,
+        name: r.get(1)?,
+        dialect: text(r, 2)?,
+        callback_url: r.get(3)?,
+        allowed_callback_urls: json(r, 4)?,
+        retry: opt_json(r, 5)?,
+        encryption_key: opt_json(r, 6)?,
+        settings: json(r, 7)?,
+        signing_secret: secret(r, 8)?,
+        previous_secret: previous,
+        created_at: Timestamp(r.get(11)?),
+        updated_at: Timestamp(r.get(12)?),
+    })
+}
+
+pub(crate) fn load_merchant(
+    c: &Connection,
+    id: &MerchantId,
+) -> Result<Option<Merchant>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = ?1"))
+        .map_err(backend)?;
+    stmt.query_row([id.as_str()], merchant_from_row).optional().map_err(backend)
+}
+
+fn merchant_params(m: &Merchant) -> [Box<dyn rusqlite::ToSql>; 13] {
+    let (prev, exp) = match &m.previous_secret {
+        Some((s, exp)) => (Some(s.expose().to_owned()), Some(exp.0)),
+        None => (None, None),
+    };
+    [
+        Box::new(m.id.to_string()),
+        Box::new(m.name.clone()),
+        Box::new(m.dialect.as_str()),
+        Box::new(m.callback_url.clone()),
+        Box::new(to_json(&m.allowed_callback_urls)),
+        Box::new(m.retry.as_ref().map(to_json)),
+        Box::new(m.encryption_key.as_ref().map(to_json)),
+        Box::new(to_json(&m.settings)),
+        Box::new(m.signing_secret.expose().to_owned()),
+        Box::new(prev),
+        Box::new(exp),
+        Box::new(m.created_at.0),
+        Box::new(m.updated_at.0),
+    ]
+}
+
+pub(crate) fn insert_merchant(c: &Connection, m: &Merchant) -> Result<(), StoreError> {
+    let p = merchant_params(m);
+    c.execute(
+        &format!(
+            "INSERT INTO merchants ({MERCHANT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ),
+        rusqlite::params_from_iter(p.iter()),
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) fn update_merchant_row(c: &Connection, m: &Merchant) -> Result<usize, StoreError> {
+    let p = merchant_params(m);
+    c.execute(
+        "UPDATE merchants SET name = ?2, dialect = ?3, callback_url = ?4,
+           allowed_callback_urls = ?5, retry = ?6, encryption_key = ?7, settings = ?8,
+           signing_secret = ?9, previous_secret = ?10, previous_expires_at = ?11,
+           updated_at = ?13
+         WHERE id = ?1 AND ?12 IS NOT NULL",
+        rusqlite::params_from_iter(p.iter()),
+    )
+    .map_err(backend)
+}
+
+const OPERATION_COLUMNS: &str = "id, number, merchant_id, external_id, amount, currency, kind, \
+    status, seq, callback, data, created_at, updated_at, request_hash";
+
+fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<(Operation, String)> {
+    let op = Operation {
+        id: text(r, 0)?,
+        number: r.get(1)?,
+        merchant_id: text(r, 2)?,
+        external_id: r.get(3)?,
+        amount: r.get(4)?,
+        currency: r.get(5)?,
+        kind: r.get(6)?,
+        status: text(r, 7)?,
+        seq: r.get(8)?,
+        callback: json::<CallbackSettings>(r, 9)?,
+        data: json(r, 10)?,
+        created_at: Timestamp(r.get(11)?),
+        updated_at: Timestamp(r.get(12)?),
+    };
+    Ok((op, r.get(13)?))
+}
+
+/// One operation (and its request hash) by a `WHERE` clause.
+pub(crate) fn query_operation<P: Params>(
+    c: &Connection,
+    clause: &str,
+    p: P,
+) -> Result<Option<(Operation, String)>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}"))
+        .map_err(backend)?;
+    stmt.query_row(p, operation_from_row).optional().map_err(backend)
+}
+
+pub(crate) fn insert_operation(
+    c: &Connection,
+    id: &str,
+    new: &NewOperation,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO operations (id, merchant_id, external_id, amount, currency, kind, status,
+           seq, callback, data, request_hash, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', 0, ?7, ?8, ?9, ?10, ?10)",
+        params![
+            id,
+            new.merchant_id.as_str(),
+            new.external_id,
+            new.amount,
+            new.currency,
+            new.kind,
+            to_json(&new.callback),
+            to_json(&new.data),
+            new.request_hash,
+            now.0
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) fn save_operation_status(c: &Connection, op: &Operation) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE operations SET status = ?2, seq = ?3, data = ?4, updated_at = ?5 WHERE id = ?1",
+        params![op.id.as_str(), op.status.as_str(), op.seq, to_json(&op.data), op.updated_at.0],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, id, operation_id, merchant_id, seq, status, previous_status, event_key, \
+     created_at, snapshot";
+
+pub(crate) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        position: r.get(0)?,
+        id: text(r, 1)?,
+        operation_id: text(r, 2)?,
+        merchant_id: text(r, 3)?,
+        seq: r.get(4)?,
+        status: text(r, 5)?,
+        previous_status: text(r, 6)?,
+        event_key: r.get(7)?,
+        created_at: Timestamp(r.get(8)?),
+        operation: json(r, 9)?,
+    })
+}
+
+pub(crate) fn load_event(c: &Connection, id: &str) -> Result<Option<Event>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))
+        .map_err(backend)?;
+    stmt.query_row([id], event_from_row).optional().map_err(backend)
+}
+
+pub(crate) fn event_by_key(
+    c: &Connection,
+    op: &OperationId,
+    key: &str,
+) -> Result<Option<Event>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ?1 AND event_key = ?2"
+        ))
+        .map_err(backend)?;
+    stmt.query_row(params![op.as_str(), key], event_from_row).optional().map_err(backend)
+}
+
+pub(crate) fn insert_event(
+    c: &Connection,
+    op: &Operation,
+    previous_status: Status,
+    event_key: Option<String>,
+    now: Timestamp,
+) -> Result<Event, StoreError> {
+    let mut event = Event {
+        id: parse_id(&crate::mint_id("evt_"))?,
+        position: 0,
+        operation_id: op.id.clone(),
+        merchant_id: op.merchant_id.clone(),
+        seq: op.seq,
+        status: op.status,
+        previous_status,
+        event_key,
+        created_at: now,
+        operation: op.clone(),
+    };
+    c.execute(
+        &format!(
+            "INSERT INTO events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            EVENT_COLUMNS.trim_start_matches("position, ")
+        ),
+        params![
+            event.id.as_str(),
+            event.operation_id.as_str(),
+            event.merchant_id.as_str(),
+            event.seq,
+            event.status.as_str(),
+            previous_status.as_str(),
+            event.event_key,
+            now.0,
+            to_json(&event.operation)
+        ],
+    )
+    .map_err(backend)?;
+    event.position = c.last_insert_rowid();
+    Ok(event)
+}
+
+pub(crate) const DELIVERY_COLUMNS: &str =
+    "id, event_id, operation_id, merchant_id, seq, dialect, url, state, attempts, \
+     series_attempts, next_attempt_at, policy, last_error, created_at, updated_at";
+
+pub(crate) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let state: String = r.get(7)?;
+    Ok(Delivery {
+        id: text(r, 0)?,
+        event_id: text(r, 1)?,
+        operation_id: text(r, 2)?,
+        merchant_id: text(r, 3)?,
+        seq: r.get(4)?,
+        dialect: text(r, 5)?,
+        url: r.get(6)?,
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| conv(7, payhook_core::status::UnknownStatus(state)))?,
+        attempts: r.get(8)?,
+        series_attempts: r.get(9)?,
+        next_attempt_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+        policy: json(r, 11)?,
+        last_error: r.get(12)?,
+        created_at: Timestamp(r.get(13)?),
+        updated_at: Timestamp(r.get(14)?),
+    })
+}
+
+pub(crate) fn load_delivery(c: &Connection, id: &str) -> Result<Option<Delivery>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"))
+        .map_err(backend)?;
+    stmt.query_row([id], delivery_from_row).optional().map_err(backend)
+}
+
+pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
+           state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
+           updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11, ?12, ?13, ?13)",
+        params![
+            d.id.as_str(),
+            d.event_id.as_str(),
+            d.operation_id.as_str(),
+            d.merchant_id.as_str(),
+            d.seq,
+            d.dialect.as_str(),
+            d.url,
+            host_of(&d.url),
+            d.state.as_str(),
+            d.next_attempt_at.map(|t| t.0),
+            to_json(&d.policy),
+            d.last_error,
+            d.created_at.0
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+const ATTEMPT_COLUMNS: &str = "delivery_id, number, started_at, duration_ms, request, \
+    response_status, response_body, outcome, error_kind, error";
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let outcome: String = r.get(7)?;
+    let kind: Option<String> = r.get(8)?;
+    Ok(Attempt {
+        delivery_id: text(r, 0)?,
+        number: r.get(1)?,
+        started_at: Timestamp(r.get(2)?),
+        duration_ms: r.get(3)?,
+        request: r.get(4)?,
+        response_status: r.get(5)?,
+        response_body: r.get(6)?,
+        outcome: AttemptOutcome::parse(&outcome)
+            .ok_or_else(|| conv(7, payhook_core::status::UnknownStatus(outcome)))?,
+        error_kind: kind.as_deref().and_then(ErrorKind::parse),
+        error: r.get(9)?,
+    })
+}
+
+pub(crate) fn load_attempts(c: &Connection, delivery: &str) -> Result<Vec<Attempt>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY number"
+        ))
+        .map_err(backend)?;
+    let rows = stmt.query_map([delivery], attempt_from_row).map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+}
+
+pub(crate) fn insert_attempt(c: &Connection, a: &Attempt) -> Result<(), StoreError> {
+    c.execute(
+        &format!(
+            "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
+        params![
+            a.delivery_id.as_str(),
+            a.number,
+            a.started_at.0,
+            a.duration_ms,
+            a.request,
+            a.response_status,
+            a.response_body,
+            a.outcome.as_str(),
+            a.error_kind.map(|k| k.as_str()),
+            a.error
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The values that cross the [`crate::Store`] interface.
+
+use payhook_core::ids::{MerchantId, OperationId};
+use payhook_core::model::{CallbackSettings, Delivery, DeliveryState, Event, Merchant, Operation};
+use payhook_core::status::{InvalidTransition, Status};
+use payhook_core::Timestamp;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    #[error("event key {0:?} was already used for a different status")]
+    EventKeyConflict(String),
+    #[error("a newer delivery of this operation exists")]
+    Superseded,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("store failure: {0}")]
+    Backend(String),
+}
+
+/// An operation to register, already validated by the API.
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub merchant_id: MerchantId,
+    pub external_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub kind: String,
+    pub callback: CallbackSettings,
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// Fingerprint of the registration request: the same body registers idempotently,
+    /// a different one under the same external id conflicts.
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Registered {
+    Created(Operation),
+    /// Same request as before: the existing operation.
+    Existing(Operation),
+    /// Same external id, different request.
+    Conflict(Operation),
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub operation_id: OperationId,
+    pub status: Status,
+    /// Merged into the operation's data (top-level keys replace).
+    pub data: serde_json::Map<String, serde_json::Value>,
+    pub event_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub event: Event,
+    /// True when the event key had been seen: nothing new was stored.
+    pub duplicate: bool,
+    /// The delivery planned for the event, if the dialect sends one.
+    pub delivery: Option<Delivery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub node: &'a str,
+    pub now: Timestamp,
+    pub lease: Duration,
+    pub limit: usize,
+    /// Deliveries this node has in flight per destination host (`host:port`).
+    pub in_flight: &'a std::collections::HashMap<String, usize>,
+    /// At most this many concurrent attempts per destination host on this node: work for a
+    /// host at its limit is left for later, so a slow merchant delays no other.
+    pub per_host_limit: usize,
+}
+
+/// A leased delivery with what the dispatcher needs to render it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    pub event: Event,
+    pub merchant: Merchant,
+}
+
+/// What the dispatcher decided after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(Timestamp),
+    Exhausted,
+    /// Stop for good (blocked target, permanent failure); `disable` also disables the
+    /// destination (410 Gone) so later deliveries to it are cancelled at once.
+    Cancel { disable: bool },
+}
+
+/// The state a delivery ended in after `record_attempt` (a retry may turn into `superseded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryStateChange {
+    pub state: DeliveryState,
+}
+
+/// The host part of a URL (`host:port`), the unit of per-destination concurrency.
+pub fn destination_host(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or_default(),
+            u.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// A fresh id: the prefix and a UUIDv7 (time-ordered, so ids sort by creation), at most
+/// 36 characters.
+pub fn mint_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::now_v7().simple())
+}

@@ -1,0 +1,240 @@
+//! Settings: every one has a flag, a `PAYHOOK_*` environment variable and a config-file key.
+//! Precedence: flag > environment > file > default (see `config.default.toml`).
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `payhook serve` flags. Every field is optional so the file and defaults can fill it in.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys as in config.default.toml).
+    #[arg(long, env = "PAYHOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the API listens on.
+    #[arg(long, env = "PAYHOOK_LISTEN")]
+    pub listen: Option<String>,
+    /// `./payhook.db` (SQLite file path, the default) or a `postgres://` URL.
+    #[arg(long, env = "PAYHOOK_DATABASE")]
+    pub database: Option<String>,
+    /// The admin token. When unset, one is generated on first start and printed once.
+    #[arg(long, env = "PAYHOOK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Allow callbacks to loopback, private and link-local addresses (development only).
+    #[arg(long, env = "PAYHOOK_ALLOW_PRIVATE_TARGETS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_targets: Option<bool>,
+    /// Timeout of one callback request, e.g. `15s`.
+    #[arg(long, env = "PAYHOOK_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+    /// Concurrent callback attempts on this node.
+    #[arg(long, env = "PAYHOOK_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Concurrent callback attempts per destination host on this node.
+    #[arg(long, env = "PAYHOOK_PER_HOST_LIMIT")]
+    pub per_host_limit: Option<usize>,
+    /// Longest pause between looks for due work, e.g. `500ms`.
+    #[arg(long, env = "PAYHOOK_POLL_INTERVAL")]
+    pub poll_interval: Option<String>,
+    /// This node's name in leases and logs (default: host name and process id).
+    #[arg(long, env = "PAYHOOK_NODE_ID")]
+    pub node_id: Option<String>,
+    /// `text` or `json` logs.
+    #[arg(long, env = "PAYHOOK_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The config file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database: Option<String>,
+    admin_token: Option<String>,
+    allow_private_targets: Option<bool>,
+    request_timeout: Option<String>,
+    max_in_flight: Option<usize>,
+    per_host_limit: Option<usize>,
+    poll_interval: Option<String>,
+    node_id: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated settings, resolved once at start.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: String,
+    pub database: String,
+    pub admin_token: Option<String>,
+    pub allow_private_targets: bool,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+    pub per_host_limit: usize,
+    pub poll_interval: Duration,
+    pub node_id: String,
+    pub log_format: LogFormat,
+    /// Serve the HTTP API on this node.
+    pub api: bool,
+    /// Run the dispatcher on this node.
+    pub dispatch: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database", &redact_url(&self.database))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("request_timeout", &self.request_timeout)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides a password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn duration(key: &str, v: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(v).with_context(|| format!("{key}: {v:?} is not a duration like 15s"))
+}
+
+impl Config {
+    pub fn defaults() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database: "payhook.db".into(),
+            admin_token: None,
+            allow_private_targets: false,
+            request_timeout: Duration::from_secs(15),
+            max_in_flight: 64,
+            per_host_limit: 8,
+            poll_interval: Duration::from_millis(500),
+            node_id: default_node_id(),
+            log_format: LogFormat::Text,
+            api: true,
+            dispatch: true,
+        }
+    }
+
+    /// Resolves flags and environment (already merged by clap) over the file over defaults.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::defaults();
+        let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
+        let config = Config {
+            listen: pick(&args.listen, file.listen).unwrap_or(d.listen),
+            database: pick(&args.database, file.database).unwrap_or(d.database),
+            admin_token: pick(&args.admin_token, file.admin_token),
+            allow_private_targets: args
+                .allow_private_targets
+                .or(file.allow_private_targets)
+                .unwrap_or(d.allow_private_targets),
+            request_timeout: match pick(&args.request_timeout, file.request_timeout) {
+                Some(v) => duration("request_timeout", &v)?,
+                None => d.request_timeout,
+            },
+            max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(d.max_in_flight),
+            per_host_limit: args.per_host_limit.or(file.per_host_limit).unwrap_or(d.per_host_limit),
+            poll_interval: match pick(&args.poll_interval, file.poll_interval) {
+                Some(v) => duration("poll_interval", &v)?,
+                None => d.poll_interval,
+            },
+            node_id: pick(&args.node_id, file.node_id).unwrap_or(d.node_id),
+            log_format: match pick(&args.log_format, file.log_format).as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => bail!("log_format must be text or json, not {other:?}"),
+            },
+            api: true,
+            dispatch: true,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_in_flight == 0 || self.per_host_limit == 0 {
+            bail!("max_in_flight and per_host_limit must be at least 1");
+        }
+        if self.request_timeout.is_zero() || self.request_timeout > Duration::from_secs(300) {
+            bail!("request_timeout must be between 1ms and 5m");
+        }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 16 || t.starts_with("pk_") {
+                bail!("the admin token must be at least 16 characters and not start with pk_");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\nrequest_timeout = \"3s\"\n")
+            .expect("write config");
+        let args = ServeArgs {
+            config: Some(path),
+            request_timeout: Some("7s".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("valid config");
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.request_timeout, Duration::from_secs(7));
+        assert_eq!(c.database, "payhook.db");
+        assert!(!c.allow_private_targets);
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let args = ServeArgs { request_timeout: Some("soon".into()), ..Default::default() };
+        assert!(Config::resolve(&args).is_err());
+        let args = ServeArgs { admin_token: Some("short".into()), ..Default::default() };
+        assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = Config::defaults();
+        c.admin_token = Some("super-secret-admin-token".into());
+        c.database = "postgres://u:hunter2@db/payhook".into();
+        let text = format!("{c:?}");
+        assert!(!text.contains("super-secret") && !text.contains("hunter2"), "{text}");
+    }
+}

@@ -1,0 +1,8 @@
+//! payhook, the binary's library half: configuration and the wiring that `main` and the
+//! integration tests share.
+//!
+//! - [`config`]: layered settings (defaults → file → `PAYHOOK_*` env → flags).
+//! - [`app`]: opens the store, builds the dispatcher and the API, runs them until shutdown.
+
+pub mod app;
+pub mod config;
