@@ -2,14 +2,17 @@
 //!
 //! Nothing here performs I/O. Time and randomness reach the logic as arguments
 //! (`now: Timestamp`, `jitter: f64`); the only clock reader is [`clock::SystemClock`], which
-//! callers inject behind the [`clock::Clock`] trait so tests can drive time by hand.
+//! callers inject behind the [`clock::Clock`] trait so tests can drive time by hand. One
+//! deliberate exception: the `ecom` dialect's JWE encryption draws its ephemeral key and IV from
+//! OpenSSL's CSPRNG, randomness that must not be injectable.
 //!
 //! Main modules:
 //! - [`ids`]: prefixed id newtypes (`mer_…`, `op_…`, `evt_…`, `dlv_…`).
 //! - [`status`]: canonical statuses and the transition rules.
 //! - [`model`]: merchants, operations, events, deliveries, attempts.
 //! - [`retry`]: retry policies and their arithmetic.
-//! - [`dialect`]: what goes on the wire per protocol (render) and how answers are read (classify).
+//! - [`dialect`]: what goes on the wire per protocol (render) and how answers are read (classify):
+//!   `standard`, `xpay`, `ws2mpi`, `ecom`, `uapay`.
 //! - [`signing`]: Standard Webhooks signatures.
 
 pub mod clock;
@@ -23,5 +26,7 @@ pub mod time;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+pub(crate) mod golden;
 
 pub use crate::time::Timestamp;

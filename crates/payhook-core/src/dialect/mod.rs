@@ -4,7 +4,11 @@
 //! [`Dialect::classify`] turns the merchant's [`Reply`] into a [`Verdict`]. [`Dialect::destination`]
 //! says whether an event produces a callback at all, and where to.
 
+mod ecom;
 mod standard;
+mod uapay;
+pub mod ws2mpi;
+mod xpay;
 
 use crate::ids::DeliveryId;
 use crate::model::{Event, Merchant, Operation};
@@ -22,14 +26,32 @@ pub use crate::model::ErrorKind;
 pub enum Dialect {
     /// Standard Webhooks 1.0, the default.
     Standard,
+    /// XPAY success/fail redirect-style callbacks: `GET` with `state` and `xrayOperationID`.
+    Xpay,
+    /// Ukrcard WS2MPI callback service: minimal JSON, acknowledged in the response body.
+    Ws2mpi,
+    /// Bank Alliance ECOM `notificationUrl` callbacks, optionally JWE-encrypted.
+    Ecom,
+    /// UAPAY callbacks: `{"token": <HS256 JWS>}`.
+    Uapay,
 }
 
 impl Dialect {
-    pub const ALL: [Dialect; 1] = [Dialect::Standard];
+    pub const ALL: [Dialect; 5] = [
+        Dialect::Standard,
+        Dialect::Xpay,
+        Dialect::Ws2mpi,
+        Dialect::Ecom,
+        Dialect::Uapay,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Dialect::Standard => "standard",
+            Dialect::Xpay => "xpay",
+            Dialect::Ws2mpi => "ws2mpi",
+            Dialect::Ecom => "ecom",
+            Dialect::Uapay => "uapay",
         }
     }
 
@@ -38,6 +60,10 @@ impl Dialect {
     pub fn destination(self, merchant: &Merchant, op: &Operation) -> Option<String> {
         match self {
             Dialect::Standard => standard::destination(merchant, op),
+            Dialect::Xpay => xpay::destination(merchant, op),
+            Dialect::Ws2mpi => ws2mpi::destination(merchant, op),
+            Dialect::Ecom => ecom::destination(merchant, op),
+            Dialect::Uapay => uapay::destination(merchant, op),
         }
     }
 
@@ -45,13 +71,19 @@ impl Dialect {
     pub fn render(self, input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
         match self {
             Dialect::Standard => standard::render(input),
+            Dialect::Xpay => xpay::render(input),
+            Dialect::Ws2mpi => ws2mpi::render(input),
+            Dialect::Ecom => ecom::render(input),
+            Dialect::Uapay => uapay::render(input),
         }
     }
 
     /// Reads the merchant's answer.
     pub fn classify(self, reply: &Reply<'_>) -> Verdict {
         match self {
-            Dialect::Standard => classify_2xx(reply),
+            Dialect::Standard | Dialect::Xpay => classify_2xx(reply),
+            Dialect::Ws2mpi => ws2mpi::classify(reply),
+            Dialect::Ecom | Dialect::Uapay => classify_exactly_200(reply),
         }
     }
 
@@ -59,6 +91,10 @@ impl Dialect {
     pub fn default_policy(self) -> RetryPolicy {
         match self {
             Dialect::Standard => standard::default_policy(),
+            Dialect::Xpay => xpay::default_policy(),
+            Dialect::Ws2mpi => ws2mpi::default_policy(),
+            Dialect::Ecom => ecom::default_policy(),
+            Dialect::Uapay => uapay::default_policy(),
         }
     }
 }
@@ -153,6 +189,9 @@ pub enum RenderError {
 #[derive(Debug, Clone, Copy)]
 pub struct Reply<'a> {
     pub status: u16,
+    /// The body of the request this answers, as sent: WS2MPI's acknowledgement must echo the
+    /// `orderNumber` we sent, and the classifier stays pure by reading it from here.
+    pub request_body: &'a [u8],
     /// The raw `Retry-After` header, if any.
     pub retry_after: Option<&'a str>,
     pub body: &'a [u8],
@@ -224,12 +263,61 @@ pub fn classify_exactly_200(reply: &Reply<'_>) -> Verdict {
     }
 }
 
+/// The operation's own callback URL, else the merchant's: where the dialects that POST to one
+/// fixed URL (ws2mpi, ecom, uapay) send.
+fn callback_url(merchant: &Merchant, op: &Operation) -> Option<String> {
+    op.callback
+        .callback_url
+        .clone()
+        .or_else(|| merchant.callback_url.clone())
+}
+
+/// Serializes a body. `serde_json` keeps map keys in insertion order (`preserve_order`), which
+/// is what lets the dialects reproduce the providers' field order.
+fn json_bytes(value: &serde_json::Value) -> Result<Vec<u8>, RenderError> {
+    serde_json::to_vec(value).map_err(|e| RenderError::Invalid(e.to_string()))
+}
+
+/// Whether a `success` is only an amount held (two-phase payment), as the payment core says
+/// with `data.two_phase: true`.
+fn is_two_phase(op: &Operation) -> bool {
+    op.data
+        .get("two_phase")
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+}
+
+/// Copies the provider fields `keys` that `data` carries into `out`, in the order of `keys`.
+fn copy_from_data(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    data: &serde_json::Map<String, serde_json::Value>,
+    keys: &[&str],
+) {
+    for key in keys {
+        if let Some(value) = data.get(*key) {
+            out.insert((*key).to_owned(), value.clone());
+        }
+    }
+}
+
+/// A status the dialect has no callback for reached `render`: `destination` should have
+/// stopped it, so this is a caller bug reported as a render error rather than a panic.
+fn unmapped(dialect: Dialect, status: crate::status::Status) -> RenderError {
+    RenderError::Invalid(format!("{dialect} sends no callback for status {status}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn reply(status: u16, retry_after: Option<&str>) -> Reply<'_> {
-        Reply { status, retry_after, body: b"", now: Timestamp(1_700_000_000_000) }
+        Reply {
+            status,
+            retry_after,
+            request_body: b"",
+            body: b"",
+            now: Timestamp(1_700_000_000_000),
+        }
     }
 
     #[test]
@@ -258,6 +346,17 @@ mod tests {
         assert_eq!(wait(429, "soon"), None);
         // 2023-11-14T22:13:20Z is now; one minute later:
         assert_eq!(wait(429, "Tue, 14 Nov 2023 22:14:20 GMT"), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn dialect_names_round_trip() {
+        for d in Dialect::ALL {
+            assert_eq!(d.as_str().parse::<Dialect>(), Ok(d));
+            let json = serde_json::to_string(&d).expect("serializes");
+            assert_eq!(json, format!("\"{d}\""));
+            assert_eq!(serde_json::from_str::<Dialect>(&json).expect("parses"), d);
+        }
+        assert!("alb".parse::<Dialect>().is_err());
     }
 
     #[test]
