@@ -35,7 +35,11 @@ pub async fn feed(
     caller.require_access(&merchant)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit is 1..={MAX_LIMIT}")));
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit",
+            format!("limit is 1..={MAX_LIMIT}"),
+        ));
     }
     let events = state.store.events(&merchant, q.after, limit).await?;
     let next_after = events.last().map_or(q.after, |e| e.position);

@@ -75,7 +75,7 @@ fn check_merchant(m: &Merchant) -> Result<(), ApiError> {
     for prefix in &m.allowed_callback_urls {
         validate::url("allowed_callback_urls", prefix)?;
     }
-    if m.dialect.as_str() == "uapay" && m.allowed_callback_urls.is_empty() {
+    if m.dialect == Dialect::Uapay && m.allowed_callback_urls.is_empty() {
         return Err(ApiError::invalid(
             "allowed_callback_urls_required",
             "allowed_callback_urls",
@@ -102,7 +102,11 @@ fn check_merchant(m: &Merchant) -> Result<(), ApiError> {
 fn check_settings(settings: &Map<String, Value>) -> Result<(), ApiError> {
     for (k, v) in settings {
         if !KNOWN_SETTINGS.contains(&k.as_str()) {
-            return Err(ApiError::invalid("unknown_setting", "settings", format!("unknown setting {k:?}")));
+            return Err(ApiError::invalid(
+                "unknown_setting",
+                "settings",
+                format!("unknown setting {k:?}"),
+            ));
         }
         if k == "ecom_operations_field" && !matches!(v.as_str(), Some("operation" | "operations")) {
             return Err(ApiError::invalid(
@@ -136,9 +140,7 @@ pub async fn create(
     };
     let retry = body.retry.as_ref().map(|v| parse_retry("retry", v)).transpose()?;
     let merchant = Merchant {
-        id: payhook_store::mint_id(MerchantId::PREFIX)
-            .parse()
-            .map_err(ApiError::internal)?,
+        id: payhook_store::mint_id(MerchantId::PREFIX).parse().map_err(ApiError::internal)?,
         name: body.name,
         dialect,
         callback_url: body.callback_url,
@@ -190,7 +192,8 @@ fn apply_patch(m: &mut Merchant, key: &str, v: &Value) -> Result<bool, ApiError>
             m.name = opt_string(key, v)?.ok_or_else(|| ApiError::malformed("name is required"))?
         }
         "dialect" => {
-            let d = opt_string(key, v)?.ok_or_else(|| ApiError::malformed("dialect is required"))?;
+            let d =
+                opt_string(key, v)?.ok_or_else(|| ApiError::malformed("dialect is required"))?;
             m.dialect = parse_dialect(key, &d)?;
         }
         "callback_url" => {

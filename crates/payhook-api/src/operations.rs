@@ -81,14 +81,22 @@ fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
     validate::opt_url("fail_url", &body.fail_url)?;
     validate::opt_url("return_url", &body.return_url)?;
     if body.status_source.as_ref().is_some_and(|s| !s.is_object()) {
-        return Err(ApiError::invalid("invalid_status_source", "status_source", "must be an object"));
+        return Err(ApiError::invalid(
+            "invalid_status_source",
+            "status_source",
+            "must be an object",
+        ));
     }
     Ok(())
 }
 
 /// The destinations this dialect needs exist and are on the merchant's allow-list.
-fn check_destinations(m: &Merchant, dialect: Dialect, cb: &CallbackSettings) -> Result<(), ApiError> {
-    if dialect.as_str() == "uapay" && m.allowed_callback_urls.is_empty() {
+fn check_destinations(
+    m: &Merchant,
+    dialect: Dialect,
+    cb: &CallbackSettings,
+) -> Result<(), ApiError> {
+    if dialect == Dialect::Uapay && m.allowed_callback_urls.is_empty() {
         return Err(ApiError::invalid(
             "callback_url_not_allowed",
             "callback_url",
@@ -96,14 +104,22 @@ fn check_destinations(m: &Merchant, dialect: Dialect, cb: &CallbackSettings) -> 
         ));
     }
     let callback = cb.callback_url.as_ref().or(m.callback_url.as_ref());
-    let required: Vec<(&str, Option<&String>)> = if dialect.as_str() == "xpay" {
-        vec![("success_url", cb.success_url.as_ref()), ("fail_url", cb.fail_url.as_ref())]
+    let required: Vec<(&str, Option<&String>)> = if dialect == Dialect::Xpay {
+        // XPAY falls back to the callback URL when a success or fail URL is not given.
+        vec![
+            ("success_url", cb.success_url.as_ref().or(callback)),
+            ("fail_url", cb.fail_url.as_ref().or(callback)),
+        ]
     } else {
         vec![("callback_url", callback)]
     };
     for (field, url) in required {
         let url = url.ok_or_else(|| {
-            ApiError::invalid("callback_url_required", field, format!("the {dialect} dialect needs {field}"))
+            ApiError::invalid(
+                "callback_url_required",
+                field,
+                format!("the {dialect} dialect needs {field}"),
+            )
         })?;
         if !m.allows_url(url) {
             return Err(callback_not_allowed(field));
@@ -153,8 +169,12 @@ pub async fn register(
         request_hash,
     };
     match state.store.register_operation(new, state.clock.now()).await? {
-        Registered::Created(op) => Ok((StatusCode::CREATED, axum::Json(views::operation(&op, Some(&merchant))))),
-        Registered::Existing(op) => Ok((StatusCode::OK, axum::Json(views::operation(&op, Some(&merchant))))),
+        Registered::Created(op) => {
+            Ok((StatusCode::CREATED, axum::Json(views::operation(&op, Some(&merchant)))))
+        }
+        Registered::Existing(op) => {
+            Ok((StatusCode::OK, axum::Json(views::operation(&op, Some(&merchant)))))
+        }
         Registered::Conflict(op) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "external_id_conflict",
@@ -171,7 +191,8 @@ pub(crate) async fn visible_operation(
     id: &str,
 ) -> Result<Operation, ApiError> {
     let id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
-    let op = state.store.get_operation(&id).await?.ok_or_else(|| ApiError::not_found("operation"))?;
+    let op =
+        state.store.get_operation(&id).await?.ok_or_else(|| ApiError::not_found("operation"))?;
     caller.require_access(&op.merchant_id)?;
     Ok(op)
 }
@@ -237,18 +258,19 @@ pub async fn report_status(
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     caller.require_admin()?;
     let operation_id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
-    let status: Status = body
-        .status
-        .parse()
-        .map_err(|e: payhook_core::status::UnknownStatus| ApiError::invalid("unknown_status", "status", e.to_string()))?;
+    let status: Status =
+        body.status.parse().map_err(|e: payhook_core::status::UnknownStatus| {
+            ApiError::invalid("unknown_status", "status", e.to_string())
+        })?;
     if let Some(key) = &body.event_key {
         validate::text("event_key", key, validate::MAX_EVENT_KEY)?;
     }
     let report = StatusReport { operation_id, status, data: body.data, event_key: body.event_key };
-    let reported = state.store.report_status(report, state.clock.now()).await.map_err(|e| match e {
-        payhook_store::StoreError::NotFound => ApiError::not_found("operation"),
-        other => other.into(),
-    })?;
+    let reported =
+        state.store.report_status(report, state.clock.now()).await.map_err(|e| match e {
+            payhook_store::StoreError::NotFound => ApiError::not_found("operation"),
+            other => other.into(),
+        })?;
     if reported.delivery.is_some() {
         state.wake_dispatcher();
     }
@@ -265,14 +287,17 @@ pub async fn client_return(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
-    let op = state.store.get_operation(&id).await?.ok_or_else(|| ApiError::not_found("operation"))?;
-    let url = op
-        .callback
-        .return_url
-        .clone()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_return_url", "the operation has no return_url"))?;
+    let op =
+        state.store.get_operation(&id).await?.ok_or_else(|| ApiError::not_found("operation"))?;
+    let url = op.callback.return_url.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "no_return_url", "the operation has no return_url")
+    })?;
     if !op.status.is_final() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "not_final", "the operation has no final status yet"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_final",
+            "the operation has no final status yet",
+        ));
     }
     Ok((StatusCode::SEE_OTHER, [(LOCATION, url)]).into_response())
 }

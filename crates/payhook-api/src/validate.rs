@@ -13,7 +13,11 @@ pub const MAX_EVENT_KEY: usize = 128;
 /// A non-empty string of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
-        return Err(ApiError::invalid("invalid_field", field, format!("{field} must not be empty")));
+        return Err(ApiError::invalid(
+            "invalid_field",
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if value.chars().count() > max {
         return Err(ApiError::invalid(
@@ -59,7 +63,8 @@ pub fn amount(value: i64) -> Result<(), ApiError> {
 /// ISO 4217: three capital letters (`UAH`) or three digits (`980`).
 pub fn currency(value: &str) -> Result<(), ApiError> {
     let ok = value.len() == 3
-        && (value.bytes().all(|b| b.is_ascii_uppercase()) || value.bytes().all(|b| b.is_ascii_digit()));
+        && (value.bytes().all(|b| b.is_ascii_uppercase())
+            || value.bytes().all(|b| b.is_ascii_digit()));
     if !ok {
         return Err(ApiError::invalid(
             "invalid_currency",

@@ -28,17 +28,12 @@ pub fn diff(expected: &Value, actual: &Value) -> Vec<(String, Diff)> {
 /// Only the differences of shape (missing, extra, type), for seeds whose values are
 /// placeholders or differ in format.
 pub fn shape_diff(expected: &Value, actual: &Value) -> Vec<(String, Diff)> {
-    diff(expected, actual)
-        .into_iter()
-        .filter(|(_, d)| *d != Diff::Value)
-        .collect()
+    diff(expected, actual).into_iter().filter(|(_, d)| *d != Diff::Value).collect()
 }
 
 /// The keys of a JSON object, in order.
 pub fn keys(value: &Value) -> Vec<&str> {
-    value
-        .as_object()
-        .map_or_else(Vec::new, |m| m.keys().map(String::as_str).collect())
+    value.as_object().map_or_else(Vec::new, |m| m.keys().map(String::as_str).collect())
 }
 
 fn walk(path: &str, expected: &Value, actual: &Value, out: &mut Vec<(String, Diff)>) {

@@ -25,7 +25,9 @@ pub struct RetryPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RetryPolicyError {
-    #[error("retry policy must be {{\"schedule\":[…]}} or {{\"interval\":…,\"max_attempts\":…}}: {0}")]
+    #[error(
+        "retry policy must be {{\"schedule\":[…]}} or {{\"interval\":…,\"max_attempts\":…}}: {0}"
+    )]
     Shape(String),
     #[error("invalid duration {0:?} (use humantime form such as \"500ms\", \"5m\", \"2h\")")]
     Duration(String),
@@ -112,11 +114,8 @@ impl RetryPolicy {
 
     /// The policy as JSON, always in the `schedule` form.
     pub fn to_json(&self) -> serde_json::Value {
-        let schedule = self
-            .delays
-            .iter()
-            .map(|d| humantime::format_duration(*d).to_string())
-            .collect();
+        let schedule =
+            self.delays.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
         let jitter = (self.jitter > 0.0).then_some(self.jitter);
         serde_json::to_value(Wire::Schedule { schedule, jitter }).expect("plain JSON")
     }
@@ -161,8 +160,8 @@ mod tests {
         let p = RetryPolicy::from_json(&json!({"schedule":["5s","5m"]})).expect("valid");
         assert_eq!(p.delays, vec![S(5), S(300)]);
         assert_eq!(p.max_attempts(), 3);
-        let p = RetryPolicy::from_json(&json!({"interval":"500ms","max_attempts":10}))
-            .expect("valid");
+        let p =
+            RetryPolicy::from_json(&json!({"interval":"500ms","max_attempts":10})).expect("valid");
         assert_eq!(p.delays, vec![Duration::from_millis(500); 9]);
         assert_eq!(p.max_attempts(), 10);
     }

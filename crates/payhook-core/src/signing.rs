@@ -78,12 +78,13 @@ impl fmt::Debug for SigningSecret {
 }
 
 /// The `webhook-signature` header value: one signature per active secret, space-separated.
-pub fn signature_header(secrets: &[&SigningSecret], id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets
-        .iter()
-        .map(|s| s.sign(id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+pub fn signature_header(
+    secrets: &[&SigningSecret],
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    secrets.iter().map(|s| s.sign(id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 
 /// Checks a `webhook-signature` header: succeeds if any `v1` signature matches (constant-time

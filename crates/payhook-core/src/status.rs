@@ -64,10 +64,7 @@ impl Status {
 
     /// No further change is possible.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Failed | Status::Expired | Status::Reversed | Status::Refunded
-        )
+        matches!(self, Status::Failed | Status::Expired | Status::Reversed | Status::Refunded)
     }
 
     /// Checks a change from `self` to `to` against the transition rules.

@@ -246,6 +246,7 @@ impl Dispatcher {
                     status,
                     retry_after: retry_after.as_deref(),
                     body: &body,
+                    request_body: &outgoing.body,
                     now: self.clock.now(),
                 };
                 d.dialect.classify(&reply)

@@ -5,8 +5,8 @@
 mod rows;
 
 use crate::{
-    mint_id, destination_host, ClaimRequest, Claimed, DeliveryStateChange, NewOperation,
-    NextStep, Registered, Reported, StatusReport, Store, StoreError,
+    destination_host, mint_id, ClaimRequest, Claimed, DeliveryStateChange, NewOperation, NextStep,
+    Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use payhook_core::dialect::{effective_dialect, effective_policy};
@@ -71,9 +71,8 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx =
+                conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let out = f(&tx)?;
             tx.commit().map_err(backend)?;
             Ok(out)
@@ -315,11 +314,9 @@ impl Store for SqliteStore {
                 return Err(StoreError::Superseded);
             }
             let leased: Option<i64> = tx
-                .query_row(
-                    "SELECT lease_until FROM deliveries WHERE id = ?1",
-                    [id.as_str()],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT lease_until FROM deliveries WHERE id = ?1", [id.as_str()], |r| {
+                    r.get(0)
+                })
                 .map_err(backend)?;
             if leased.is_some_and(|until| until > now.0) {
                 return Err(StoreError::Conflict("the delivery is being attempted now".into()));
@@ -465,12 +462,8 @@ struct ClaimPlan {
 }
 
 fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
-    let busy: Vec<&String> = plan
-        .in_flight
-        .iter()
-        .filter(|(_, n)| **n >= plan.per_host_limit)
-        .map(|(h, _)| h)
-        .collect();
+    let busy: Vec<&String> =
+        plan.in_flight.iter().filter(|(_, n)| **n >= plan.per_host_limit).map(|(h, _)| h).collect();
     let busy = serde_json::to_string(&busy).expect("strings serialize");
     let now = plan.now;
     let candidates = due_candidates(tx, now, &busy, plan.limit + 16)?;
@@ -561,24 +554,13 @@ fn record_in(
            series_attempts = series_attempts + 1, next_attempt_at = ?4,
            lease_until = NULL, leased_by = NULL, last_error = ?5, updated_at = ?6
          WHERE id = ?1",
-        params![
-            d.id.as_str(),
-            state.as_str(),
-            attempt.number,
-            next_at,
-            attempt.error,
-            now.0
-        ],
+        params![d.id.as_str(), state.as_str(), attempt.number, next_at, attempt.error, now.0],
     )
     .map_err(backend)?;
     Ok(DeliveryStateChange { state })
 }
 
-fn newer_delivery_exists(
-    c: &Connection,
-    op: &OperationId,
-    seq: i64,
-) -> Result<bool, StoreError> {
+fn newer_delivery_exists(c: &Connection, op: &OperationId, seq: i64) -> Result<bool, StoreError> {
     exists(c, "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq > ?2 LIMIT 1", op, seq)
 }
 

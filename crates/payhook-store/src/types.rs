@@ -93,7 +93,9 @@ pub enum NextStep {
     Exhausted,
     /// Stop for good (blocked target, permanent failure); `disable` also disables the
     /// destination (410 Gone) so later deliveries to it are cancelled at once.
-    Cancel { disable: bool },
+    Cancel {
+        disable: bool,
+    },
 }
 
 /// The state a delivery ended in after `record_attempt` (a retry may turn into `superseded`).

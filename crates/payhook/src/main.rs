@@ -1,1 +1,98 @@
-fn main() {}
+//! The `payhook` command: `serve` and `migrate`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use payhook::app;
+use payhook::config::{Config, LogFormat, ServeArgs};
+use payhook_core::clock::SystemClock;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "payhook", version, about = "Durable payment-callback delivery")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the dispatcher.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(ServeArgs),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYHOOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Cancels `token` on ctrl-c or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: draining attempts in flight");
+        token.cancel();
+    });
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::resolve(&args)?;
+    init_tracing(config.log_format);
+    let services = app::build(&config, Arc::new(SystemClock)).await?;
+    if let Some(token) = &services.generated_admin_token {
+        println!("Generated admin token (shown once, keep it): {token}");
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, node = %config.node_id, "payhook listening");
+    println!("payhook listening on http://{addr}");
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let run = app::serve(listener, services, &config, shutdown.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return result,
+        _ = shutdown.cancelled() => {}
+    }
+    // Attempts in flight get the request timeout plus a margin to finish; anything cut off
+    // keeps its lease and is retried after it expires.
+    let drain = config.request_timeout + Duration::from_secs(5);
+    match tokio::time::timeout(drain, run).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("drain deadline passed; leases of unfinished attempts will expire");
+            Ok(())
+        }
+    }
+}
+
+async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::resolve(&args)?;
+    init_tracing(config.log_format);
+    app::open_store(&config.database).await?;
+    println!("migrations applied to {}", payhook::config::redact_url(&config.database));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => migrate(args).await,
+    }
+}

@@ -54,10 +54,7 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
     let json = super::json_bytes(&Value::Object(order(input)?))?;
     let encrypt = input.event.operation.callback.encrypt;
     let (body, content_type) = if encrypt {
-        (
-            encrypt_to(input.merchant, &json)?.into_bytes(),
-            "text/plain",
-        )
+        (encrypt_to(input.merchant, &json)?.into_bytes(), "text/plain")
     } else {
         (json, "application/json")
     };
@@ -65,12 +62,7 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
     if encrypt {
         headers.push((ENCRYPTED_HEADER.to_owned(), "true".to_owned()));
     }
-    Ok(Outgoing {
-        method: Method::Post,
-        url: input.url.to_owned(),
-        headers,
-        body,
-    })
+    Ok(Outgoing { method: Method::Post, url: input.url.to_owned(), headers, body })
 }
 
 /// The order object in seed 004's key order. payhook fills the canonical fields itself; `data`
@@ -84,10 +76,7 @@ fn order(input: &RenderInput<'_>) -> Result<Map<String, Value>, RenderError> {
     let data = &op.data;
     let merchant_id = text_or(data, "merchantId", input.merchant.id.as_str());
     let mut o = Map::new();
-    o.insert(
-        "ecomOrderId".into(),
-        text_or(data, "ecomOrderId", op.id.as_str()),
-    );
+    o.insert("ecomOrderId".into(), text_or(data, "ecomOrderId", op.id.as_str()));
     o.insert("coinAmount".into(), json!(op.amount));
     o.insert("merchantId".into(), merchant_id.clone());
     super::copy_from_data(&mut o, data, &["statusUrl", "hppOrderId", "redirectUrl"]);
@@ -101,10 +90,7 @@ fn order(input: &RenderInput<'_>) -> Result<Map<String, Value>, RenderError> {
     o.insert("orderStatus".into(), json!(mapped));
     super::copy_from_data(&mut o, data, &["expiredOrderDate"]);
     let transaction = transaction(op, status, mapped, merchant_id);
-    o.insert(
-        transaction_field(input.merchant).into(),
-        Value::Object(transaction),
-    );
+    o.insert(transaction_field(input.merchant).into(), Value::Object(transaction));
     Ok(o)
 }
 
@@ -128,11 +114,7 @@ fn payment_methods(data: &Map<String, Value>) -> Value {
 /// `operation` (seed 004, the SDKs), or `operations` (seed 002) when the merchant's setting
 /// `ecom_operations_field` says so.
 fn transaction_field(merchant: &Merchant) -> &'static str {
-    match merchant
-        .settings
-        .get("ecom_operations_field")
-        .and_then(Value::as_str)
-    {
+    match merchant.settings.get("ecom_operations_field").and_then(Value::as_str) {
         Some("operations") => "operations",
         _ => "operation",
     }
@@ -146,10 +128,7 @@ fn transaction(
     mapped: &str,
     merchant_id: Value,
 ) -> Map<String, Value> {
-    let from_data = op
-        .data
-        .get("operation")
-        .or_else(|| op.data.get("operations"));
+    let from_data = op.data.get("operation").or_else(|| op.data.get("operations"));
     let mut t = match from_data {
         Some(Value::Object(fields)) => fields.clone(),
         _ => Map::new(),
@@ -161,10 +140,7 @@ fn transaction(
     t.insert("coinAmount".into(), json!(op.amount));
     t.insert("merchantId".into(), merchant_id);
     t.insert("merchantRequestId".into(), json!(op.external_id));
-    t.insert(
-        "transactionCurrency".into(),
-        json!(numeric_currency(&op.currency)),
-    );
+    t.insert("transactionCurrency".into(), json!(numeric_currency(&op.currency)));
     t
 }
 
@@ -191,14 +167,9 @@ pub(crate) fn numeric_currency(currency: &str) -> String {
 
 /// The compact JWE (ECDH-ES+A256KW, A256GCM) of `plain` to the merchant's EC P-384 public key.
 fn encrypt_to(merchant: &Merchant, plain: &[u8]) -> Result<String, RenderError> {
-    let key = merchant
-        .encryption_key
-        .as_ref()
-        .ok_or(RenderError::MissingKey)?;
+    let key = merchant.encryption_key.as_ref().ok_or(RenderError::MissingKey)?;
     let jwk = p384_key(key)?;
-    let encrypter = ECDH_ES_A256KW
-        .encrypter_from_jwk(&jwk)
-        .map_err(jose_error)?;
+    let encrypter = ECDH_ES_A256KW.encrypter_from_jwk(&jwk).map_err(jose_error)?;
     let mut header = JweHeader::new();
     header.set_content_encryption(ENC);
     jwe::serialize_compact(plain, &header, &encrypter).map_err(jose_error)
@@ -206,9 +177,7 @@ fn encrypt_to(merchant: &Merchant, plain: &[u8]) -> Result<String, RenderError> 
 
 /// Parses the merchant's JWK and insists on EC P-384, the curve ALB receivers decrypt with.
 fn p384_key(key: &Value) -> Result<Jwk, RenderError> {
-    let map = key
-        .as_object()
-        .ok_or_else(|| invalid("encryption_key is not a JWK object"))?;
+    let map = key.as_object().ok_or_else(|| invalid("encryption_key is not a JWK object"))?;
     let jwk = Jwk::from_map(map.clone()).map_err(jose_error)?;
     if jwk.key_type() != "EC" || jwk.curve() != Some(CURVE) {
         return Err(invalid("encryption_key must be an EC P-384 JWK"));
@@ -250,13 +219,7 @@ mod tests {
         let ev = event(op, Status::Pending);
         let id = DeliveryId::from_suffix("e");
         let now = Timestamp(T0.0 + 1_000);
-        let input = RenderInput {
-            delivery_id: &id,
-            url,
-            event: &ev,
-            merchant: m,
-            now,
-        };
+        let input = RenderInput { delivery_id: &id, url, event: &ev, merchant: m, now };
         Dialect::Ecom.render(&input)
     }
 
@@ -272,10 +235,7 @@ mod tests {
     fn seed_operation(seed: &Value, transaction: &str) -> Operation {
         let mut op = operation(Status::Success);
         op.amount = seed["coinAmount"].as_i64().expect("coinAmount");
-        op.external_id = seed["merchantRequestId"]
-            .as_str()
-            .expect("merchantRequestId")
-            .into();
+        op.external_id = seed["merchantRequestId"].as_str().expect("merchantRequestId").into();
         op.currency = "UAH".into();
         let fields = [
             "ecomOrderId",
@@ -293,8 +253,7 @@ mod tests {
                 op.data.insert(key.into(), v.clone());
             }
         }
-        op.data
-            .insert("operation".into(), seed[transaction].clone());
+        op.data.insert("operation".into(), seed[transaction].clone());
         op
     }
 
@@ -308,26 +267,13 @@ mod tests {
         let mut op = seed_operation(&seed, "operation");
         op.created_at = Timestamp::parse_rfc3339("2025-07-21T10:20:23.49Z").expect("date");
         let ours = render_json(&merchant(Dialect::Ecom), op, "https://example.com/notify");
-        assert_eq!(
-            keys(&ours),
-            keys(&seed),
-            "top-level keys in seed 004's order"
-        );
+        assert_eq!(keys(&ours), keys(&seed), "top-level keys in seed 004's order");
         // The seed's `operation` is an empty placeholder; SPEC fills it from seed 002 and the
         // SDKs. Its notificationUrl is a placeholder too.
-        let filled = [
-            "status",
-            "coinAmount",
-            "merchantId",
-            "merchantRequestId",
-            "transactionCurrency",
-        ];
+        let filled =
+            ["status", "coinAmount", "merchantId", "merchantRequestId", "transactionCurrency"];
         let mut expect = vec![at("/notificationUrl", Diff::Value)];
-        expect.extend(
-            filled
-                .iter()
-                .map(|k| at(&format!("/operation/{k}"), Diff::Extra)),
-        );
+        expect.extend(filled.iter().map(|k| at(&format!("/operation/{k}"), Diff::Extra)));
         assert_eq!(diff(&seed, &ours), expect);
         assert_eq!(ours["operation"]["transactionCurrency"], "980");
         assert_eq!(ours["operation"]["merchantId"], seed["merchantId"]);
@@ -337,8 +283,7 @@ mod tests {
     fn seed_002_body_with_operations_field() {
         let seed = seed(SEED_002);
         let mut m = merchant(Dialect::Ecom);
-        m.settings
-            .insert("ecom_operations_field".into(), json!("operations"));
+        m.settings.insert("ecom_operations_field".into(), json!("operations"));
         let op = seed_operation(&seed, "operations");
         let ours = render_json(&m, op, "https://example.com/notify");
         // notificationEncryption is top-level in seed 004 (seed 002 lists it in the table);
@@ -349,10 +294,8 @@ mod tests {
         ];
         assert_eq!(shape_diff(&seed, &ours), expect_shape);
         // Values: everything matches but the dates payhook formats the seed-004 way.
-        let values: Vec<_> = diff(&seed, &ours)
-            .into_iter()
-            .filter(|(_, d)| *d == Diff::Value)
-            .collect();
+        let values: Vec<_> =
+            diff(&seed, &ours).into_iter().filter(|(_, d)| *d == Diff::Value).collect();
         assert_eq!(values, [at("/createDate", Diff::Value)]);
         assert_eq!(ours["createDate"], "2021-04-12 10:03:10.00+00:00");
     }
@@ -387,11 +330,9 @@ mod tests {
     #[test]
     fn data_never_overrides_canonical_fields() {
         let mut op = operation(Status::Refunded);
-        for (k, v) in [
-            ("coinAmount", json!(1)),
-            ("orderStatus", json!("X")),
-            ("createDate", json!("x")),
-        ] {
+        for (k, v) in
+            [("coinAmount", json!(1)), ("orderStatus", json!("X")), ("createDate", json!("x"))]
+        {
             op.data.insert(k.into(), v);
         }
         let tx = json!({"status": "X", "coinAmount": 1, "type": "PURCHASE", "rrn": "42"});
@@ -401,20 +342,14 @@ mod tests {
         assert_eq!(ours["orderStatus"], "REFUNDED");
         assert_eq!(ours["createDate"], "2021-04-12 10:03:10.00+00:00");
         let tx = &ours["operation"];
-        assert_eq!(
-            (&tx["status"], &tx["coinAmount"]),
-            (&json!("REFUNDED"), &json!(100_000))
-        );
+        assert_eq!((&tx["status"], &tx["coinAmount"]), (&json!("REFUNDED"), &json!(100_000)));
         assert_eq!((&tx["type"], &tx["rrn"]), (&json!("REFUND"), &json!("42")));
     }
 
     #[test]
     fn status_mapping() {
         let m = merchant(Dialect::Ecom);
-        assert_eq!(
-            Dialect::Ecom.destination(&m, &operation(Status::Created)),
-            None
-        );
+        assert_eq!(Dialect::Ecom.destination(&m, &operation(Status::Created)), None);
         for (status, expect) in [
             (Status::Pending, "PENDING"),
             (Status::Requires3ds, "REQUIRED_3DS"),
@@ -425,10 +360,7 @@ mod tests {
             (Status::Refunded, "REFUNDED"),
         ] {
             let op = operation(status);
-            assert!(
-                Dialect::Ecom.destination(&m, &op).is_some(),
-                "{status} calls back"
-            );
+            assert!(Dialect::Ecom.destination(&m, &op).is_some(), "{status} calls back");
             let ours = render_json(&m, op, "https://m.example/n");
             assert_eq!(
                 (&ours["orderStatus"], &ours["operation"]["status"]),
@@ -460,10 +392,7 @@ mod tests {
             render_with(&m, operation(Status::Success), "https://m.example/n").expect("renders");
         let ts = Timestamp(T0.0 + 1_000).unix_seconds();
         let sig = out.header("webhook-signature").expect("signed");
-        assert_eq!(
-            verify(&m.signing_secret, "dlv_e", ts, &out.body, sig),
-            Ok(())
-        );
+        assert_eq!(verify(&m.signing_secret, "dlv_e", ts, &out.body, sig), Ok(()));
     }
 
     fn encrypting_merchant() -> (Merchant, Jwk) {
@@ -489,16 +418,10 @@ mod tests {
         assert_eq!(out.header("X-Encrypted_Body"), Some("true"));
         let ts = Timestamp(T0.0 + 1_000).unix_seconds();
         let sig = out.header("webhook-signature").expect("signed");
-        assert_eq!(
-            verify(&m.signing_secret, "dlv_e", ts, &out.body, sig),
-            Ok(()),
-            "over the JWE"
-        );
+        assert_eq!(verify(&m.signing_secret, "dlv_e", ts, &out.body, sig), Ok(()), "over the JWE");
         let token = std::str::from_utf8(&out.body).expect("compact JWE is text");
         assert_eq!(token.split('.').count(), 5, "compact serialization");
-        let decrypter = ECDH_ES_A256KW
-            .decrypter_from_jwk(&private)
-            .expect("decrypter");
+        let decrypter = ECDH_ES_A256KW.decrypter_from_jwk(&private).expect("decrypter");
         let (plain, header) = jwe::deserialize_compact(token, &decrypter).expect("decrypts");
         assert_eq!(header.algorithm(), Some("ECDH-ES+A256KW"));
         assert_eq!(header.content_encryption(), Some("A256GCM"));
@@ -512,10 +435,8 @@ mod tests {
         let m = merchant(Dialect::Ecom);
         let err = render_with(&m, encrypted_operation(), "https://m.example/n");
         assert_eq!(err, Err(RenderError::MissingKey));
-        let p256 = Jwk::generate_ec_key(EcCurve::P256)
-            .expect("key")
-            .to_public_key()
-            .expect("public");
+        let p256 =
+            Jwk::generate_ec_key(EcCurve::P256).expect("key").to_public_key().expect("public");
         let mut m = merchant(Dialect::Ecom);
         let map: &Map<String, Value> = p256.as_ref();
         m.encryption_key = Some(Value::Object(map.clone()));
@@ -525,18 +446,10 @@ mod tests {
 
     #[test]
     fn only_200_acknowledges() {
-        let reply = |status| Reply {
-            status,
-            retry_after: None,
-            request_body: b"",
-            body: b"",
-            now: T0,
-        };
+        let reply =
+            |status| Reply { status, retry_after: None, request_body: b"", body: b"", now: T0 };
         assert_eq!(Dialect::Ecom.classify(&reply(200)), Verdict::Delivered);
-        assert!(matches!(
-            Dialect::Ecom.classify(&reply(204)),
-            Verdict::Retry { .. }
-        ));
+        assert!(matches!(Dialect::Ecom.classify(&reply(204)), Verdict::Retry { .. }));
     }
 
     #[test]

@@ -37,13 +37,8 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    pub const ALL: [Dialect; 5] = [
-        Dialect::Standard,
-        Dialect::Xpay,
-        Dialect::Ws2mpi,
-        Dialect::Ecom,
-        Dialect::Uapay,
-    ];
+    pub const ALL: [Dialect; 5] =
+        [Dialect::Standard, Dialect::Xpay, Dialect::Ws2mpi, Dialect::Ecom, Dialect::Uapay];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -170,10 +165,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -204,11 +196,18 @@ pub struct Reply<'a> {
 pub enum Verdict {
     Delivered,
     /// Try again per the policy, or after `retry_after` when the merchant asked for it.
-    Retry { kind: ErrorKind, detail: String, retry_after: Option<Duration> },
+    Retry {
+        kind: ErrorKind,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     /// `410 Gone`: the destination is disabled; no more attempts.
     Gone,
     /// Give up now.
-    Permanent { kind: ErrorKind, detail: String },
+    Permanent {
+        kind: ErrorKind,
+        detail: String,
+    },
 }
 
 /// `Retry-After` is honoured within these bounds.
@@ -221,11 +220,8 @@ pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let at = time::OffsetDateTime::parse(
-            value,
-            &time::format_description::well_known::Rfc2822,
-        )
-        .ok()?;
+        let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822)
+            .ok()?;
         let at_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
         Timestamp(at_ms).since(now)
     };
@@ -266,10 +262,7 @@ pub fn classify_exactly_200(reply: &Reply<'_>) -> Verdict {
 /// The operation's own callback URL, else the merchant's: where the dialects that POST to one
 /// fixed URL (ws2mpi, ecom, uapay) send.
 fn callback_url(merchant: &Merchant, op: &Operation) -> Option<String> {
-    op.callback
-        .callback_url
-        .clone()
-        .or_else(|| merchant.callback_url.clone())
+    op.callback.callback_url.clone().or_else(|| merchant.callback_url.clone())
 }
 
 /// Serializes a body. `serde_json` keeps map keys in insertion order (`preserve_order`), which
@@ -281,10 +274,7 @@ fn json_bytes(value: &serde_json::Value) -> Result<Vec<u8>, RenderError> {
 /// Whether a `success` is only an amount held (two-phase payment), as the payment core says
 /// with `data.two_phase: true`.
 fn is_two_phase(op: &Operation) -> bool {
-    op.data
-        .get("two_phase")
-        .and_then(serde_json::Value::as_bool)
-        == Some(true)
+    op.data.get("two_phase").and_then(serde_json::Value::as_bool) == Some(true)
 }
 
 /// Copies the provider fields `keys` that `data` carries into `out`, in the order of `keys`.
@@ -327,7 +317,10 @@ mod tests {
         assert_eq!(classify_2xx(&reply(410, None)), Verdict::Gone);
         for status in [301, 302, 400, 404, 500] {
             assert!(
-                matches!(classify_2xx(&reply(status, None)), Verdict::Retry { retry_after: None, .. }),
+                matches!(
+                    classify_2xx(&reply(status, None)),
+                    Verdict::Retry { retry_after: None, .. }
+                ),
                 "{status} retries"
             );
         }

@@ -83,7 +83,13 @@ mod tests {
         let ev = event(operation(Status::Success), Status::Pending);
         let id = DeliveryId::from_suffix("abc");
         let now = Timestamp(T0.0 + 5_000);
-        let input = RenderInput { delivery_id: &id, url: "https://m.example/cb", event: &ev, merchant: &m, now };
+        let input = RenderInput {
+            delivery_id: &id,
+            url: "https://m.example/cb",
+            event: &ev,
+            merchant: &m,
+            now,
+        };
         let out = Dialect::Standard.render(&input).expect("renders");
         assert_eq!(out.method.as_str(), "POST");
         assert_eq!(out.url, "https://m.example/cb");
@@ -97,7 +103,10 @@ mod tests {
         assert_eq!(body["data"]["previous_status"], "pending");
         assert_eq!(body["data"]["amount"], 100_000);
         let sig = out.header("webhook-signature").expect("signed");
-        assert_eq!(verify(&m.signing_secret, "dlv_abc", now.unix_seconds(), &out.body, sig), Ok(()));
+        assert_eq!(
+            verify(&m.signing_secret, "dlv_abc", now.unix_seconds(), &out.body, sig),
+            Ok(())
+        );
     }
 
     #[test]
@@ -108,13 +117,22 @@ mod tests {
         let ev = event(operation(Status::Pending), Status::Created);
         let id = DeliveryId::from_suffix("abc");
         let render = |now| {
-            let input = RenderInput { delivery_id: &id, url: "https://m.example", event: &ev, merchant: &m, now };
+            let input = RenderInput {
+                delivery_id: &id,
+                url: "https://m.example",
+                event: &ev,
+                merchant: &m,
+                now,
+            };
             Dialect::Standard.render(&input).expect("renders")
         };
         let during = render(Timestamp(T0.0 + 9_000));
         let sig = during.header("webhook-signature").expect("signed");
         assert_eq!(sig.split(' ').count(), 2);
-        assert_eq!(verify(&old, "dlv_abc", Timestamp(T0.0 + 9_000).unix_seconds(), &during.body, sig), Ok(()));
+        assert_eq!(
+            verify(&old, "dlv_abc", Timestamp(T0.0 + 9_000).unix_seconds(), &during.body, sig),
+            Ok(())
+        );
         let after = render(Timestamp(T0.0 + 11_000));
         assert_eq!(after.header("webhook-signature").expect("signed").split(' ').count(), 1);
     }

@@ -48,12 +48,7 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
     let token = sign(&claims, input.merchant.signing_secret.expose())?;
     let body = super::json_bytes(&json!({ "token": token }))?;
     let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    Ok(Outgoing {
-        method: Method::Post,
-        url: input.url.to_owned(),
-        headers,
-        body,
-    })
+    Ok(Outgoing { method: Method::Post, url: input.url.to_owned(), headers, body })
 }
 
 /// `header.payload.signature`, HS256 with the UTF-8 bytes of the merchant's secret string as
@@ -78,21 +73,12 @@ fn claims(input: &RenderInput<'_>) -> Result<Map<String, Value>, RenderError> {
     let (status_text, payment_status) = statuses(status, hold).ok_or_else(unmapped)?;
     let data = &op.data;
     let mut c = Map::new();
-    c.insert(
-        "paymentId".into(),
-        text_or(data, "paymentId", op.id.as_str()),
-    );
-    c.insert(
-        "invoiceId".into(),
-        text_or(data, "invoiceId", op.id.as_str()),
-    );
+    c.insert("paymentId".into(), text_or(data, "paymentId", op.id.as_str()));
+    c.insert("invoiceId".into(), text_or(data, "invoiceId", op.id.as_str()));
     c.insert("externalId".into(), json!(op.external_id));
     c.insert("paymentNumber".into(), json!(op.number));
     super::copy_from_data(&mut c, data, &["cardFromMasked"]);
-    c.insert(
-        "cardToMasked".into(),
-        data.get("cardToMasked").cloned().unwrap_or(Value::Null),
-    );
+    c.insert("cardToMasked".into(), data.get("cardToMasked").cloned().unwrap_or(Value::Null));
     super::copy_from_data(&mut c, data, &["cardFromHolderName"]);
     c.insert("amount".into(), json!(op.amount));
     c.insert("reversalAmount".into(), json!(reversal_amount(op, status)));
@@ -195,11 +181,9 @@ mod tests {
             ("receiptPath", json!(receipt)),
             ("extraInfo", extra),
         ];
-        op.data
-            .extend(data.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        op.data.extend(data.into_iter().map(|(k, v)| (k.to_owned(), v)));
         if holder {
-            op.data
-                .insert("cardFromHolderName".into(), json!("CARDHOLDER NAME"));
+            op.data.insert("cardFromHolderName".into(), json!("CARDHOLDER NAME"));
         }
         op.updated_at = PAID_AT;
         op
@@ -219,10 +203,7 @@ mod tests {
         assert_eq!(out.header("content-type"), Some("application/json"));
         let body: Value = serde_json::from_slice(&out.body).expect("JSON body");
         assert_eq!(keys(&body), ["token"]);
-        body["token"]
-            .as_str()
-            .expect("token is a string")
-            .to_owned()
+        body["token"].as_str().expect("token is a string").to_owned()
     }
 
     fn claims(op: Operation) -> Value {
@@ -257,10 +238,7 @@ mod tests {
     fn seed_003_token_payload() {
         let mut ours = claims(seed_operation(false));
         // SPEC: reversalAmount defaults to 0 (the seed's example body has it, its token not).
-        let removed = ours
-            .as_object_mut()
-            .expect("object")
-            .shift_remove("reversalAmount");
+        let removed = ours.as_object_mut().expect("object").shift_remove("reversalAmount");
         assert_eq!(removed, Some(json!(0)));
         check_same(&ours, &segment(SEED_TOKEN, 1));
     }
@@ -289,10 +267,7 @@ mod tests {
             (first["iat"].as_i64(), retry["iat"].as_i64()),
             (Some(1_618_221_811), Some(1_618_222_111))
         );
-        assert_eq!(
-            first["payDate"], retry["payDate"],
-            "the payment time does not move"
-        );
+        assert_eq!(first["payDate"], retry["payDate"], "the payment time does not move");
     }
 
     #[test]
@@ -319,10 +294,7 @@ mod tests {
         assert_eq!(held["holdDate"], "2021-04-12T10:03:10.000Z");
         assert!(held.get("payDate").is_none());
         let m = merchant(Dialect::Uapay);
-        assert_eq!(
-            Dialect::Uapay.destination(&m, &operation(Status::Created)),
-            None
-        );
+        assert_eq!(Dialect::Uapay.destination(&m, &operation(Status::Created)), None);
     }
 
     #[test]
@@ -344,32 +316,18 @@ mod tests {
             "iat",
         ];
         assert_eq!(keys(&c), expect);
-        assert_eq!(
-            (&c["paymentId"], &c["cardToMasked"]),
-            (&json!("op_0f91bb90"), &Value::Null)
-        );
-        assert_eq!(
-            (&c["type"], &c["systemType"]),
-            (&json!("PAY"), &json!("ECOM"))
-        );
+        assert_eq!((&c["paymentId"], &c["cardToMasked"]), (&json!("op_0f91bb90"), &Value::Null));
+        assert_eq!((&c["type"], &c["systemType"]), (&json!("PAY"), &json!("ECOM")));
     }
 
     #[test]
     fn only_exactly_200_acknowledges() {
-        let reply = |status| Reply {
-            status,
-            retry_after: None,
-            request_body: b"",
-            body: b"",
-            now: T0,
-        };
+        let reply =
+            |status| Reply { status, retry_after: None, request_body: b"", body: b"", now: T0 };
         assert_eq!(Dialect::Uapay.classify(&reply(200)), Verdict::Delivered);
         for status in [201, 204] {
             assert!(
-                matches!(
-                    Dialect::Uapay.classify(&reply(status)),
-                    Verdict::Retry { .. }
-                ),
+                matches!(Dialect::Uapay.classify(&reply(status)), Verdict::Retry { .. }),
                 "{status}"
             );
         }

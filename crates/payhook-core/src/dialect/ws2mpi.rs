@@ -64,12 +64,7 @@ pub fn timeout_body(external_id: &str, op_id: &str) -> Vec<u8> {
 /// A WS2MPI callback request: JSON, no signature (the seed defines none).
 fn post(url: &str, body: Vec<u8>) -> Outgoing {
     let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    Outgoing {
-        method: Method::Post,
-        url: url.to_owned(),
-        headers,
-        body,
-    }
+    Outgoing { method: Method::Post, url: url.to_owned(), headers, body }
 }
 
 /// Delivered only on HTTP 200 whose JSON body has `applicationStatus` 200 and the `orderNumber`
@@ -86,34 +81,21 @@ pub(super) fn classify(reply: &Reply<'_>) -> Verdict {
 }
 
 fn retry(kind: ErrorKind, detail: String) -> Verdict {
-    Verdict::Retry {
-        kind,
-        detail,
-        retry_after: None,
-    }
+    Verdict::Retry { kind, detail, retry_after: None }
 }
 
 /// Checks the acknowledgement body against the request we sent; `Err` says what was wrong.
 fn check_ack(request: &[u8], answer: &[u8]) -> Result<(), String> {
     let sent: Value = serde_json::from_slice(request).map_err(|_| "request body is not JSON")?;
-    let sent = sent
-        .get("orderNumber")
-        .and_then(as_text)
-        .ok_or("request has no orderNumber")?;
+    let sent = sent.get("orderNumber").and_then(as_text).ok_or("request has no orderNumber")?;
     let ack: Value = serde_json::from_slice(answer).map_err(|_| "answer is not JSON")?;
     let status = ack.get("applicationStatus").and_then(as_text);
     if status.as_deref() != Some("200") {
-        return Err(format!(
-            "applicationStatus is {}",
-            shown(ack.get("applicationStatus"))
-        ));
+        return Err(format!("applicationStatus is {}", shown(ack.get("applicationStatus"))));
     }
     let number = ack.get("orderNumber").and_then(as_text);
     if number.as_deref() != Some(sent.as_str()) {
-        return Err(format!(
-            "orderNumber is {}, sent {sent:?}",
-            shown(ack.get("orderNumber"))
-        ));
+        return Err(format!("orderNumber is {}, sent {sent:?}", shown(ack.get("orderNumber"))));
     }
     Ok(())
 }
@@ -147,25 +129,14 @@ mod tests {
 
     fn render(op: Operation) -> Vec<u8> {
         let m = merchant(Dialect::Ws2mpi);
-        let url = Dialect::Ws2mpi
-            .destination(&m, &op)
-            .expect("final status calls back");
+        let url = Dialect::Ws2mpi.destination(&m, &op).expect("final status calls back");
         let ev = event(op, Status::Pending);
         let id = DeliveryId::from_suffix("w");
-        let input = RenderInput {
-            delivery_id: &id,
-            url: &url,
-            event: &ev,
-            merchant: &m,
-            now: T0,
-        };
+        let input = RenderInput { delivery_id: &id, url: &url, event: &ev, merchant: &m, now: T0 };
         let out = Dialect::Ws2mpi.render(&input).expect("renders");
         assert_eq!(out.method.as_str(), "POST");
         assert_eq!(out.url, "https://merchant.example/cb");
-        assert_eq!(
-            out.headers,
-            [("content-type".to_owned(), "application/json".to_owned())]
-        );
+        assert_eq!(out.headers, [("content-type".to_owned(), "application/json".to_owned())]);
         out.body
     }
 
@@ -177,10 +148,7 @@ mod tests {
         assert_eq!(String::from_utf8(body.clone()).expect("utf-8"), expect);
         let parsed: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&body).expect("json object");
-        assert_eq!(
-            parsed.keys().map(String::as_str).collect::<Vec<_>>(),
-            SEED_KEYS
-        );
+        assert_eq!(parsed.keys().map(String::as_str).collect::<Vec<_>>(), SEED_KEYS);
         assert!(parsed["orderNumber"].is_string() && parsed["orderId"].is_string());
         assert!(parsed["respStatus"].is_u64() && parsed["orderStatus"].is_u64());
     }
@@ -201,11 +169,7 @@ mod tests {
     fn no_callback_before_the_outcome_is_final() {
         let m = merchant(Dialect::Ws2mpi);
         for status in [Status::Created, Status::Pending, Status::Requires3ds] {
-            assert_eq!(
-                Dialect::Ws2mpi.destination(&m, &operation(status)),
-                None,
-                "{status}"
-            );
+            assert_eq!(Dialect::Ws2mpi.destination(&m, &operation(status)), None, "{status}");
         }
     }
 
@@ -221,33 +185,21 @@ mod tests {
     #[test]
     fn timeout_body_has_no_order_status() {
         let body = String::from_utf8(timeout_body("order-1", "op_1")).expect("utf-8");
-        assert_eq!(
-            body,
-            r#"{"orderNumber":"order-1","respStatus":408,"orderId":"op_1"}"#
-        );
+        assert_eq!(body, r#"{"orderNumber":"order-1","respStatus":408,"orderId":"op_1"}"#);
     }
 
     const SENT: &[u8] =
         br#"{"orderNumber":"order-1","respStatus":200,"orderStatus":2,"orderId":"op_1"}"#;
 
     fn classify(status: u16, body: &str) -> Verdict {
-        let reply = Reply {
-            status,
-            retry_after: None,
-            request_body: SENT,
-            body: body.as_bytes(),
-            now: T0,
-        };
+        let reply =
+            Reply { status, retry_after: None, request_body: SENT, body: body.as_bytes(), now: T0 };
         Dialect::Ws2mpi.classify(&reply)
     }
 
     fn check_rejected(status: u16, body: &str, kind: ErrorKind) {
         match classify(status, body) {
-            Verdict::Retry {
-                kind: got,
-                retry_after: None,
-                ..
-            } => assert_eq!(got, kind, "{body}"),
+            Verdict::Retry { kind: got, retry_after: None, .. } => assert_eq!(got, kind, "{body}"),
             other => panic!("{status} {body}: expected a retry, got {other:?}"),
         }
     }
@@ -265,16 +217,8 @@ mod tests {
     #[test]
     fn anything_else_is_repeated() {
         use ErrorKind::{AckRejected, HttpStatus};
-        check_rejected(
-            200,
-            r#"{"orderNumber":"order-1","applicationStatus":500}"#,
-            AckRejected,
-        );
-        check_rejected(
-            200,
-            r#"{"orderNumber":"order-2","applicationStatus":200}"#,
-            AckRejected,
-        );
+        check_rejected(200, r#"{"orderNumber":"order-1","applicationStatus":500}"#, AckRejected);
+        check_rejected(200, r#"{"orderNumber":"order-2","applicationStatus":200}"#, AckRejected);
         check_rejected(200, r#"{"applicationStatus":200}"#, AckRejected);
         check_rejected(200, r#"{"orderNumber":"order-1"}"#, AckRejected);
         check_rejected(200, "OK", AckRejected);

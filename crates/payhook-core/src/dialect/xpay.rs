@@ -49,16 +49,9 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
     let status = input.event.status;
     let state = state(status).ok_or_else(|| super::unmapped(super::Dialect::Xpay, status))?;
     let number = input.event.operation.number.to_string();
-    let url = with_params(
-        input.url,
-        &[("state", &state.to_string()), ("xrayOperationID", &number)],
-    )?;
-    Ok(Outgoing {
-        method: Method::Get,
-        url,
-        headers: Vec::new(),
-        body: Vec::new(),
-    })
+    let url =
+        with_params(input.url, &[("state", &state.to_string()), ("xrayOperationID", &number)])?;
+    Ok(Outgoing { method: Method::Get, url, headers: Vec::new(), body: Vec::new() })
 }
 
 /// `url` with `params` appended, URL-encoded. Existing parameters are kept byte for byte, except
@@ -82,9 +75,8 @@ fn with_params(url: &str, params: &[(&str, &str)]) -> Result<String, RenderError
 /// Whether the raw query piece `name=value` carries one of the names in `params`.
 fn names_one_of(piece: &str, params: &[(&str, &str)]) -> bool {
     let raw_name = piece.split('=').next().unwrap_or(piece);
-    let name: String = form_urlencoded::parse(raw_name.as_bytes())
-        .map(|(k, _)| k.into_owned())
-        .collect();
+    let name: String =
+        form_urlencoded::parse(raw_name.as_bytes()).map(|(k, _)| k.into_owned()).collect();
     params.iter().any(|(p, _)| *p == name)
 }
 
@@ -102,19 +94,10 @@ mod tests {
         let url = Dialect::Xpay.destination(&m, &op)?;
         let ev = event(op, Status::Pending);
         let id = DeliveryId::from_suffix("x");
-        let input = RenderInput {
-            delivery_id: &id,
-            url: &url,
-            event: &ev,
-            merchant: &m,
-            now: T0,
-        };
+        let input = RenderInput { delivery_id: &id, url: &url, event: &ev, merchant: &m, now: T0 };
         let out = Dialect::Xpay.render(&input).expect("renders");
         assert_eq!(out.method.as_str(), "GET");
-        assert!(
-            out.body.is_empty() && out.headers.is_empty(),
-            "bare GET, no signature"
-        );
+        assert!(out.body.is_empty() && out.headers.is_empty(), "bare GET, no signature");
         Some(out.url)
     }
 
@@ -127,19 +110,12 @@ mod tests {
 
     fn check(status: Status, success_url: &str, fail_url: &str, expect: Option<&str>) {
         let got = url_for(op_with(status, success_url, fail_url));
-        assert_eq!(
-            got.as_deref(),
-            expect,
-            "{status}: {success_url} | {fail_url}"
-        );
+        assert_eq!(got.as_deref(), expect, "{status}: {success_url} | {fail_url}");
     }
 
     #[test]
     fn seed_000_urls() {
-        let (ok, fail) = (
-            "https://partner.host/cb_success",
-            "https://partner.host/cb_fail",
-        );
+        let (ok, fail) = ("https://partner.host/cb_success", "https://partner.host/cb_fail");
         let seed_ok = "https://partner.host/cb_success?state=10&xrayOperationID=245786";
         let seed_fail = "https://partner.host/cb_fail?state=21&xrayOperationID=245786";
         check(Status::Success, ok, fail, Some(seed_ok));
@@ -149,10 +125,7 @@ mod tests {
 
     #[test]
     fn only_final_outcomes_call_back() {
-        let (ok, fail) = (
-            "https://partner.host/cb_success",
-            "https://partner.host/cb_fail",
-        );
+        let (ok, fail) = ("https://partner.host/cb_success", "https://partner.host/cb_fail");
         for status in [
             Status::Created,
             Status::Pending,
@@ -176,10 +149,7 @@ mod tests {
                 "https://p.host/ok?state=99&a=b%20c&xrayOperationID=1",
                 "https://p.host/ok?a=b%20c&state=10&xrayOperationID=245786",
             ),
-            (
-                "https://p.host/ok?",
-                "https://p.host/ok?state=10&xrayOperationID=245786",
-            ),
+            ("https://p.host/ok?", "https://p.host/ok?state=10&xrayOperationID=245786"),
             (
                 "https://p.host/ok?x=1#frag",
                 "https://p.host/ok?x=1&state=10&xrayOperationID=245786#frag",
@@ -191,11 +161,7 @@ mod tests {
 
     #[test]
     fn rendering_twice_does_not_duplicate_parameters() {
-        let op = op_with(
-            Status::Success,
-            "https://p.host/ok?state=10&xrayOperationID=245786",
-            "",
-        );
+        let op = op_with(Status::Success, "https://p.host/ok?state=10&xrayOperationID=245786", "");
         let expect = "https://p.host/ok?state=10&xrayOperationID=245786";
         assert_eq!(url_for(op).as_deref(), Some(expect));
     }
@@ -209,23 +175,12 @@ mod tests {
 
     #[test]
     fn any_2xx_acknowledges() {
-        let reply = |status| Reply {
-            status,
-            retry_after: None,
-            request_body: b"",
-            body: b"",
-            now: T0,
-        };
+        let reply =
+            |status| Reply { status, retry_after: None, request_body: b"", body: b"", now: T0 };
         assert_eq!(Dialect::Xpay.classify(&reply(200)), Verdict::Delivered);
         assert_eq!(Dialect::Xpay.classify(&reply(204)), Verdict::Delivered);
-        assert!(matches!(
-            Dialect::Xpay.classify(&reply(302)),
-            Verdict::Retry { .. }
-        ));
-        assert!(matches!(
-            Dialect::Xpay.classify(&reply(500)),
-            Verdict::Retry { .. }
-        ));
+        assert!(matches!(Dialect::Xpay.classify(&reply(302)), Verdict::Retry { .. }));
+        assert!(matches!(Dialect::Xpay.classify(&reply(500)), Verdict::Retry { .. }));
     }
 
     #[test]
@@ -235,10 +190,7 @@ mod tests {
         assert_eq!(&secs[..4], [20, 20, 20, 600]);
         assert_eq!(p.max_attempts(), 147);
         let total: u64 = secs.iter().sum();
-        assert!(
-            total <= 24 * 3600 && total + 600 > 24 * 3600,
-            "last retry at {total} s"
-        );
+        assert!(total <= 24 * 3600 && total + 600 > 24 * 3600, "last retry at {total} s");
         assert_eq!(p.jitter, 0.0);
     }
 }

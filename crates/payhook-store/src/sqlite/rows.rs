@@ -4,8 +4,8 @@ use super::host_of;
 use crate::{NewOperation, StoreError};
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{
-    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryState, ErrorKind, Event,
-    Merchant, Operation,
+    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryState, ErrorKind, Event, Merchant,
+    Operation,
 };
 use payhook_core::signing::SigningSecret;
 use payhook_core::status::Status;
