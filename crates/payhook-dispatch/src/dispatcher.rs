@@ -51,7 +51,8 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     sender: Sender,
     config: DispatchConfig,
-    jitter: JitterSource,
+    /// Replaceable so tests can pin it; read once per retry decision.
+    jitter: Mutex<JitterSource>,
     /// Woken by the API when new work is stored, and by finished attempts.
     wake: Arc<Notify>,
     /// Attempts in flight per destination host. A std mutex: held for a map update only.
@@ -70,17 +71,17 @@ impl Dispatcher {
             clock,
             sender,
             config,
-            jitter: Arc::new(|| rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0)),
+            jitter: Mutex::new(Arc::new(|| {
+                rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0)
+            })),
             wake: Arc::new(Notify::new()),
             in_flight: Mutex::new(HashMap::new()),
         })
     }
 
     /// Replaces the jitter source (tests pin it to make schedules exact).
-    pub fn with_jitter(self: Arc<Self>, jitter: JitterSource) -> Arc<Self> {
-        let mut this = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_jitter before use"));
-        this.jitter = jitter;
-        Arc::new(this)
+    pub fn set_jitter(&self, jitter: JitterSource) {
+        *self.jitter.lock().expect("jitter mutex") = jitter;
     }
 
     /// The handle the API uses to say "new work is stored".
@@ -295,7 +296,8 @@ impl Dispatcher {
     ) -> NextStep {
         let now = self.clock.now();
         let made = c.delivery.series_attempts + 1;
-        match c.delivery.policy.next_attempt_at(made, now, (self.jitter)()) {
+        let sample = (self.jitter.lock().expect("jitter mutex"))();
+        match c.delivery.policy.next_attempt_at(made, now, sample) {
             None => {
                 attempt.outcome = AttemptOutcome::Permanent;
                 NextStep::Exhausted
