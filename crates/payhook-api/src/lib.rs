@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operations/{id}/status", post(operations::report_status))
         .route("/v1/operations/{id}/deliveries", get(deliveries::of_operation))
         .route("/v1/operations/{id}/return", get(operations::client_return))
+        .route("/v1/operations/{id}/polls", get(operations::polls))
         .route("/v1/deliveries/{id}/resend", post(deliveries::resend))
         .route("/v1/events", get(events::feed))
         .route("/healthz", get(health::live))

@@ -14,6 +14,7 @@ use payhook_core::dialect::Dialect;
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{CallbackSettings, Merchant, Operation};
 use payhook_core::status::Status;
+use payhook_core::status_source::StatusSource;
 use payhook_store::{NewOperation, Registered, StatusReport};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -80,12 +81,10 @@ fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
     validate::opt_url("success_url", &body.success_url)?;
     validate::opt_url("fail_url", &body.fail_url)?;
     validate::opt_url("return_url", &body.return_url)?;
-    if body.status_source.as_ref().is_some_and(|s| !s.is_object()) {
-        return Err(ApiError::invalid(
-            "invalid_status_source",
-            "status_source",
-            "must be an object",
-        ));
+    if let Some(source) = &body.status_source {
+        StatusSource::from_json(source).map_err(|e| {
+            ApiError::invalid("invalid_status_source", "status_source", e.to_string())
+        })?;
     }
     Ok(())
 }
@@ -300,4 +299,21 @@ pub async fn client_return(
         ));
     }
     Ok((StatusCode::SEE_OTHER, [(LOCATION, url)]).into_response())
+}
+
+/// `GET /v1/operations/{id}/polls`: the re-poll watch and every poll it made.
+pub async fn polls(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let op = visible_operation(&state, &caller, &id).await?;
+    let Some((watch, polls)) = state.store.watch_of(&op.id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_watch",
+            "the operation has no status_source",
+        ));
+    };
+    Ok(axum::Json(views::watch(&watch, &polls)))
 }

@@ -162,6 +162,8 @@ pub struct Delivery {
     pub merchant_id: MerchantId,
     pub seq: i64,
     pub dialect: Dialect,
+    #[serde(default)]
+    pub kind: DeliveryKind,
     pub url: String,
     pub state: DeliveryState,
     /// All attempts ever made.
@@ -189,6 +191,14 @@ pub enum ErrorKind {
     BlockedTarget,
     /// The callback could not be built (e.g. a missing encryption key).
     Render,
+    /// A status source answered something that is not JSON.
+    Malformed,
+    /// A status source's answer has nothing at the status pointer.
+    MissingField,
+    /// A status source's value is not in the status map.
+    Unmapped,
+    /// A status source reported a status the transition rules refuse.
+    InvalidTransition,
 }
 
 impl ErrorKind {
@@ -202,14 +212,31 @@ impl ErrorKind {
             ErrorKind::AckRejected => "ack_rejected",
             ErrorKind::BlockedTarget => "blocked_target",
             ErrorKind::Render => "render",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::MissingField => "missing_field",
+            ErrorKind::Unmapped => "unmapped",
+            ErrorKind::InvalidTransition => "invalid_transition",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         use ErrorKind::*;
-        [Dns, Connect, Tls, Timeout, HttpStatus, AckRejected, BlockedTarget, Render]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Dns,
+            Connect,
+            Tls,
+            Timeout,
+            HttpStatus,
+            AckRejected,
+            BlockedTarget,
+            Render,
+            Malformed,
+            MissingField,
+            Unmapped,
+            InvalidTransition,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -256,6 +283,125 @@ pub struct Attempt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body: Option<String>,
     pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a delivery carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// The event's status (every dialect).
+    #[default]
+    Status,
+    /// The re-poll watchdog spent its budget without a final status (ws2mpi: `respStatus` 408).
+    PollTimeout,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Status => "status",
+            DeliveryKind::PollTimeout => "poll_timeout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [DeliveryKind::Status, DeliveryKind::PollTimeout].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchState {
+    /// Polling on schedule.
+    Active,
+    /// A final status arrived (from the source or the API).
+    Finished,
+    /// The poll budget was spent without a final status.
+    Exhausted,
+}
+
+impl WatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchState::Active => "active",
+            WatchState::Finished => "finished",
+            WatchState::Exhausted => "exhausted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [WatchState::Active, WatchState::Finished, WatchState::Exhausted]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The re-poll watchdog's record for one operation registered with a `status_source`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub operation_id: OperationId,
+    pub merchant_id: MerchantId,
+    pub source: crate::status_source::StatusSource,
+    /// Polls made so far (the budget is the schedule's length).
+    pub polls: u32,
+    pub next_poll_at: Option<Timestamp>,
+    pub state: WatchState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollOutcome {
+    /// The source reported a new status; it was recorded as an event.
+    Changed,
+    /// The source reported the status the operation already has.
+    Unchanged,
+    /// No usable answer (network, HTTP status, malformed, missing, unmapped, refused).
+    Failed,
+}
+
+impl PollOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollOutcome::Changed => "changed",
+            PollOutcome::Unchanged => "unchanged",
+            PollOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [PollOutcome::Changed, PollOutcome::Unchanged, PollOutcome::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One request of the watchdog to a status source, logged like a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Poll {
+    pub operation_id: OperationId,
+    /// 1-based.
+    pub number: u32,
+    pub started_at: Timestamp,
+    pub duration_ms: i64,
+    /// `METHOD url`.
+    pub request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    /// The value found at the status pointer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    /// The canonical status it maps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped: Option<Status>,
+    pub outcome: PollOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,7 @@
 use crate::sender::{SendResult, Sender};
 use payhook_core::clock::Clock;
 use payhook_core::dialect::{RenderInput, Reply, Verdict};
-use payhook_core::model::{Attempt, AttemptOutcome, DeliveryState, ErrorKind};
+use payhook_core::model::{Attempt, AttemptOutcome, DeliveryKind, DeliveryState, ErrorKind};
 use payhook_store::{destination_host, lease_for, ClaimRequest, Claimed, NextStep, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -226,7 +226,11 @@ impl Dispatcher {
             error_kind: None,
             error: None,
         };
-        let outgoing = match d.dialect.render(&input) {
+        let rendered = match d.kind {
+            DeliveryKind::Status => d.dialect.render(&input),
+            DeliveryKind::PollTimeout => d.dialect.render_poll_timeout(&input),
+        };
+        let outgoing = match rendered {
             Ok(o) => o,
             Err(e) => {
                 attempt.request = d.url.clone();

@@ -5,13 +5,19 @@
 mod rows;
 
 use crate::{
-    destination_host, mint_id, ClaimRequest, Claimed, DeliveryStateChange, NewOperation, NextStep,
-    Registered, Reported, StatusReport, Store, StoreError,
+    destination_host, mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
+    NewOperation, NextStep, PollClaim, PollNext, Registered, Reported, StatusReport, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use payhook_core::dialect::{effective_dialect, effective_policy};
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
-use payhook_core::model::{Attempt, Delivery, DeliveryState, Event, Merchant, Operation};
+use payhook_core::model::{
+    Attempt, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation, Poll, Watch,
+    WatchState,
+};
+use payhook_core::status::Status;
+use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rows::*;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -19,7 +25,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_watchdog.sql")),
+];
 
 pub struct SqliteStore {
     /// The one connection. A std mutex: it is only held inside `spawn_blocking`, never across
@@ -214,6 +223,10 @@ impl Store for SqliteStore {
             insert_operation(tx, &id, &new, now)?;
             let (op, _) = query_operation(tx, "WHERE id = ?1", params![id])?
                 .ok_or_else(|| StoreError::Backend("inserted operation vanished".into()))?;
+            insert_event(tx, &op, Status::Created, None, now)?;
+            if let Some(source) = status_source_of(&op)? {
+                insert_watch(tx, &op, &source, now)?;
+            }
             Ok(Registered::Created(op))
         })
         .await
@@ -368,6 +381,83 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_polls(&self, claim: &PollClaim<'_>) -> Result<Vec<ClaimedWatch>, StoreError> {
+        let (node, now, limit) = (claim.node.to_owned(), claim.now, claim.limit);
+        let lease_until = now.plus(claim.lease);
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {WATCH_COLUMNS} FROM watches
+                     WHERE state = 'active' AND next_poll_at <= ?1
+                       AND (lease_until IS NULL OR lease_until <= ?1)
+                     ORDER BY next_poll_at LIMIT ?2"
+                ))
+                .map_err(backend)?;
+            let watches = stmt
+                .query_map(params![now.0, limit as i64], watch_from_row)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            let mut claimed = Vec::with_capacity(watches.len());
+            for watch in watches {
+                tx.execute(
+                    "UPDATE watches SET lease_until = ?2, leased_by = ?3 WHERE operation_id = ?1",
+                    params![watch.operation_id.as_str(), lease_until.0, node],
+                )
+                .map_err(backend)?;
+                let (operation, _) =
+                    query_operation(tx, "WHERE id = ?1", params![watch.operation_id.as_str()])?
+                        .ok_or(StoreError::NotFound)?;
+                claimed.push(ClaimedWatch { watch, operation });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn record_poll(
+        &self,
+        poll: &Poll,
+        next: PollNext,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let poll = poll.clone();
+        self.write(move |tx| record_poll_in(tx, &poll, next, now)).await
+    }
+
+    async fn watch_of(&self, op: &OperationId) -> Result<Option<(Watch, Vec<Poll>)>, StoreError> {
+        let op = op.clone();
+        self.run(move |c| {
+            let watch = c
+                .query_row(
+                    &format!("SELECT {WATCH_COLUMNS} FROM watches WHERE operation_id = ?1"),
+                    [op.as_str()],
+                    watch_from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            match watch {
+                Some(w) => Ok(Some((w, load_polls(c, op.as_str())?))),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn next_poll_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.run(|c| {
+            let at: Option<i64> = c
+                .query_row(
+                    "SELECT MIN(next_poll_at) FROM watches WHERE state = 'active'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            Ok(at.map(Timestamp))
+        })
+        .await
+    }
+
     async fn release_leases(&self, _node: &str) -> Result<u64, StoreError> {
         // SQLite is a single-node store: every lease in the file was ours.
         self.write(|tx| {
@@ -378,6 +468,12 @@ impl Store for SqliteStore {
                     [],
                 )
                 .map_err(backend)?;
+            tx.execute(
+                "UPDATE watches SET lease_until = NULL, leased_by = NULL
+                 WHERE lease_until IS NOT NULL",
+                [],
+            )
+            .map_err(backend)?;
             Ok(n as u64)
         })
         .await
@@ -408,6 +504,14 @@ fn apply_report(
     save_operation_status(tx, &op)?;
     let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
     let delivery = plan_delivery(tx, &op, &event, now)?;
+    if op.status.is_final() {
+        tx.execute(
+            "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = ?2
+             WHERE operation_id = ?1 AND state = 'active'",
+            params![op.id.as_str(), now.0],
+        )
+        .map_err(backend)?;
+    }
     Ok(Reported { event, duplicate: false, delivery })
 }
 
@@ -437,6 +541,7 @@ fn plan_delivery(
         merchant_id: op.merchant_id.clone(),
         seq: op.seq,
         dialect,
+        kind: DeliveryKind::Status,
         url,
         state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
         attempts: 0,
@@ -459,6 +564,81 @@ struct ClaimPlan {
     limit: usize,
     in_flight: HashMap<String, usize>,
     per_host_limit: usize,
+}
+
+/// The operation's status source, parsed (the API validated it at registration).
+fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, StoreError> {
+    op.callback
+        .status_source
+        .as_ref()
+        .map(|v| StatusSource::from_json(v).map_err(|e| StoreError::Backend(e.to_string())))
+        .transpose()
+}
+
+fn record_poll_in(
+    tx: &Transaction<'_>,
+    poll: &Poll,
+    next: PollNext,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    insert_poll(tx, poll)?;
+    let (state, next_at) = match next {
+        PollNext::At(at) => (WatchState::Active, Some(at.0)),
+        PollNext::Finished => (WatchState::Finished, None),
+        PollNext::Exhausted => (WatchState::Exhausted, None),
+    };
+    let changed = tx
+        .execute(
+            "UPDATE watches SET polls = MAX(polls, ?2), state = ?3, next_poll_at = ?4,
+               lease_until = NULL, leased_by = NULL, updated_at = ?5
+             WHERE operation_id = ?1 AND state = 'active'",
+            params![poll.operation_id.as_str(), poll.number, state.as_str(), next_at, now.0],
+        )
+        .map_err(backend)?;
+    if changed == 1 && state == WatchState::Exhausted {
+        plan_poll_timeout(tx, &poll.operation_id, now)?;
+    }
+    Ok(())
+}
+
+/// The callback telling the merchant the watchdog gave up, for dialects that define one
+/// (ws2mpi's `respStatus` 408). It rides on the operation's latest event.
+fn plan_poll_timeout(
+    tx: &Transaction<'_>,
+    op_id: &OperationId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (op, _) = query_operation(tx, "WHERE id = ?1", params![op_id.as_str()])?
+        .ok_or(StoreError::NotFound)?;
+    let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
+    let dialect = effective_dialect(&merchant, &op);
+    let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
+    let event_id: String = tx
+        .query_row(
+            "SELECT id FROM events WHERE operation_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [op.id.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    let delivery = Delivery {
+        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
+        event_id: parse_id(&event_id)?,
+        operation_id: op.id.clone(),
+        merchant_id: op.merchant_id.clone(),
+        seq: op.seq,
+        dialect,
+        kind: DeliveryKind::PollTimeout,
+        url,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        series_attempts: 0,
+        next_attempt_at: Some(now),
+        policy: effective_policy(&merchant, &op, dialect),
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    insert_delivery(tx, &delivery)
 }
 
 fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {

@@ -73,6 +73,23 @@ impl Dialect {
         }
     }
 
+    /// The callback that tells the merchant the re-poll watchdog gave up (`DeliveryKind::
+    /// PollTimeout`). Only ws2mpi defines one (`respStatus` 408); other dialects send nothing.
+    pub fn render_poll_timeout(self, input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
+        match self {
+            Dialect::Ws2mpi => Ok(ws2mpi::render_timeout(input)),
+            other => Err(RenderError::Invalid(format!("{other} has no poll-timeout callback"))),
+        }
+    }
+
+    /// Where the poll-timeout callback goes, or `None` when the dialect sends none.
+    pub fn poll_timeout_destination(self, merchant: &Merchant, op: &Operation) -> Option<String> {
+        match self {
+            Dialect::Ws2mpi => callback_url(merchant, op),
+            _ => None,
+        }
+    }
+
     /// Reads the merchant's answer.
     pub fn classify(self, reply: &Reply<'_>) -> Verdict {
         match self {

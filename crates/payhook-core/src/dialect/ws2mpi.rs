@@ -61,6 +61,12 @@ pub fn timeout_body(external_id: &str, op_id: &str) -> Vec<u8> {
     serde_json::to_vec(&body).expect("a JSON object of strings and a number serializes")
 }
 
+/// The poll-timeout callback for one operation.
+pub(super) fn render_timeout(input: &RenderInput<'_>) -> Outgoing {
+    let op = &input.event.operation;
+    post(input.url, timeout_body(&op.external_id, op.id.as_str()))
+}
+
 /// A WS2MPI callback request: JSON, no signature (the seed defines none).
 fn post(url: &str, body: Vec<u8>) -> Outgoing {
     let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
