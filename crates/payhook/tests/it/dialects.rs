@@ -472,3 +472,39 @@ async fn uapay_delivers_only_to_approved_urls() {
     let r = app.admin("POST", "/v1/operations", Some(body)).await;
     assert_refused(&r, "callback_url_required", "callback_url");
 }
+
+/// Regression: the allow-list compared raw string prefixes, so an approved
+/// `https://shop.example` also approved `https://shop.example.evil.net` and
+/// `https://shop.example@evil.net`. A prefix that ends inside the host now ends at its edge.
+#[tokio::test]
+async fn an_approved_host_does_not_approve_hosts_that_merely_start_like_it() {
+    let app = spawn_app(Mode::Manual).await;
+    let m = app
+        .merchant(json!({"name": "Shop", "dialect": "uapay",
+            "allowed_callback_urls": ["https://shop.example"]}))
+        .await;
+    let register = |external_id: &str, callback_url: &str| {
+        let body = json!({"merchant_id": id_of(&m), "external_id": external_id, "amount": 100,
+            "currency": "UAH", "kind": "purchase", "callback_url": callback_url});
+        app.admin("POST", "/v1/operations", Some(body))
+    };
+    for (i, url) in [
+        "https://shop.example.evil.net/cb",
+        "https://shop.example@evil.net/cb",
+        "https://shop.example:8443/cb",
+        "https://shop.examples/cb",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = register(&format!("refused-{i}"), url).await;
+        assert_refused(&r, "callback_url_not_allowed", "callback_url");
+    }
+    for (i, url) in ["https://shop.example", "https://shop.example/cb", "https://shop.example?x=1"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = register(&format!("ok-{i}"), url).await;
+        assert_eq!(r.status, 201, "{url}: {:?}", r.body);
+    }
+}
