@@ -508,3 +508,28 @@ async fn an_approved_host_does_not_approve_hosts_that_merely_start_like_it() {
         assert_eq!(r.status, 201, "{url}: {:?}", r.body);
     }
 }
+
+/// SPEC guarantee 5 for UAPAY's approved URLs: a URL the merchant withdrew from the list after
+/// registration receives nothing; the delivery fails permanently with `blocked_target`.
+#[tokio::test]
+async fn a_url_withdrawn_from_the_allow_list_receives_nothing() {
+    let app = spawn_app(Mode::Manual).await;
+    let rx = TestReceiver::start().await;
+    let m = app
+        .merchant(json!({"name": "Shop", "dialect": "uapay",
+            "allowed_callback_urls": [format!("{}/uapay/", rx.url)]}))
+        .await;
+    let callback = format!("{}/uapay/callback", rx.url);
+    let op = app.operation(id_of(&m), "order-w", json!({"callback_url": callback})).await;
+    let id = id_of(&op);
+    let path = format!("/v1/merchants/{}", id_of(&m));
+    let patch = json!({"allowed_callback_urls": ["https://shop.example/uapay/"]});
+    assert_eq!(app.admin("PATCH", &path, Some(patch)).await.status, 200);
+
+    assert_eq!(app.report(id, "success").await.status, 202);
+    assert_eq!(app.dispatcher.run_once().await, 1);
+    let d = only_delivery(&app, id).await;
+    assert_eq!(d["state"], "cancelled", "{d}");
+    assert_eq!(attempts(&d), [(Value::Null, json!("permanent"), json!("blocked_target"))]);
+    nothing_more(&app, &rx, 0).await;
+}
