@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::header::LOCATION;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use payhook_core::dialect::Dialect;
+use payhook_core::dialect::{ws2mpi, Dialect};
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{CallbackSettings, Merchant, Operation};
 use payhook_core::status::Status;
@@ -89,6 +89,22 @@ fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// WS2MPI sends `external_id` as its `orderNumber`, ANS 1..32: a longer one is refused up front
+/// rather than sent truncated or rejected by the merchant.
+fn check_order_number(dialect: Dialect, external_id: &str) -> Result<(), ApiError> {
+    let max = ws2mpi::MAX_ORDER_NUMBER;
+    if dialect == Dialect::Ws2mpi && external_id.chars().count() > max {
+        return Err(ApiError::invalid(
+            "field_too_long",
+            "external_id",
+            format!(
+                "the ws2mpi dialect sends external_id as orderNumber, at most {max} characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The destinations this dialect needs exist and are on the merchant's allow-list.
 fn check_destinations(
     m: &Merchant,
@@ -149,7 +165,9 @@ pub async fn register(
         status_source: body.status_source,
         retry: body.retry.as_ref().map(|v| parse_retry("retry", v)).transpose()?,
     };
-    check_destinations(&merchant, dialect.unwrap_or(merchant.dialect), &callback)?;
+    let effective = dialect.unwrap_or(merchant.dialect);
+    check_order_number(effective, &body.external_id)?;
+    check_destinations(&merchant, effective, &callback)?;
     if callback.encrypt && merchant.encryption_key.is_none() {
         return Err(ApiError::invalid(
             "encryption_key_missing",

@@ -44,11 +44,23 @@ impl Merchant {
         secrets
     }
 
-    /// Whether `url` starts with one of the approved prefixes (or no list is configured).
+    /// Whether `url` is under one of the approved prefixes (or no list is configured).
+    /// Prefixes compare as text, except that one ending inside the host (`https://shop.example`)
+    /// approves that host and port only, not `https://shop.example.evil.net`,
+    /// `https://shop.example@evil.net` or `https://shop.example:8443`.
     pub fn allows_url(&self, url: &str) -> bool {
         self.allowed_callback_urls.is_empty()
-            || self.allowed_callback_urls.iter().any(|p| url.starts_with(p.as_str()))
+            || self.allowed_callback_urls.iter().any(|p| under_prefix(url, p))
     }
+}
+
+/// `url` starts with `prefix`; when `prefix` ends within the authority (nothing after the host
+/// yet), the URL's authority must end there too.
+fn under_prefix(url: &str, prefix: &str) -> bool {
+    let Some(rest) = url.strip_prefix(prefix) else { return false };
+    let after_scheme = prefix.split_once("://").map_or(prefix, |(_, r)| r);
+    let past_authority = after_scheme.contains(['/', '?', '#']);
+    past_authority || rest.is_empty() || rest.starts_with(['/', '?', '#'])
 }
 
 /// Where and how an operation's callbacks go.
@@ -406,4 +418,41 @@ pub struct Poll {
     pub error_kind: Option<ErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dialect::Dialect;
+    use crate::fixtures::merchant;
+
+    #[test]
+    fn allow_list_prefixes_end_at_the_host() {
+        let mut m = merchant(Dialect::Uapay);
+        assert!(m.allows_url("https://anything.example/"), "no list: any URL");
+        m.allowed_callback_urls =
+            vec!["https://shop.example".into(), "https://b.example/cb".into()];
+        for ok in [
+            "https://shop.example",
+            "https://shop.example/",
+            "https://shop.example/uapay/cb",
+            "https://shop.example?x=1",
+            "https://shop.example#f",
+            "https://b.example/cb",
+            "https://b.example/cb/1",
+            "https://b.example/cb2",
+        ] {
+            assert!(m.allows_url(ok), "{ok}");
+        }
+        for refused in [
+            "https://shop.example.evil.net/cb",
+            "https://shop.example@evil.net/cb",
+            "https://shop.example:8443/cb",
+            "https://shop.examples/",
+            "http://shop.example/",
+            "https://b.example/",
+            "https://evil.net/https://shop.example",
+        ] {
+            assert!(!m.allows_url(refused), "{refused}");
+        }
+    }
 }

@@ -226,18 +226,18 @@ impl Dispatcher {
             error_kind: None,
             error: None,
         };
+        if !c.merchant.allows_url(&d.url) {
+            // The merchant withdrew the URL from its allow-list after the delivery was planned.
+            let why = "the URL is not on the merchant's allowed_callback_urls".to_owned();
+            return unsent(attempt, &d.url, ErrorKind::BlockedTarget, why);
+        }
         let rendered = match d.kind {
             DeliveryKind::Status => d.dialect.render(&input),
             DeliveryKind::PollTimeout => d.dialect.render_poll_timeout(&input),
         };
         let outgoing = match rendered {
             Ok(o) => o,
-            Err(e) => {
-                attempt.request = d.url.clone();
-                attempt.error_kind = Some(ErrorKind::Render);
-                attempt.error = Some(e.to_string());
-                return (attempt, NextStep::Cancel { disable: false });
-            }
+            Err(e) => return unsent(attempt, &d.url, ErrorKind::Render, e.to_string()),
         };
         attempt.request = format!("{} {}", outgoing.method.as_str(), outgoing.url);
         let clock_start = Instant::now();
@@ -309,6 +309,14 @@ impl Dispatcher {
             Some(at) => NextStep::RetryAt(retry_after.map_or(at, |wait| now.plus(wait))),
         }
     }
+}
+
+/// Ends a delivery without sending anything: the attempt records the URL and why.
+fn unsent(mut attempt: Attempt, url: &str, kind: ErrorKind, why: String) -> (Attempt, NextStep) {
+    attempt.request = url.to_owned();
+    attempt.error_kind = Some(kind);
+    attempt.error = Some(why);
+    (attempt, NextStep::Cancel { disable: false })
 }
 
 fn log_attempt(c: &Claimed, a: &Attempt, state: DeliveryState) {

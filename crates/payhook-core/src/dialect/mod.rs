@@ -4,7 +4,7 @@
 //! [`Dialect::classify`] turns the merchant's [`Reply`] into a [`Verdict`]. [`Dialect::destination`]
 //! says whether an event produces a callback at all, and where to.
 
-mod ecom;
+pub mod ecom;
 mod standard;
 mod uapay;
 pub mod ws2mpi;

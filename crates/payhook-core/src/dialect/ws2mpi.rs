@@ -8,6 +8,10 @@ use crate::status::Status;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The most characters of an `orderNumber` (the operation's `external_id`): the seed types it
+/// ANS 1..32. The API refuses longer ids for ws2mpi operations at registration.
+pub const MAX_ORDER_NUMBER: usize = 32;
+
 /// `respStatus` of a callback that carries an order status.
 const RESP_OK: u16 = 200;
 /// `respStatus` when the re-poll budget was spent without a final status.

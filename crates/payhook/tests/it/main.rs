@@ -3,7 +3,9 @@
 
 mod api;
 mod crash;
+mod crosscheck;
 mod delivery;
+mod dialects;
 mod helpers;
 mod ordering;
 mod retry;
