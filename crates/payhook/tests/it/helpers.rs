@@ -46,10 +46,11 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub dispatcher: Arc<Dispatcher>,
+    pub watchdog: Arc<payhook_dispatch::Watchdog>,
     pub clock: Option<Arc<ManualClock>>,
     pub shutdown: CancellationToken,
-    /// Keeps the database file alive for the test's duration.
-    pub _dir: tempfile::TempDir,
+    /// Keeps the database file alive for the test's duration (moved on `restart`).
+    dir: Option<tempfile::TempDir>,
 }
 
 pub async fn spawn_app(mode: Mode) -> TestApp {
@@ -59,24 +60,35 @@ pub async fn spawn_app(mode: Mode) -> TestApp {
 /// Like [`spawn_app`], with settings adjusted by `tune`.
 pub async fn spawn_app_with(mode: Mode, tune: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db_path = dir.path().join("payhook.db");
+    let clock = match mode {
+        Mode::Live => None,
+        Mode::Manual => Some(Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)))),
+    };
+    start(dir, clock, tune).await
+}
+
+/// Starts payhook on the database in `dir`; with a manual clock, the dispatcher and watchdog
+/// loops stay off (the test drives them).
+async fn start(
+    dir: tempfile::TempDir,
+    manual: Option<Arc<ManualClock>>,
+    tune: impl FnOnce(&mut Config),
+) -> TestApp {
     let mut config = Config::defaults();
-    config.database = db_path.to_string_lossy().into_owned();
+    config.database = dir.path().join("payhook.db").to_string_lossy().into_owned();
     config.admin_token = Some(ADMIN.into());
     config.allow_private_targets = true;
     config.request_timeout = Duration::from_secs(5);
     config.poll_interval = Duration::from_millis(50);
-    let (clock, manual): (Arc<dyn Clock>, _) = match mode {
-        Mode::Live => (Arc::new(SystemClock), None),
-        Mode::Manual => {
-            let c = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
-            (c.clone(), Some(c))
-        }
+    let clock: Arc<dyn Clock> = match &manual {
+        None => Arc::new(SystemClock),
+        Some(c) => c.clone(),
     };
-    config.dispatch = matches!(mode, Mode::Live);
+    config.dispatch = manual.is_none();
     tune(&mut config);
     let services = app::build(&config, clock).await.expect("app builds");
     let (store, dispatcher) = (services.store.clone(), services.dispatcher.clone());
+    let watchdog = services.watchdog.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
@@ -87,9 +99,20 @@ pub async fn spawn_app_with(mode: Mode, tune: impl FnOnce(&mut Config)) -> TestA
         http: reqwest::Client::new(),
         store,
         dispatcher,
+        watchdog,
         clock: manual,
         shutdown,
-        _dir: dir,
+        dir: Some(dir),
+    }
+}
+
+impl TestApp {
+    /// Stops this app and starts a new one on the same database (and the same manual clock),
+    /// as a restart of the process would.
+    pub async fn restart(mut self, tune: impl FnOnce(&mut Config)) -> TestApp {
+        self.shutdown.cancel();
+        let dir = self.dir.take().expect("the app owns its directory");
+        start(dir, self.clock.clone(), tune).await
     }
 }
 
@@ -204,6 +227,8 @@ pub struct Answer {
     pub status: u16,
     pub body: String,
     pub headers: Vec<(&'static str, String)>,
+    /// Held this long before answering (to provoke client timeouts).
+    pub delay: Duration,
 }
 
 #[derive(Default)]
@@ -245,7 +270,7 @@ impl TestReceiver {
         s.extend(answers.iter().map(|(c, b)| Answer {
             status: *c,
             body: (*b).to_owned(),
-            headers: vec![],
+            ..Answer::default()
         }));
     }
 
@@ -257,7 +282,7 @@ impl TestReceiver {
     /// The answer once the script is spent.
     pub fn set_default(&self, status: u16, body: &str) {
         *self.state.default.lock().expect("lock") =
-            Answer { status, body: body.to_owned(), headers: vec![] };
+            Answer { status, body: body.to_owned(), ..Answer::default() };
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -299,6 +324,9 @@ async fn answer(
     };
     state.received.lock().expect("lock").push(got);
     state.arrived.notify_waiters();
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
     let mut resp =
         (axum::http::StatusCode::from_u16(reply.status).expect("valid status"), reply.body)
             .into_response();

@@ -9,3 +9,4 @@ mod dialects;
 mod helpers;
 mod ordering;
 mod retry;
+mod watchdog;
