@@ -3,6 +3,7 @@
 //! serialises writers anyway, and it keeps the store a single-node store by design.
 
 mod rows;
+mod writer;
 
 use crate::{
     destination_host, mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
@@ -20,9 +21,10 @@ use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rows::*;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -31,62 +33,74 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 pub struct SqliteStore {
-    /// The one connection. A std mutex: it is only held inside `spawn_blocking`, never across
-    /// an await.
-    conn: Arc<Mutex<Connection>>,
+    /// Writes go to one writer thread, which commits them in groups (see [`writer`]).
+    writer: writer::Writer,
+    /// Read-only connections; WAL lets them read while the writer commits. Each std mutex is
+    /// held only inside `spawn_blocking`, never across an await.
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+/// Read connections per store: enough for the API's reads to run beside the dispatcher's.
+const READERS: usize = 4;
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path).map_err(backend)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(backend)?;
+        let mut conn = connect(path)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        let readers =
+            (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(SqliteStore {
+            writer: writer::Writer::start(conn)?,
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
     }
 
     /// The schema version after migrations.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        let conn = self.conn.lock().expect("sqlite mutex poisoned by a panic");
+        let conn = self.readers[0].lock().expect("sqlite mutex poisoned by a panic");
         conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
             .map_err(backend)
     }
 
+    /// Runs a read on one of the reader connections.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().expect("sqlite mutex poisoned by a panic");
-            f(&mut conn)
+            let conn = readers[i].lock().expect("sqlite mutex poisoned by a panic");
+            f(&conn)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
-    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so a read that
-    /// decides a write cannot go stale) and commits.
+    /// Runs `f` in the writer's current transaction (inside its own savepoint) and returns once
+    /// that transaction is durably committed.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.run(move |conn| {
-            let tx =
-                conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
+        self.writer.submit(f).await
     }
 }
 
@@ -481,7 +495,7 @@ impl Store for SqliteStore {
 }
 
 fn apply_report(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
@@ -518,7 +532,7 @@ fn apply_report(
 /// Supersedes the operation's older pending deliveries (those not in flight) and creates the
 /// event's delivery, if its dialect sends one.
 fn plan_delivery(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     op: &Operation,
     event: &Event,
     now: Timestamp,
@@ -576,7 +590,7 @@ fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, StoreError> 
 }
 
 fn record_poll_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     poll: &Poll,
     next: PollNext,
     now: Timestamp,
@@ -604,7 +618,7 @@ fn record_poll_in(
 /// The callback telling the merchant the watchdog gave up, for dialects that define one
 /// (ws2mpi's `respStatus` 408). It rides on the operation's latest event.
 fn plan_poll_timeout(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     op_id: &OperationId,
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -641,7 +655,7 @@ fn plan_poll_timeout(
     insert_delivery(tx, &delivery)
 }
 
-fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
+fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
     let busy: Vec<&String> =
         plan.in_flight.iter().filter(|(_, n)| **n >= plan.per_host_limit).map(|(h, _)| h).collect();
     let busy = serde_json::to_string(&busy).expect("strings serialize");
@@ -677,7 +691,7 @@ fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, S
 
 /// Due, unleased deliveries, oldest due first, except those for `busy` hosts (a JSON array).
 fn due_candidates(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     now: Timestamp,
     busy: &str,
     n: usize,
@@ -699,7 +713,7 @@ fn due_candidates(
     rows.collect::<Result<Vec<_>, _>>().map_err(backend)
 }
 
-fn load_claimed(tx: &Transaction<'_>, id: &str) -> Result<Claimed, StoreError> {
+fn load_claimed(tx: &Connection, id: &str) -> Result<Claimed, StoreError> {
     let delivery = load_delivery(tx, id)?.ok_or(StoreError::NotFound)?;
     let event = load_event(tx, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
     let merchant = load_merchant(tx, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
@@ -707,7 +721,7 @@ fn load_claimed(tx: &Transaction<'_>, id: &str) -> Result<Claimed, StoreError> {
 }
 
 fn record_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     attempt: &Attempt,
     next: NextStep,
     now: Timestamp,
@@ -758,7 +772,7 @@ fn exists(c: &Connection, sql: &str, op: &OperationId, seq: i64) -> Result<bool,
     stmt.exists(params![op.as_str(), seq]).map_err(backend)
 }
 
-fn mark_superseded(tx: &Transaction<'_>, id: &str, now: Timestamp) -> Result<(), StoreError> {
+fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
          WHERE id = ?1",
