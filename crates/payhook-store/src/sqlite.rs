@@ -22,6 +22,7 @@ use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rows::*;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,6 +190,7 @@ impl Store for SqliteStore {
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {
         let m = m.clone();
         self.write(move |tx| {
+            forget_merchant(&m.id);
             let n = update_merchant_row(tx, &m)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
@@ -555,7 +557,7 @@ fn plan_delivery(
     event: &Event,
     now: Timestamp,
 ) -> Result<Option<Delivery>, StoreError> {
-    let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
+    let merchant = writer_merchant(tx, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, op);
     let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
     exec(
@@ -587,6 +589,26 @@ fn plan_delivery(
     };
     insert_delivery(tx, &delivery)?;
     Ok(Some(delivery))
+}
+
+thread_local! {
+    /// Merchants as the writer thread last read them. Only writer jobs use it, and they run
+    /// one at a time on that thread, so invalidating in the update job keeps it exact.
+    static MERCHANTS: RefCell<HashMap<MerchantId, Merchant>> = RefCell::new(HashMap::new());
+}
+
+/// A merchant, from the writer thread's cache (status reports need it on every call).
+fn writer_merchant(c: &Connection, id: &MerchantId) -> Result<Merchant, StoreError> {
+    if let Some(m) = MERCHANTS.with(|cache| cache.borrow().get(id).cloned()) {
+        return Ok(m);
+    }
+    let m = load_merchant(c, id)?.ok_or(StoreError::NotFound)?;
+    MERCHANTS.with(|cache| cache.borrow_mut().insert(id.clone(), m.clone()));
+    Ok(m)
+}
+
+fn forget_merchant(id: &MerchantId) {
+    MERCHANTS.with(|cache| cache.borrow_mut().remove(id));
 }
 
 /// A [`ClaimRequest`] owned, to move into the blocking thread.
@@ -643,7 +665,7 @@ fn plan_poll_timeout(
 ) -> Result<(), StoreError> {
     let (op, _) = query_operation(tx, "WHERE id = ?1", params![op_id.as_str()])?
         .ok_or(StoreError::NotFound)?;
-    let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
+    let merchant = writer_merchant(tx, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, &op);
     let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
     let event_id: String = tx
