@@ -43,7 +43,7 @@ async fn wait_for_callbacks(rx: &Receiver, want: &[(String, i64)], deadline: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_on_postgres_delivers_a_signed_callback() {
     let db = Database::fresh().await;
-    let rx = Receiver::start(None).await;
+    let rx = Receiver::start(None, Duration::ZERO).await;
     let node = Node::start("solo", &db.url(), &["--poll-interval", "50ms"]);
     let admin = Admin::new(vec![node.base.clone().expect("API on")]);
     let (merchant, secret) = admin.merchant(&format!("{}/m/0", rx.base), fast_retry()).await;
@@ -63,7 +63,7 @@ async fn one_node_on_postgres_delivers_a_signed_callback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_only_and_dispatch_only_nodes_split_the_work() {
     let db = Database::fresh().await;
-    let rx = Receiver::start(None).await;
+    let rx = Receiver::start(None, Duration::ZERO).await;
     let api = Node::start("api-only", &db.url(), &["--no-dispatch"]);
     let admin = Admin::new(vec![api.base.clone().expect("API on")]);
     let (merchant, _) = admin.merchant(&format!("{}/m/0", rx.base), fast_retry()).await;
@@ -136,11 +136,23 @@ fn duplicates(hits: &[Hit]) -> usize {
     acked.values().map(|n| n - 1).sum()
 }
 
+/// SIGKILLs node 0 (index 0 of `admin`) as soon as it is seen holding leases, so it dies
+/// with attempts in flight: the case where leases must expire and another node take over.
+async fn kill_mid_attempt(db: &Database, admin: &Admin, node: &mut Node) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.store.leases_held_by(&node.name, now()).await.expect("leases") < 2 {
+        assert!(Instant::now() < deadline, "{} never had two attempts in flight", node.name);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    admin.forget(0);
+    node.kill9();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_lose_nothing_when_one_is_killed() {
     let started = Instant::now();
     let db = Database::fresh().await;
-    let rx = Receiver::start(Some(5)).await;
+    let rx = Receiver::start(Some(5), Duration::from_millis(20)).await;
     let max = MAX_IN_FLIGHT.to_string();
     let flags = ["--max-in-flight", &max, "--per-host-limit", &max, "--poll-interval", "100ms"];
     let mut nodes: Vec<Node> =
@@ -157,10 +169,10 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
         (done.load(Ordering::SeqCst) >= OPS * 2 / 5).then_some(())
     })
     .await;
-    admin.forget(0);
-    nodes[0].kill9();
+    kill_mid_attempt(&db, &admin, &mut nodes[0]).await;
     let killed_at = started.elapsed();
     let leases = db.store.leases_held_by(&nodes[0].name, now()).await.expect("leases");
+    assert!(leases > 0, "node-0 died holding no lease: the test proved no takeover");
     let ops = driver.await.expect("driver");
     let driven = started.elapsed();
 

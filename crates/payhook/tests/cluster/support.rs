@@ -217,8 +217,9 @@ pub struct Hit {
     pub answered: u16,
 }
 
-/// A merchant endpoint on loopback that records every request in arrival order and fails
-/// every `fail_every`-th one with 500 (deterministic, so runs are comparable).
+/// A merchant endpoint on loopback that records every request in arrival order, fails every
+/// `fail_every`-th one with 500 (deterministic, so runs are comparable), and takes `delay` to
+/// answer (so attempts stay in flight long enough to be caught by a kill).
 pub struct Receiver {
     pub base: String,
     state: Arc<ReceiverState>,
@@ -226,15 +227,17 @@ pub struct Receiver {
 
 struct ReceiverState {
     fail_every: Option<usize>,
+    delay: Duration,
     count: AtomicUsize,
     /// Arrival order is the order of this vector: pushes happen under the lock.
     hits: Mutex<Vec<Hit>>,
 }
 
 impl Receiver {
-    pub async fn start(fail_every: Option<usize>) -> Receiver {
+    pub async fn start(fail_every: Option<usize>, delay: Duration) -> Receiver {
         let state = Arc::new(ReceiverState {
             fail_every,
+            delay,
             count: AtomicUsize::new(0),
             hits: Mutex::new(Vec::new()),
         });
@@ -278,6 +281,7 @@ async fn receive(
         body,
     };
     state.hits.lock().expect("hits lock").push(hit);
+    tokio::time::sleep(state.delay).await;
     answered
 }
 
