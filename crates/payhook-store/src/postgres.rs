@@ -96,7 +96,10 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => pg(e),
+            other => StoreError::Backend(format!("PostgreSQL pool: {}", with_sources(&other))),
+        })
     }
 }
 
