@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use payhook_core::dialect::Dialect;
+use payhook_core::dialect::{ecom, Dialect};
 use payhook_core::ids::MerchantId;
 use payhook_core::model::Merchant;
 use payhook_core::retry::RetryPolicy;
@@ -88,13 +88,9 @@ fn check_merchant(m: &Merchant) -> Result<(), ApiError> {
         }
     }
     if let Some(key) = &m.encryption_key {
-        if key.get("kty").and_then(Value::as_str).is_none() {
-            return Err(ApiError::invalid(
-                "invalid_encryption_key",
-                "encryption_key",
-                "encryption_key must be a public JWK (an object with \"kty\")",
-            ));
-        }
+        ecom::check_public_key(key).map_err(|e| {
+            ApiError::invalid("invalid_encryption_key", "encryption_key", e.to_string())
+        })?;
     }
     check_settings(&m.settings)
 }

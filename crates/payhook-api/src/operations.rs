@@ -10,10 +10,11 @@ use axum::extract::{Path, State};
 use axum::http::header::LOCATION;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use payhook_core::dialect::Dialect;
+use payhook_core::dialect::{ws2mpi, Dialect};
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{CallbackSettings, Merchant, Operation};
 use payhook_core::status::Status;
+use payhook_core::status_source::StatusSource;
 use payhook_store::{NewOperation, Registered, StatusReport};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -80,11 +81,25 @@ fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
     validate::opt_url("success_url", &body.success_url)?;
     validate::opt_url("fail_url", &body.fail_url)?;
     validate::opt_url("return_url", &body.return_url)?;
-    if body.status_source.as_ref().is_some_and(|s| !s.is_object()) {
+    if let Some(source) = &body.status_source {
+        StatusSource::from_json(source).map_err(|e| {
+            ApiError::invalid("invalid_status_source", "status_source", e.to_string())
+        })?;
+    }
+    Ok(())
+}
+
+/// WS2MPI sends `external_id` as its `orderNumber`, ANS 1..32: a longer one is refused up front
+/// rather than sent truncated or rejected by the merchant.
+fn check_order_number(dialect: Dialect, external_id: &str) -> Result<(), ApiError> {
+    let max = ws2mpi::MAX_ORDER_NUMBER;
+    if dialect == Dialect::Ws2mpi && external_id.chars().count() > max {
         return Err(ApiError::invalid(
-            "invalid_status_source",
-            "status_source",
-            "must be an object",
+            "field_too_long",
+            "external_id",
+            format!(
+                "the ws2mpi dialect sends external_id as orderNumber, at most {max} characters"
+            ),
         ));
     }
     Ok(())
@@ -150,7 +165,9 @@ pub async fn register(
         status_source: body.status_source,
         retry: body.retry.as_ref().map(|v| parse_retry("retry", v)).transpose()?,
     };
-    check_destinations(&merchant, dialect.unwrap_or(merchant.dialect), &callback)?;
+    let effective = dialect.unwrap_or(merchant.dialect);
+    check_order_number(effective, &body.external_id)?;
+    check_destinations(&merchant, effective, &callback)?;
     if callback.encrypt && merchant.encryption_key.is_none() {
         return Err(ApiError::invalid(
             "encryption_key_missing",
@@ -257,6 +274,12 @@ pub async fn report_status(
     Json(body): Json<ReportBody>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     caller.require_admin()?;
+    let view = apply_report(&state, &id, body).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+}
+
+/// Validates and stores one report; the event's view on success.
+async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Value, ApiError> {
     let operation_id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
     let status: Status =
         body.status.parse().map_err(|e: payhook_core::status::UnknownStatus| {
@@ -277,7 +300,62 @@ pub async fn report_status(
     let mut view = views::event(&reported.event);
     view["duplicate"] = json!(reported.duplicate);
     view["delivery_id"] = json!(reported.delivery.as_ref().map(|d| &d.id));
-    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+    Ok(view)
+}
+
+/// Items per batch at most.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    operation_id: String,
+    status: String,
+    #[serde(default)]
+    data: Map<String, Value>,
+    #[serde(default)]
+    event_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    items: Vec<BatchItem>,
+}
+
+/// `POST /v1/operations/status:batch`: many reports in one request. Each item is all or
+/// nothing on its own (its own transaction savepoint) and gets its own result; the store commits
+/// the items together, so a batch costs about one durable write.
+pub async fn report_status_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<BatchBody>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    caller.require_admin()?;
+    if body.items.is_empty() || body.items.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "invalid_batch",
+            "items",
+            format!("a batch holds 1 to {MAX_BATCH} items"),
+        ));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, item) in body.items.into_iter().enumerate() {
+        let state = state.clone();
+        let body = ReportBody { status: item.status, data: item.data, event_key: item.event_key };
+        tasks.spawn(async move { (index, apply_report(&state, &item.operation_id, body).await) });
+    }
+    let mut results = vec![Value::Null; tasks.len()];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, outcome) = joined.map_err(ApiError::internal)?;
+        results[index] = match outcome {
+            Ok(event) => json!({"index": index, "ok": true, "event": event}),
+            Err(e) => {
+                json!({"index": index, "ok": false, "status": e.status.as_u16(), "error": e.body()})
+            }
+        };
+    }
+    Ok((StatusCode::OK, axum::Json(json!({ "results": results }))))
 }
 
 /// The customer's browser comes back here (XPAY's CallbackURL): 303 to `return_url` once the
@@ -300,4 +378,21 @@ pub async fn client_return(
         ));
     }
     Ok((StatusCode::SEE_OTHER, [(LOCATION, url)]).into_response())
+}
+
+/// `GET /v1/operations/{id}/polls`: the re-poll watch and every poll it made.
+pub async fn polls(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let op = visible_operation(&state, &caller, &id).await?;
+    let Some((watch, polls)) = state.store.watch_of(&op.id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_watch",
+            "the operation has no status_source",
+        ));
+    };
+    Ok(axum::Json(views::watch(&watch, &polls)))
 }

@@ -3,8 +3,8 @@
 use crate::error::ApiError;
 
 pub const MAX_NAME: usize = 200;
-/// WS2MPI's orderNumber is ANS 1..32; other providers allow more, but a merchant's order id
-/// must fit every dialect it may be sent in.
+/// A merchant's order id, in any dialect. Dialects with a tighter field add their own limit at
+/// registration (ws2mpi: `orderNumber` is ANS 1..32).
 pub const MAX_EXTERNAL_ID: usize = 64;
 pub const MAX_URL: usize = 2048;
 pub const MAX_KIND: usize = 64;

@@ -1,7 +1,7 @@
 //! Response shapes. Times leave as RFC 3339 strings; secrets never leave here.
 
 use payhook_core::dialect::effective_dialect;
-use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation};
+use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
 use payhook_core::Timestamp;
 use serde_json::{json, Value};
 
@@ -89,6 +89,7 @@ pub fn delivery(d: &Delivery, attempts: Option<&[Attempt]>) -> Value {
         "merchant_id": d.merchant_id,
         "seq": d.seq,
         "dialect": d.dialect,
+        "kind": d.kind,
         "url": d.url,
         "state": d.state,
         "attempt_count": d.attempts,
@@ -101,4 +102,32 @@ pub fn delivery(d: &Delivery, attempts: Option<&[Attempt]>) -> Value {
         v["attempts"] = list.iter().map(attempt).collect();
     }
     v
+}
+
+pub fn poll(p: &Poll) -> Value {
+    json!({
+        "number": p.number,
+        "started_at": time(p.started_at),
+        "duration_ms": p.duration_ms,
+        "request": p.request,
+        "response_status": p.response_status,
+        "response_body": p.response_body,
+        "read": p.read,
+        "mapped_status": p.mapped,
+        "outcome": p.outcome,
+        "error_kind": p.error_kind,
+        "error": p.error,
+    })
+}
+
+pub fn watch(w: &Watch, polls: &[Poll]) -> Value {
+    json!({
+        "operation_id": w.operation_id,
+        "state": w.state,
+        "polls_made": w.polls,
+        "poll_budget": w.source.schedule.len(),
+        "next_poll_at": w.next_poll_at.map(time),
+        "source": w.source.to_json(),
+        "data": polls.iter().map(poll).collect::<Vec<_>>(),
+    })
 }

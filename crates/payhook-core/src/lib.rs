@@ -14,6 +14,7 @@
 //! - [`dialect`]: what goes on the wire per protocol (render) and how answers are read (classify):
 //!   `standard`, `xpay`, `ws2mpi`, `ecom`, `uapay`.
 //! - [`signing`]: Standard Webhooks signatures.
+//! - [`status_source`]: the re-poll watchdog's source: request and reading of answers.
 
 pub mod clock;
 pub mod dialect;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod retry;
 pub mod signing;
 pub mod status;
+pub mod status_source;
 pub mod time;
 
 #[cfg(test)]

@@ -44,11 +44,23 @@ impl Merchant {
         secrets
     }
 
-    /// Whether `url` starts with one of the approved prefixes (or no list is configured).
+    /// Whether `url` is under one of the approved prefixes (or no list is configured).
+    /// Prefixes compare as text, except that one ending inside the host (`https://shop.example`)
+    /// approves that host and port only, not `https://shop.example.evil.net`,
+    /// `https://shop.example@evil.net` or `https://shop.example:8443`.
     pub fn allows_url(&self, url: &str) -> bool {
         self.allowed_callback_urls.is_empty()
-            || self.allowed_callback_urls.iter().any(|p| url.starts_with(p.as_str()))
+            || self.allowed_callback_urls.iter().any(|p| under_prefix(url, p))
     }
+}
+
+/// `url` starts with `prefix`; when `prefix` ends within the authority (nothing after the host
+/// yet), the URL's authority must end there too.
+fn under_prefix(url: &str, prefix: &str) -> bool {
+    let Some(rest) = url.strip_prefix(prefix) else { return false };
+    let after_scheme = prefix.split_once("://").map_or(prefix, |(_, r)| r);
+    let past_authority = after_scheme.contains(['/', '?', '#']);
+    past_authority || rest.is_empty() || rest.starts_with(['/', '?', '#'])
 }
 
 /// Where and how an operation's callbacks go.
@@ -162,6 +174,8 @@ pub struct Delivery {
     pub merchant_id: MerchantId,
     pub seq: i64,
     pub dialect: Dialect,
+    #[serde(default)]
+    pub kind: DeliveryKind,
     pub url: String,
     pub state: DeliveryState,
     /// All attempts ever made.
@@ -189,6 +203,14 @@ pub enum ErrorKind {
     BlockedTarget,
     /// The callback could not be built (e.g. a missing encryption key).
     Render,
+    /// A status source answered something that is not JSON.
+    Malformed,
+    /// A status source's answer has nothing at the status pointer.
+    MissingField,
+    /// A status source's value is not in the status map.
+    Unmapped,
+    /// A status source reported a status the transition rules refuse.
+    InvalidTransition,
 }
 
 impl ErrorKind {
@@ -202,14 +224,31 @@ impl ErrorKind {
             ErrorKind::AckRejected => "ack_rejected",
             ErrorKind::BlockedTarget => "blocked_target",
             ErrorKind::Render => "render",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::MissingField => "missing_field",
+            ErrorKind::Unmapped => "unmapped",
+            ErrorKind::InvalidTransition => "invalid_transition",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         use ErrorKind::*;
-        [Dns, Connect, Tls, Timeout, HttpStatus, AckRejected, BlockedTarget, Render]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Dns,
+            Connect,
+            Tls,
+            Timeout,
+            HttpStatus,
+            AckRejected,
+            BlockedTarget,
+            Render,
+            Malformed,
+            MissingField,
+            Unmapped,
+            InvalidTransition,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -260,4 +299,160 @@ pub struct Attempt {
     pub error_kind: Option<ErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What a delivery carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// The event's status (every dialect).
+    #[default]
+    Status,
+    /// The re-poll watchdog spent its budget without a final status (ws2mpi: `respStatus` 408).
+    PollTimeout,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Status => "status",
+            DeliveryKind::PollTimeout => "poll_timeout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [DeliveryKind::Status, DeliveryKind::PollTimeout].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchState {
+    /// Polling on schedule.
+    Active,
+    /// A final status arrived (from the source or the API).
+    Finished,
+    /// The poll budget was spent without a final status.
+    Exhausted,
+}
+
+impl WatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchState::Active => "active",
+            WatchState::Finished => "finished",
+            WatchState::Exhausted => "exhausted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [WatchState::Active, WatchState::Finished, WatchState::Exhausted]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The re-poll watchdog's record for one operation registered with a `status_source`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub operation_id: OperationId,
+    pub merchant_id: MerchantId,
+    pub source: crate::status_source::StatusSource,
+    /// Polls made so far (the budget is the schedule's length).
+    pub polls: u32,
+    pub next_poll_at: Option<Timestamp>,
+    pub state: WatchState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollOutcome {
+    /// The source reported a new status; it was recorded as an event.
+    Changed,
+    /// The source reported the status the operation already has.
+    Unchanged,
+    /// No usable answer (network, HTTP status, malformed, missing, unmapped, refused).
+    Failed,
+}
+
+impl PollOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollOutcome::Changed => "changed",
+            PollOutcome::Unchanged => "unchanged",
+            PollOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [PollOutcome::Changed, PollOutcome::Unchanged, PollOutcome::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One request of the watchdog to a status source, logged like a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Poll {
+    pub operation_id: OperationId,
+    /// 1-based.
+    pub number: u32,
+    pub started_at: Timestamp,
+    pub duration_ms: i64,
+    /// `METHOD url`.
+    pub request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    /// The value found at the status pointer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    /// The canonical status it maps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped: Option<Status>,
+    pub outcome: PollOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dialect::Dialect;
+    use crate::fixtures::merchant;
+
+    #[test]
+    fn allow_list_prefixes_end_at_the_host() {
+        let mut m = merchant(Dialect::Uapay);
+        assert!(m.allows_url("https://anything.example/"), "no list: any URL");
+        m.allowed_callback_urls =
+            vec!["https://shop.example".into(), "https://b.example/cb".into()];
+        for ok in [
+            "https://shop.example",
+            "https://shop.example/",
+            "https://shop.example/uapay/cb",
+            "https://shop.example?x=1",
+            "https://shop.example#f",
+            "https://b.example/cb",
+            "https://b.example/cb/1",
+            "https://b.example/cb2",
+        ] {
+            assert!(m.allows_url(ok), "{ok}");
+        }
+        for refused in [
+            "https://shop.example.evil.net/cb",
+            "https://shop.example@evil.net/cb",
+            "https://shop.example:8443/cb",
+            "https://shop.examples/",
+            "http://shop.example/",
+            "https://b.example/",
+            "https://evil.net/https://shop.example",
+        ] {
+            assert!(!m.allows_url(refused), "{refused}");
+        }
+    }
 }

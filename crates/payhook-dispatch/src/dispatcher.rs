@@ -7,7 +7,7 @@
 use crate::sender::{SendResult, Sender};
 use payhook_core::clock::Clock;
 use payhook_core::dialect::{RenderInput, Reply, Verdict};
-use payhook_core::model::{Attempt, AttemptOutcome, DeliveryState, ErrorKind};
+use payhook_core::model::{Attempt, AttemptOutcome, DeliveryKind, DeliveryState, ErrorKind};
 use payhook_store::{destination_host, lease_for, ClaimRequest, Claimed, NextStep, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,7 +51,8 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     sender: Sender,
     config: DispatchConfig,
-    jitter: JitterSource,
+    /// Replaceable so tests can pin it; read once per retry decision.
+    jitter: Mutex<JitterSource>,
     /// Woken by the API when new work is stored, and by finished attempts.
     wake: Arc<Notify>,
     /// Attempts in flight per destination host. A std mutex: held for a map update only.
@@ -70,17 +71,17 @@ impl Dispatcher {
             clock,
             sender,
             config,
-            jitter: Arc::new(|| rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0)),
+            jitter: Mutex::new(Arc::new(|| {
+                rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0)
+            })),
             wake: Arc::new(Notify::new()),
             in_flight: Mutex::new(HashMap::new()),
         })
     }
 
     /// Replaces the jitter source (tests pin it to make schedules exact).
-    pub fn with_jitter(self: Arc<Self>, jitter: JitterSource) -> Arc<Self> {
-        let mut this = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_jitter before use"));
-        this.jitter = jitter;
-        Arc::new(this)
+    pub fn set_jitter(&self, jitter: JitterSource) {
+        *self.jitter.lock().expect("jitter mutex") = jitter;
     }
 
     /// The handle the API uses to say "new work is stored".
@@ -225,14 +226,18 @@ impl Dispatcher {
             error_kind: None,
             error: None,
         };
-        let outgoing = match d.dialect.render(&input) {
+        if !c.merchant.allows_url(&d.url) {
+            // The merchant withdrew the URL from its allow-list after the delivery was planned.
+            let why = "the URL is not on the merchant's allowed_callback_urls".to_owned();
+            return unsent(attempt, &d.url, ErrorKind::BlockedTarget, why);
+        }
+        let rendered = match d.kind {
+            DeliveryKind::Status => d.dialect.render(&input),
+            DeliveryKind::PollTimeout => d.dialect.render_poll_timeout(&input),
+        };
+        let outgoing = match rendered {
             Ok(o) => o,
-            Err(e) => {
-                attempt.request = d.url.clone();
-                attempt.error_kind = Some(ErrorKind::Render);
-                attempt.error = Some(e.to_string());
-                return (attempt, NextStep::Cancel { disable: false });
-            }
+            Err(e) => return unsent(attempt, &d.url, ErrorKind::Render, e.to_string()),
         };
         attempt.request = format!("{} {}", outgoing.method.as_str(), outgoing.url);
         let clock_start = Instant::now();
@@ -295,7 +300,8 @@ impl Dispatcher {
     ) -> NextStep {
         let now = self.clock.now();
         let made = c.delivery.series_attempts + 1;
-        match c.delivery.policy.next_attempt_at(made, now, (self.jitter)()) {
+        let sample = (self.jitter.lock().expect("jitter mutex"))();
+        match c.delivery.policy.next_attempt_at(made, now, sample) {
             None => {
                 attempt.outcome = AttemptOutcome::Permanent;
                 NextStep::Exhausted
@@ -303,6 +309,14 @@ impl Dispatcher {
             Some(at) => NextStep::RetryAt(retry_after.map_or(at, |wait| now.plus(wait))),
         }
     }
+}
+
+/// Ends a delivery without sending anything: the attempt records the URL and why.
+fn unsent(mut attempt: Attempt, url: &str, kind: ErrorKind, why: String) -> (Attempt, NextStep) {
+    attempt.request = url.to_owned();
+    attempt.error_kind = Some(kind);
+    attempt.error = Some(why);
+    (attempt, NextStep::Cancel { disable: false })
 }
 
 fn log_attempt(c: &Claimed, a: &Attempt, state: DeliveryState) {

@@ -5,11 +5,14 @@
 //!   loops until cancelled.
 //! - [`sender`]: the HTTP client (timeouts, no redirects, the SSRF-guarded resolver).
 //! - [`ssrf`]: which addresses payhook refuses to connect to.
+//! - [`watchdog`]: the re-poll watchdog for operations with a `status_source`.
 
 pub mod dispatcher;
 pub mod sender;
 pub mod ssrf;
+pub mod watchdog;
 
 pub use dispatcher::{DispatchConfig, Dispatcher};
 pub use sender::{SendResult, Sender, SenderConfig};
 pub use ssrf::TargetPolicy;
+pub use watchdog::{Watchdog, WatchdogConfig};

@@ -18,7 +18,7 @@ pub use types::*;
 
 use async_trait::async_trait;
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
-use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation};
+use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
 use payhook_core::Timestamp;
 use std::time::Duration;
 
@@ -41,7 +41,8 @@ pub trait Store: Send + Sync + 'static {
     /// The merchant owning an API key, by the key's hash.
     async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError>;
 
-    /// Registers an operation, idempotently on (merchant, external id).
+    /// Registers an operation, idempotently on (merchant, external id), with its `created`
+    /// event (seq 0, no callback) and, when it has a status source, its watch.
     async fn register_operation(
         &self,
         new: NewOperation,
@@ -54,7 +55,8 @@ pub trait Store: Send + Sync + 'static {
         external_id: &str,
     ) -> Result<Option<Operation>, StoreError>;
     /// Applies a status change: checks the transition, records the event, supersedes stale
-    /// deliveries and plans the new one, in one durable transaction.
+    /// deliveries and plans the new one, and finishes the watch on a final status, in one
+    /// durable transaction.
     async fn report_status(
         &self,
         report: StatusReport,
@@ -91,6 +93,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<DeliveryStateChange, StoreError>;
     /// When the earliest pending delivery falls due (for the dispatcher's sleep).
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Leases up to `limit` active watches whose next poll is due.
+    async fn claim_polls(&self, claim: &PollClaim<'_>) -> Result<Vec<ClaimedWatch>, StoreError>;
+    /// Records one poll and what follows it, and releases the watch's lease. A watch that a
+    /// final status finished meanwhile stays finished.
+    async fn record_poll(
+        &self,
+        poll: &Poll,
+        next: PollNext,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// An operation's watch with every poll, oldest first.
+    async fn watch_of(&self, op: &OperationId) -> Result<Option<(Watch, Vec<Poll>)>, StoreError>;
+    /// When the earliest active watch is due.
+    async fn next_poll_at(&self) -> Result<Option<Timestamp>, StoreError>;
+
     /// Frees the leases held by `node` (or, for a single-node store, all of them) at start-up.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;
 }

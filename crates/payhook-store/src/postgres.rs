@@ -17,16 +17,20 @@
 
 mod migrate;
 mod rows;
+mod watch;
 
 use crate::{
-    mint_id, ClaimRequest, Claimed, DeliveryStateChange, NewOperation, NextStep, Registered,
-    Reported, StatusReport, Store, StoreError,
+    mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, NewOperation, NextStep,
+    PollClaim, PollNext, Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use payhook_core::dialect::{effective_dialect, effective_policy};
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
-use payhook_core::model::{Attempt, Delivery, DeliveryState, Event, Merchant, Operation};
+use payhook_core::model::{
+    Attempt, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation, Poll, Watch,
+};
+use payhook_core::status::Status;
 use payhook_core::Timestamp;
 use rows::*;
 use std::collections::{BTreeMap, HashMap};
@@ -181,23 +185,11 @@ impl Store for PgStore {
         new: NewOperation,
         now: Timestamp,
     ) -> Result<Registered, StoreError> {
-        let client = self.client().await?;
-        let id = mint_id(OperationId::PREFIX);
-        // ON CONFLICT waits for a concurrent registration of the same external id to commit,
-        // so exactly one request creates and the others see its row below.
-        let created = insert_operation(&client, &id, &new, now).await?;
-        let (op, hash) = query_operation(
-            &client,
-            "WHERE merchant_id = $1 AND external_id = $2",
-            &[&new.merchant_id.as_str(), &new.external_id],
-        )
-        .await?
-        .ok_or_else(|| StoreError::Backend("registered operation vanished".into()))?;
-        Ok(match (created, hash == new.request_hash) {
-            (true, _) => Registered::Created(op),
-            (false, true) => Registered::Existing(op),
-            (false, false) => Registered::Conflict(op),
-        })
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let registered = register_in(&tx, &new, now).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(registered)
     }
 
     async fn get_operation(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
@@ -306,16 +298,87 @@ impl Store for PgStore {
         Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(Timestamp))
     }
 
+    async fn claim_polls(&self, claim: &PollClaim<'_>) -> Result<Vec<ClaimedWatch>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let claimed = watch::claim_in(&tx, claim).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(claimed)
+    }
+
+    async fn record_poll(
+        &self,
+        poll: &Poll,
+        next: PollNext,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        watch::record_in(&tx, poll, next, now).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn watch_of(&self, op: &OperationId) -> Result<Option<(Watch, Vec<Poll>)>, StoreError> {
+        watch::watch_of(&self.client().await?, op).await
+    }
+
+    async fn next_poll_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT MIN(next_poll_at) FROM watches WHERE state = 'active'";
+        let row = query_opt(&client, sql, &[]).await?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(Timestamp))
+    }
+
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
         // Other nodes may be alive: only `node`'s own leases (a previous run under the same
         // node id) are freed. Leases of nodes that died under other ids simply expire.
-        exec(
-            &self.client().await?,
+        let client = self.client().await?;
+        let n = exec(
+            &client,
             "UPDATE deliveries SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
             &[&node],
         )
-        .await
+        .await?;
+        exec(
+            &client,
+            "UPDATE watches SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
+            &[&node],
+        )
+        .await?;
+        Ok(n)
     }
+}
+
+/// Registers idempotently: `ON CONFLICT` waits for a concurrent registration of the same
+/// external id to commit, so exactly one request creates (with its `created` event and, for
+/// a status source, its watch) and the others find its row.
+async fn register_in<C: GenericClient>(
+    tx: &C,
+    new: &NewOperation,
+    now: Timestamp,
+) -> Result<Registered, StoreError> {
+    let id = mint_id(OperationId::PREFIX);
+    let created = insert_operation(tx, &id, new, now).await?;
+    let (op, hash) = query_operation(
+        tx,
+        "WHERE merchant_id = $1 AND external_id = $2",
+        &[&new.merchant_id.as_str(), &new.external_id],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Backend("registered operation vanished".into()))?;
+    if !created {
+        return Ok(if hash == new.request_hash {
+            Registered::Existing(op)
+        } else {
+            Registered::Conflict(op)
+        });
+    }
+    lock_feed(tx, &op.merchant_id).await?;
+    insert_event(tx, &op, Status::Created, None, now).await?;
+    if let Some(source) = watch::status_source_of(&op)? {
+        insert_watch(tx, &op, &source, now).await?;
+    }
+    Ok(Registered::Created(op))
 }
 
 async fn apply_report<C: GenericClient>(
@@ -345,6 +408,9 @@ async fn apply_report<C: GenericClient>(
     lock_feed(tx, &op.merchant_id).await?;
     let event = insert_event(tx, &op, previous_status, report.event_key, now).await?;
     let delivery = plan_delivery(tx, &op, &event, now).await?;
+    if op.status.is_final() {
+        watch::finish(tx, &op.id, now).await?;
+    }
     Ok(Reported { event, duplicate: false, delivery })
 }
 
@@ -388,6 +454,7 @@ async fn plan_delivery<C: GenericClient>(
         merchant_id: op.merchant_id.clone(),
         seq: op.seq,
         dialect,
+        kind: DeliveryKind::Status,
         url,
         state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
         attempts: 0,

@@ -3,81 +3,104 @@
 //! serialises writers anyway, and it keeps the store a single-node store by design.
 
 mod rows;
+mod writer;
 
 use crate::{
-    destination_host, mint_id, ClaimRequest, Claimed, DeliveryStateChange, NewOperation, NextStep,
-    Registered, Reported, StatusReport, Store, StoreError,
+    destination_host, mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
+    NewOperation, NextStep, PollClaim, PollNext, Registered, Reported, StatusReport, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use payhook_core::dialect::{effective_dialect, effective_policy};
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
-use payhook_core::model::{Attempt, Delivery, DeliveryState, Event, Merchant, Operation};
+use payhook_core::model::{
+    Attempt, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation, Poll, Watch,
+    WatchState,
+};
+use payhook_core::status::Status;
+use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rows::*;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_watchdog.sql")),
+];
 
 pub struct SqliteStore {
-    /// The one connection. A std mutex: it is only held inside `spawn_blocking`, never across
-    /// an await.
-    conn: Arc<Mutex<Connection>>,
+    /// Writes go to one writer thread, which commits them in groups (see [`writer`]).
+    writer: writer::Writer,
+    /// Read-only connections; WAL lets them read while the writer commits. Each std mutex is
+    /// held only inside `spawn_blocking`, never across an await.
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+/// Read connections per store: enough for the API's reads to run beside the dispatcher's.
+const READERS: usize = 4;
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path).map_err(backend)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(backend)?;
+        let mut conn = connect(path)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        let readers =
+            (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(SqliteStore {
+            writer: writer::Writer::start(conn)?,
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
     }
 
     /// The schema version after migrations.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        let conn = self.conn.lock().expect("sqlite mutex poisoned by a panic");
+        let conn = self.readers[0].lock().expect("sqlite mutex poisoned by a panic");
         conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
             .map_err(backend)
     }
 
+    /// Runs a read on one of the reader connections.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().expect("sqlite mutex poisoned by a panic");
-            f(&mut conn)
+            let conn = readers[i].lock().expect("sqlite mutex poisoned by a panic");
+            f(&conn)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
-    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so a read that
-    /// decides a write cannot go stale) and commits.
+    /// Runs `f` in the writer's current transaction (inside its own savepoint) and returns once
+    /// that transaction is durably committed.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.run(move |conn| {
-            let tx =
-                conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
+        self.writer.submit(f).await
     }
 }
 
@@ -214,6 +237,10 @@ impl Store for SqliteStore {
             insert_operation(tx, &id, &new, now)?;
             let (op, _) = query_operation(tx, "WHERE id = ?1", params![id])?
                 .ok_or_else(|| StoreError::Backend("inserted operation vanished".into()))?;
+            insert_event(tx, &op, Status::Created, None, now)?;
+            if let Some(source) = status_source_of(&op)? {
+                insert_watch(tx, &op, &source, now)?;
+            }
             Ok(Registered::Created(op))
         })
         .await
@@ -368,6 +395,83 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_polls(&self, claim: &PollClaim<'_>) -> Result<Vec<ClaimedWatch>, StoreError> {
+        let (node, now, limit) = (claim.node.to_owned(), claim.now, claim.limit);
+        let lease_until = now.plus(claim.lease);
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {WATCH_COLUMNS} FROM watches
+                     WHERE state = 'active' AND next_poll_at <= ?1
+                       AND (lease_until IS NULL OR lease_until <= ?1)
+                     ORDER BY next_poll_at LIMIT ?2"
+                ))
+                .map_err(backend)?;
+            let watches = stmt
+                .query_map(params![now.0, limit as i64], watch_from_row)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            let mut claimed = Vec::with_capacity(watches.len());
+            for watch in watches {
+                tx.execute(
+                    "UPDATE watches SET lease_until = ?2, leased_by = ?3 WHERE operation_id = ?1",
+                    params![watch.operation_id.as_str(), lease_until.0, node],
+                )
+                .map_err(backend)?;
+                let (operation, _) =
+                    query_operation(tx, "WHERE id = ?1", params![watch.operation_id.as_str()])?
+                        .ok_or(StoreError::NotFound)?;
+                claimed.push(ClaimedWatch { watch, operation });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn record_poll(
+        &self,
+        poll: &Poll,
+        next: PollNext,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let poll = poll.clone();
+        self.write(move |tx| record_poll_in(tx, &poll, next, now)).await
+    }
+
+    async fn watch_of(&self, op: &OperationId) -> Result<Option<(Watch, Vec<Poll>)>, StoreError> {
+        let op = op.clone();
+        self.run(move |c| {
+            let watch = c
+                .query_row(
+                    &format!("SELECT {WATCH_COLUMNS} FROM watches WHERE operation_id = ?1"),
+                    [op.as_str()],
+                    watch_from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            match watch {
+                Some(w) => Ok(Some((w, load_polls(c, op.as_str())?))),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn next_poll_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.run(|c| {
+            let at: Option<i64> = c
+                .query_row(
+                    "SELECT MIN(next_poll_at) FROM watches WHERE state = 'active'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            Ok(at.map(Timestamp))
+        })
+        .await
+    }
+
     async fn release_leases(&self, _node: &str) -> Result<u64, StoreError> {
         // SQLite is a single-node store: every lease in the file was ours.
         self.write(|tx| {
@@ -378,6 +482,12 @@ impl Store for SqliteStore {
                     [],
                 )
                 .map_err(backend)?;
+            tx.execute(
+                "UPDATE watches SET lease_until = NULL, leased_by = NULL
+                 WHERE lease_until IS NOT NULL",
+                [],
+            )
+            .map_err(backend)?;
             Ok(n as u64)
         })
         .await
@@ -385,7 +495,7 @@ impl Store for SqliteStore {
 }
 
 fn apply_report(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
@@ -408,13 +518,21 @@ fn apply_report(
     save_operation_status(tx, &op)?;
     let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
     let delivery = plan_delivery(tx, &op, &event, now)?;
+    if op.status.is_final() {
+        tx.execute(
+            "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = ?2
+             WHERE operation_id = ?1 AND state = 'active'",
+            params![op.id.as_str(), now.0],
+        )
+        .map_err(backend)?;
+    }
     Ok(Reported { event, duplicate: false, delivery })
 }
 
 /// Supersedes the operation's older pending deliveries (those not in flight) and creates the
 /// event's delivery, if its dialect sends one.
 fn plan_delivery(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     op: &Operation,
     event: &Event,
     now: Timestamp,
@@ -437,6 +555,7 @@ fn plan_delivery(
         merchant_id: op.merchant_id.clone(),
         seq: op.seq,
         dialect,
+        kind: DeliveryKind::Status,
         url,
         state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
         attempts: 0,
@@ -461,7 +580,82 @@ struct ClaimPlan {
     per_host_limit: usize,
 }
 
-fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
+/// The operation's status source, parsed (the API validated it at registration).
+fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, StoreError> {
+    op.callback
+        .status_source
+        .as_ref()
+        .map(|v| StatusSource::from_json(v).map_err(|e| StoreError::Backend(e.to_string())))
+        .transpose()
+}
+
+fn record_poll_in(
+    tx: &Connection,
+    poll: &Poll,
+    next: PollNext,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    insert_poll(tx, poll)?;
+    let (state, next_at) = match next {
+        PollNext::At(at) => (WatchState::Active, Some(at.0)),
+        PollNext::Finished => (WatchState::Finished, None),
+        PollNext::Exhausted => (WatchState::Exhausted, None),
+    };
+    let changed = tx
+        .execute(
+            "UPDATE watches SET polls = MAX(polls, ?2), state = ?3, next_poll_at = ?4,
+               lease_until = NULL, leased_by = NULL, updated_at = ?5
+             WHERE operation_id = ?1 AND state = 'active'",
+            params![poll.operation_id.as_str(), poll.number, state.as_str(), next_at, now.0],
+        )
+        .map_err(backend)?;
+    if changed == 1 && state == WatchState::Exhausted {
+        plan_poll_timeout(tx, &poll.operation_id, now)?;
+    }
+    Ok(())
+}
+
+/// The callback telling the merchant the watchdog gave up, for dialects that define one
+/// (ws2mpi's `respStatus` 408). It rides on the operation's latest event.
+fn plan_poll_timeout(
+    tx: &Connection,
+    op_id: &OperationId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (op, _) = query_operation(tx, "WHERE id = ?1", params![op_id.as_str()])?
+        .ok_or(StoreError::NotFound)?;
+    let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
+    let dialect = effective_dialect(&merchant, &op);
+    let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
+    let event_id: String = tx
+        .query_row(
+            "SELECT id FROM events WHERE operation_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [op.id.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    let delivery = Delivery {
+        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
+        event_id: parse_id(&event_id)?,
+        operation_id: op.id.clone(),
+        merchant_id: op.merchant_id.clone(),
+        seq: op.seq,
+        dialect,
+        kind: DeliveryKind::PollTimeout,
+        url,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        series_attempts: 0,
+        next_attempt_at: Some(now),
+        policy: effective_policy(&merchant, &op, dialect),
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    insert_delivery(tx, &delivery)
+}
+
+fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
     let busy: Vec<&String> =
         plan.in_flight.iter().filter(|(_, n)| **n >= plan.per_host_limit).map(|(h, _)| h).collect();
     let busy = serde_json::to_string(&busy).expect("strings serialize");
@@ -497,7 +691,7 @@ fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, S
 
 /// Due, unleased deliveries, oldest due first, except those for `busy` hosts (a JSON array).
 fn due_candidates(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     now: Timestamp,
     busy: &str,
     n: usize,
@@ -519,7 +713,7 @@ fn due_candidates(
     rows.collect::<Result<Vec<_>, _>>().map_err(backend)
 }
 
-fn load_claimed(tx: &Transaction<'_>, id: &str) -> Result<Claimed, StoreError> {
+fn load_claimed(tx: &Connection, id: &str) -> Result<Claimed, StoreError> {
     let delivery = load_delivery(tx, id)?.ok_or(StoreError::NotFound)?;
     let event = load_event(tx, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
     let merchant = load_merchant(tx, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
@@ -527,7 +721,7 @@ fn load_claimed(tx: &Transaction<'_>, id: &str) -> Result<Claimed, StoreError> {
 }
 
 fn record_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     attempt: &Attempt,
     next: NextStep,
     now: Timestamp,
@@ -578,7 +772,7 @@ fn exists(c: &Connection, sql: &str, op: &OperationId, seq: i64) -> Result<bool,
     stmt.exists(params![op.as_str(), seq]).map_err(backend)
 }
 
-fn mark_superseded(tx: &Transaction<'_>, id: &str, now: Timestamp) -> Result<(), StoreError> {
+fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
          WHERE id = ?1",

@@ -104,6 +104,33 @@ pub struct DeliveryStateChange {
     pub state: DeliveryState,
 }
 
+/// A node asking for due polls of the re-poll watchdog.
+#[derive(Debug, Clone)]
+pub struct PollClaim<'a> {
+    pub node: &'a str,
+    pub now: Timestamp,
+    pub lease: Duration,
+    pub limit: usize,
+}
+
+/// A leased watch with the operation it watches.
+#[derive(Debug, Clone)]
+pub struct ClaimedWatch {
+    pub watch: payhook_core::model::Watch,
+    pub operation: Operation,
+}
+
+/// What follows a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollNext {
+    /// Poll again at this time.
+    At(Timestamp),
+    /// A final status was reached.
+    Finished,
+    /// The budget is spent: the watch ends (and ws2mpi sends its 408 callback).
+    Exhausted,
+}
+
 /// The host part of a URL (`host:port`), the unit of per-destination concurrency.
 pub fn destination_host(url: &str) -> String {
     match url::Url::parse(url) {

@@ -1,4 +1,4 @@
-//! Wiring: store + dispatcher + API, started and stopped together.
+//! Wiring: store + dispatcher + watchdog + API, started and stopped together.
 //!
 //! [`build`] opens everything (tests call it with a manual clock); [`serve`] runs the API on a
 //! listener the caller bound and the dispatcher loop, until `shutdown` is cancelled.
@@ -8,7 +8,9 @@ use anyhow::Context;
 use payhook_api::auth::token_hash;
 use payhook_api::AppState;
 use payhook_core::clock::Clock;
-use payhook_dispatch::{DispatchConfig, Dispatcher, Sender, SenderConfig, TargetPolicy};
+use payhook_dispatch::{
+    DispatchConfig, Dispatcher, Sender, SenderConfig, TargetPolicy, Watchdog, WatchdogConfig,
+};
 use payhook_store::postgres::PgStore;
 use payhook_store::sqlite::SqliteStore;
 use payhook_store::{lease_for, Store};
@@ -25,6 +27,7 @@ const ADMIN_HASH_KEY: &str = "admin_token_sha256";
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub dispatcher: Arc<Dispatcher>,
+    pub watchdog: Arc<Watchdog>,
     pub state: AppState,
     /// The admin token when this start generated it (to print once).
     pub generated_admin_token: Option<String>,
@@ -89,7 +92,19 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Ser
         lease: lease_for(config.request_timeout),
         poll_interval: config.poll_interval,
     };
-    let dispatcher = Dispatcher::new(store.clone(), clock.clone(), sender, dispatch);
+    let dispatcher = Dispatcher::new(store.clone(), clock.clone(), sender.clone(), dispatch);
+    let watchdog = Watchdog::new(
+        store.clone(),
+        clock.clone(),
+        sender,
+        WatchdogConfig {
+            node_id: config.node_id.clone(),
+            batch: config.max_in_flight,
+            lease: lease_for(config.request_timeout),
+            poll_interval: config.poll_interval,
+        },
+        Some(dispatcher.waker()),
+    );
     let (hash, generated) = admin_hash(store.as_ref(), config.admin_token.as_deref()).await?;
     let state = AppState {
         store: store.clone(),
@@ -97,7 +112,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Ser
         admin_token_hash: Arc::new(hash),
         wake: config.dispatch.then(|| dispatcher.waker()),
     };
-    Ok(Services { store, dispatcher, state, generated_admin_token: generated })
+    Ok(Services { store, dispatcher, watchdog, state, generated_admin_token: generated })
 }
 
 /// Runs the API (when enabled) and the dispatcher (when enabled) until `shutdown`.
@@ -107,9 +122,10 @@ pub async fn serve(
     config: &Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let dispatcher = config.dispatch.then(|| {
-        let d = services.dispatcher.clone();
-        tokio::spawn(d.run(shutdown.clone()))
+    let workers = config.dispatch.then(|| {
+        let d = tokio::spawn(services.dispatcher.clone().run(shutdown.clone()));
+        let w = tokio::spawn(services.watchdog.clone().run(shutdown.clone()));
+        (d, w)
     });
     if config.api {
         let app = payhook_api::router(services.state);
@@ -121,8 +137,9 @@ pub async fn serve(
         drop(listener);
         shutdown.cancelled().await;
     }
-    if let Some(handle) = dispatcher {
-        handle.await.context("dispatcher task")?;
+    if let Some((d, w)) = workers {
+        d.await.context("dispatcher task")?;
+        w.await.context("watchdog task")?;
     }
     Ok(())
 }

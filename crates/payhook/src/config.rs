@@ -237,6 +237,20 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_default_file_is_valid_and_matches_the_defaults() {
+        let text = include_str!("../../../config.default.toml");
+        let file: FileConfig = toml::from_str(text).expect("config.default.toml parses");
+        let d = Config::defaults();
+        assert_eq!(file.listen.as_deref(), Some(d.listen.as_str()));
+        assert_eq!(file.database.as_deref(), Some(d.database.as_str()));
+        assert_eq!(file.allow_private_targets, Some(d.allow_private_targets));
+        assert_eq!(file.max_in_flight, Some(d.max_in_flight));
+        assert_eq!(file.per_host_limit, Some(d.per_host_limit));
+        let timeout = file.request_timeout.expect("request_timeout is listed");
+        assert_eq!(duration("request_timeout", &timeout).expect("valid"), d.request_timeout);
+    }
+
+    #[test]
     fn refuses_bad_values() {
         let args = ServeArgs { request_timeout: Some("soon".into()), ..Default::default() };
         assert!(Config::resolve(&args).is_err());

@@ -3,6 +3,8 @@
 //!
 //! - [`config`]: layered settings (defaults → file → `PAYHOOK_*` env → flags).
 //! - [`app`]: opens the store, builds the dispatcher and the API, runs them until shutdown.
+//! - [`listen`]: the local receiver of `payhook listen`.
 
 pub mod app;
 pub mod config;
+pub mod listen;

@@ -1,4 +1,4 @@
-//! The `payhook` command: `serve` and `migrate`.
+//! The `payhook` command: `serve`, `migrate` and `listen`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -22,6 +22,8 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(ServeArgs),
+    /// Run a local receiver that prints (and verifies) every callback.
+    Listen(payhook::listen::ListenArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -101,5 +103,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
+        Command::Listen(args) => payhook::listen::run(args).await,
     }
 }

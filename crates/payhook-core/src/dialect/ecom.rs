@@ -12,6 +12,8 @@ use super::{Method, Outgoing, RenderError, RenderInput};
 use crate::model::{Merchant, Operation};
 use crate::retry::RetryPolicy;
 use crate::status::Status;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
 use josekit::jwe::{self, JweHeader, ECDH_ES_A256KW};
 use josekit::jwk::Jwk;
 use serde_json::{json, Map, Value};
@@ -175,18 +177,62 @@ fn encrypt_to(merchant: &Merchant, plain: &[u8]) -> Result<String, RenderError> 
     jwe::serialize_compact(plain, &header, &encrypter).map_err(jose_error)
 }
 
-/// Parses the merchant's JWK and insists on EC P-384, the curve ALB receivers decrypt with.
-fn p384_key(key: &Value) -> Result<Jwk, RenderError> {
-    let map = key.as_object().ok_or_else(|| invalid("encryption_key is not a JWK object"))?;
-    let jwk = Jwk::from_map(map.clone()).map_err(jose_error)?;
-    if jwk.key_type() != "EC" || jwk.curve() != Some(CURVE) {
-        return Err(invalid("encryption_key must be an EC P-384 JWK"));
+/// The length of a P-384 coordinate: RFC 7518 §6.2.1.2 wants the full size, 48 octets.
+const COORDINATE_LEN: usize = 48;
+
+/// Why a merchant's `encryption_key` cannot take ECOM callbacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("encryption_key {0}")]
+pub struct InvalidKey(String);
+
+/// Checks that `key` is what ECOM encryption needs: an EC P-384 *public* JWK (`kty` `EC`, `crv`
+/// `P-384`, the point in `x` and `y`, on the curve) and nothing private. A JWK with `d` is
+/// refused rather than stripped: a private key sent to payhook is a leaked key, and the
+/// merchant should know.
+pub fn check_public_key(key: &Value) -> Result<(), InvalidKey> {
+    public_jwk(key).map(|_| ())
+}
+
+/// [`check_public_key`], returning the parsed JWK.
+fn public_jwk(key: &Value) -> Result<Jwk, InvalidKey> {
+    let bad = |why: &str| InvalidKey(why.to_owned());
+    let map = key.as_object().ok_or_else(|| bad("must be a JWK object"))?;
+    if map.get("kty").and_then(Value::as_str) != Some("EC") {
+        return Err(bad("must be an EC key (\"kty\": \"EC\")"));
     }
+    if map.get("crv").and_then(Value::as_str) != Some(CURVE) {
+        return Err(bad("must be on curve P-384 (\"crv\": \"P-384\"), the curve ALB uses"));
+    }
+    if map.contains_key("d") {
+        return Err(bad("is a private key (it has \"d\"): give payhook only the public part"));
+    }
+    for name in ["x", "y"] {
+        check_coordinate(map, name)?;
+    }
+    let jwk = Jwk::from_map(map.clone()).map_err(|e| InvalidKey(format!("is not a JWK: {e}")))?;
+    // Building the encrypter loads the point into OpenSSL, which refuses one off the curve.
+    ECDH_ES_A256KW
+        .encrypter_from_jwk(&jwk)
+        .map_err(|_| bad("is not a point on P-384 (check x and y)"))?;
     Ok(jwk)
 }
 
-fn invalid(why: &str) -> RenderError {
-    RenderError::Invalid(why.to_owned())
+/// `map[name]` is the base64url (unpadded) of a 48-octet coordinate.
+fn check_coordinate(map: &Map<String, Value>, name: &str) -> Result<(), InvalidKey> {
+    let text = map
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| InvalidKey(format!("needs the coordinate {name:?} (a base64url string)")))?;
+    match B64URL.decode(text) {
+        Ok(bytes) if bytes.len() == COORDINATE_LEN => Ok(()),
+        _ => Err(InvalidKey(format!("{name:?} must be the base64url of {COORDINATE_LEN} octets"))),
+    }
+}
+
+/// The merchant's key, checked as at registration (a key stored before that check existed
+/// fails here with the same reason).
+fn p384_key(key: &Value) -> Result<Jwk, RenderError> {
+    public_jwk(key).map_err(|e| RenderError::Invalid(e.to_string()))
 }
 
 fn jose_error(e: josekit::JoseError) -> RenderError {
@@ -204,6 +250,8 @@ mod tests {
     use crate::signing::verify;
     use crate::status::Status;
     use crate::Timestamp;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    use base64::Engine;
     use josekit::jwe::{self, ECDH_ES_A256KW};
     use josekit::jwk::{alg::ec::EcCurve, Jwk};
     use serde_json::{json, Map, Value};
@@ -442,6 +490,49 @@ mod tests {
         m.encryption_key = Some(Value::Object(map.clone()));
         let err = render_with(&m, encrypted_operation(), "https://m.example/n");
         assert!(matches!(err, Err(RenderError::Invalid(_))), "{err:?}");
+    }
+
+    fn jwk_value(jwk: &Jwk) -> Value {
+        let map: &Map<String, Value> = jwk.as_ref();
+        Value::Object(map.clone())
+    }
+
+    #[test]
+    fn check_public_key_accepts_only_a_public_p384_jwk() {
+        use super::check_public_key;
+        let private = Jwk::generate_ec_key(EcCurve::P384).expect("key");
+        let public = jwk_value(&private.to_public_key().expect("public"));
+        assert_eq!(check_public_key(&public), Ok(()));
+        let with = |k: &str, v: Value| {
+            let mut key = public.clone();
+            key[k] = v;
+            key
+        };
+        let without = |k: &str| {
+            let mut key = public.clone();
+            key.as_object_mut().expect("object").remove(k);
+            key
+        };
+        let p256 = Jwk::generate_ec_key(EcCurve::P256).expect("key");
+        let b64 = |bytes: &[u8]| json!(B64URL.encode(bytes));
+        for (bad, why) in [
+            (jwk_value(&private), "private"),
+            (jwk_value(&p256.to_public_key().expect("public")), "P-384"),
+            (json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}), "EC key"),
+            (json!({"kty": "oct", "k": "c2VjcmV0"}), "EC key"),
+            (json!("a PEM string"), "JWK object"),
+            (without("crv"), "P-384"),
+            (without("y"), "\"y\""),
+            (with("x", json!(42)), "\"x\""),
+            (with("x", b64(&[7; 32])), "48 octets"),
+            (with("y", json!("not base64url!")), "48 octets"),
+            (with("x", b64(&[1; 48])), "not a point on P-384"),
+        ] {
+            match check_public_key(&bad) {
+                Err(e) => assert!(e.to_string().contains(why), "{bad}: {e} (want {why:?})"),
+                Ok(()) => panic!("{bad} was accepted"),
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! [`Dialect::classify`] turns the merchant's [`Reply`] into a [`Verdict`]. [`Dialect::destination`]
 //! says whether an event produces a callback at all, and where to.
 
-mod ecom;
+pub mod ecom;
 mod standard;
 mod uapay;
 pub mod ws2mpi;
@@ -70,6 +70,23 @@ impl Dialect {
             Dialect::Ws2mpi => ws2mpi::render(input),
             Dialect::Ecom => ecom::render(input),
             Dialect::Uapay => uapay::render(input),
+        }
+    }
+
+    /// The callback that tells the merchant the re-poll watchdog gave up (`DeliveryKind::
+    /// PollTimeout`). Only ws2mpi defines one (`respStatus` 408); other dialects send nothing.
+    pub fn render_poll_timeout(self, input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
+        match self {
+            Dialect::Ws2mpi => Ok(ws2mpi::render_timeout(input)),
+            other => Err(RenderError::Invalid(format!("{other} has no poll-timeout callback"))),
+        }
+    }
+
+    /// Where the poll-timeout callback goes, or `None` when the dialect sends none.
+    pub fn poll_timeout_destination(self, merchant: &Merchant, op: &Operation) -> Option<String> {
+        match self {
+            Dialect::Ws2mpi => callback_url(merchant, op),
+            _ => None,
         }
     }
 

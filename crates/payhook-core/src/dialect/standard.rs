@@ -8,6 +8,9 @@ use serde_json::json;
 use std::time::Duration;
 
 pub(super) fn destination(merchant: &Merchant, op: &Operation) -> Option<String> {
+    if op.status == crate::status::Status::Created {
+        return None; // registration is not news to the merchant
+    }
     op.callback.callback_url.clone().or_else(|| merchant.callback_url.clone())
 }
 

@@ -8,6 +8,10 @@ use crate::status::Status;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The most characters of an `orderNumber` (the operation's `external_id`): the seed types it
+/// ANS 1..32. The API refuses longer ids for ws2mpi operations at registration.
+pub const MAX_ORDER_NUMBER: usize = 32;
+
 /// `respStatus` of a callback that carries an order status.
 const RESP_OK: u16 = 200;
 /// `respStatus` when the re-poll budget was spent without a final status.
@@ -59,6 +63,12 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
 pub fn timeout_body(external_id: &str, op_id: &str) -> Vec<u8> {
     let body = json!({"orderNumber": external_id, "respStatus": RESP_TIMEOUT, "orderId": op_id});
     serde_json::to_vec(&body).expect("a JSON object of strings and a number serializes")
+}
+
+/// The poll-timeout callback for one operation.
+pub(super) fn render_timeout(input: &RenderInput<'_>) -> Outgoing {
+    let op = &input.event.operation;
+    post(input.url, timeout_body(&op.external_id, op.id.as_str()))
 }
 
 /// A WS2MPI callback request: JSON, no signature (the seed defines none).

@@ -9,7 +9,10 @@ use super::rows::{exec, pg, query, query_opt};
 use crate::StoreError;
 use tokio_postgres::NoTls;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_watchdog.sql")),
+];
 
 /// Parses the URL and, when `schema` is given, puts it first on every connection's
 /// `search_path` (after any `options` the URL already carries).

@@ -5,11 +5,12 @@ use crate::{destination_host, mint_id, NewOperation, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::{EventId, MerchantId, OperationId};
 use payhook_core::model::{
-    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryState, ErrorKind, Event, Merchant,
-    Operation,
+    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind,
+    Event, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
 };
 use payhook_core::signing::SigningSecret;
 use payhook_core::status::{Status, UnknownStatus};
+use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use serde::de::DeserializeOwned;
 use std::str::FromStr;
@@ -366,10 +367,11 @@ pub(crate) async fn insert_event<C: GenericClient>(
 
 pub(crate) const DELIVERY_COLUMNS: &str =
     "id, event_id, operation_id, merchant_id, seq, dialect, url, state, attempts, \
-     series_attempts, next_attempt_at, policy, last_error, created_at, updated_at";
+     series_attempts, next_attempt_at, policy, last_error, created_at, updated_at, kind";
 
 pub(crate) fn delivery_from_row(r: &Row) -> Result<Delivery, StoreError> {
     let state: String = get(r, 7)?;
+    let kind: String = get(r, 15)?;
     Ok(Delivery {
         id: text(r, 0)?,
         event_id: text(r, 1)?,
@@ -386,6 +388,7 @@ pub(crate) fn delivery_from_row(r: &Row) -> Result<Delivery, StoreError> {
         last_error: get(r, 12)?,
         created_at: Timestamp(get(r, 13)?),
         updated_at: Timestamp(get(r, 14)?),
+        kind: DeliveryKind::parse(&kind).ok_or_else(|| bad_data(UnknownStatus(kind)))?,
     })
 }
 
@@ -410,8 +413,8 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
         c,
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
            state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
-           updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $11, $12, $13, $13)",
+           updated_at, kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $11, $12, $13, $13, $14)",
         &[
             &d.id.as_str(),
             &d.event_id.as_str(),
@@ -426,6 +429,7 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
             &Json(&d.policy),
             &d.last_error,
             &d.created_at.0,
+            &d.kind.as_str(),
         ],
     )
     .await
@@ -489,4 +493,97 @@ pub(crate) async fn insert_attempt<C: GenericClient>(c: &C, a: &Attempt) -> Resu
 /// The counter column value for `attempts` after attempt number `n`.
 pub(crate) fn attempt_number(n: u32) -> i32 {
     int(n)
+}
+
+pub(crate) const WATCH_COLUMNS: &str =
+    "operation_id, merchant_id, source, polls, next_poll_at, state, created_at, updated_at";
+
+pub(crate) fn watch_from_row(r: &Row) -> Result<Watch, StoreError> {
+    let source: serde_json::Value = json(r, 2)?;
+    let state: String = get(r, 5)?;
+    Ok(Watch {
+        operation_id: text(r, 0)?,
+        merchant_id: text(r, 1)?,
+        source: StatusSource::from_json(&source).map_err(bad_data)?,
+        polls: count(r, 3)?,
+        next_poll_at: get::<Option<i64>>(r, 4)?.map(Timestamp),
+        state: WatchState::parse(&state).ok_or_else(|| bad_data(UnknownStatus(state)))?,
+        created_at: Timestamp(get(r, 6)?),
+        updated_at: Timestamp(get(r, 7)?),
+    })
+}
+
+pub(crate) async fn insert_watch<C: GenericClient>(
+    c: &C,
+    op: &Operation,
+    source: &StatusSource,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let first = source.delay_before(1).map(|d| now.plus(d).0);
+    exec(
+        c,
+        "INSERT INTO watches (operation_id, merchant_id, source, polls, next_poll_at, state,
+           created_at, updated_at)
+         VALUES ($1, $2, $3, 0, $4, 'active', $5, $5)",
+        &[&op.id.as_str(), &op.merchant_id.as_str(), &Json(source.to_json()), &first, &now.0],
+    )
+    .await
+    .map(|_| ())
+}
+
+const POLL_COLUMNS: &str = "operation_id, number, started_at, duration_ms, request, \
+    response_status, response_body, read_value, mapped_status, outcome, error_kind, error";
+
+fn poll_from_row(r: &Row) -> Result<Poll, StoreError> {
+    let outcome: String = get(r, 9)?;
+    let kind: Option<String> = get(r, 10)?;
+    let mapped: Option<String> = get(r, 8)?;
+    let status: Option<i32> = get(r, 5)?;
+    Ok(Poll {
+        operation_id: text(r, 0)?,
+        number: count(r, 1)?,
+        started_at: Timestamp(get(r, 2)?),
+        duration_ms: get(r, 3)?,
+        request: get(r, 4)?,
+        response_status: status.map(u16::try_from).transpose().map_err(bad_data)?,
+        response_body: get(r, 6)?,
+        read: get(r, 7)?,
+        mapped: mapped.as_deref().and_then(|m| m.parse().ok()),
+        outcome: PollOutcome::parse(&outcome).ok_or_else(|| bad_data(UnknownStatus(outcome)))?,
+        error_kind: kind.as_deref().and_then(ErrorKind::parse),
+        error: get(r, 11)?,
+    })
+}
+
+pub(crate) async fn load_polls<C: GenericClient>(c: &C, op: &str) -> Result<Vec<Poll>, StoreError> {
+    let sql = format!("SELECT {POLL_COLUMNS} FROM polls WHERE operation_id = $1 ORDER BY number");
+    query(c, &sql, &[&op]).await?.iter().map(poll_from_row).collect()
+}
+
+pub(crate) async fn insert_poll<C: GenericClient>(c: &C, p: &Poll) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO polls ({POLL_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (operation_id, number) DO NOTHING"
+    );
+    exec(
+        c,
+        &sql,
+        &[
+            &p.operation_id.as_str(),
+            &int(p.number),
+            &p.started_at.0,
+            &p.duration_ms,
+            &p.request,
+            &p.response_status.map(i32::from),
+            &p.response_body,
+            &p.read,
+            &p.mapped.map(|s| s.as_str()),
+            &p.outcome.as_str(),
+            &p.error_kind.map(|k| k.as_str()),
+            &p.error,
+        ],
+    )
+    .await
+    .map(|_| ())
 }

@@ -4,11 +4,12 @@ use super::host_of;
 use crate::{NewOperation, StoreError};
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{
-    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryState, ErrorKind, Event, Merchant,
-    Operation,
+    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind,
+    Event, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
 };
 use payhook_core::signing::SigningSecret;
 use payhook_core::status::Status;
+use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
@@ -293,7 +294,7 @@ pub(crate) fn insert_event(
 
 pub(crate) const DELIVERY_COLUMNS: &str =
     "id, event_id, operation_id, merchant_id, seq, dialect, url, state, attempts, \
-     series_attempts, next_attempt_at, policy, last_error, created_at, updated_at";
+     series_attempts, next_attempt_at, policy, last_error, created_at, updated_at, kind";
 
 pub(crate) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = r.get(7)?;
@@ -314,6 +315,11 @@ pub(crate) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         last_error: r.get(12)?,
         created_at: Timestamp(r.get(13)?),
         updated_at: Timestamp(r.get(14)?),
+        kind: {
+            let kind: String = r.get(15)?;
+            DeliveryKind::parse(&kind)
+                .ok_or_else(|| conv(15, payhook_core::status::UnknownStatus(kind)))?
+        },
     })
 }
 
@@ -328,8 +334,8 @@ pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreE
     c.execute(
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
            state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
-           updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11, ?12, ?13, ?13)",
+           updated_at, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11, ?12, ?13, ?13, ?14)",
         params![
             d.id.as_str(),
             d.event_id.as_str(),
@@ -343,7 +349,8 @@ pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreE
             d.next_attempt_at.map(|t| t.0),
             to_json(&d.policy),
             d.last_error,
-            d.created_at.0
+            d.created_at.0,
+            d.kind.as_str()
         ],
     )
     .map_err(backend)?;
@@ -397,6 +404,102 @@ pub(crate) fn insert_attempt(c: &Connection, a: &Attempt) -> Result<(), StoreErr
             a.outcome.as_str(),
             a.error_kind.map(|k| k.as_str()),
             a.error
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) const WATCH_COLUMNS: &str =
+    "operation_id, merchant_id, source, polls, next_poll_at, state, created_at, updated_at";
+
+pub(crate) fn watch_from_row(r: &Row<'_>) -> rusqlite::Result<Watch> {
+    let source: serde_json::Value = json(r, 2)?;
+    let state: String = r.get(5)?;
+    Ok(Watch {
+        operation_id: text(r, 0)?,
+        merchant_id: text(r, 1)?,
+        source: StatusSource::from_json(&source).map_err(|e| conv(2, e))?,
+        polls: r.get(3)?,
+        next_poll_at: r.get::<_, Option<i64>>(4)?.map(Timestamp),
+        state: WatchState::parse(&state)
+            .ok_or_else(|| conv(5, payhook_core::status::UnknownStatus(state)))?,
+        created_at: Timestamp(r.get(6)?),
+        updated_at: Timestamp(r.get(7)?),
+    })
+}
+
+pub(crate) fn insert_watch(
+    c: &Connection,
+    op: &Operation,
+    source: &StatusSource,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let first = source.delay_before(1).map(|d| now.plus(d).0);
+    c.execute(
+        "INSERT INTO watches (operation_id, merchant_id, source, polls, next_poll_at, state,
+           created_at, updated_at)
+         VALUES (?1, ?2, ?3, 0, ?4, 'active', ?5, ?5)",
+        params![op.id.as_str(), op.merchant_id.as_str(), to_json(&source.to_json()), first, now.0],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+const POLL_COLUMNS: &str = "operation_id, number, started_at, duration_ms, request, \
+    response_status, response_body, read_value, mapped_status, outcome, error_kind, error";
+
+fn poll_from_row(r: &Row<'_>) -> rusqlite::Result<Poll> {
+    let outcome: String = r.get(9)?;
+    let kind: Option<String> = r.get(10)?;
+    let mapped: Option<String> = r.get(8)?;
+    Ok(Poll {
+        operation_id: text(r, 0)?,
+        number: r.get(1)?,
+        started_at: Timestamp(r.get(2)?),
+        duration_ms: r.get(3)?,
+        request: r.get(4)?,
+        response_status: r.get(5)?,
+        response_body: r.get(6)?,
+        read: r.get(7)?,
+        mapped: mapped.as_deref().and_then(|m| m.parse().ok()),
+        outcome: PollOutcome::parse(&outcome)
+            .ok_or_else(|| conv(9, payhook_core::status::UnknownStatus(outcome)))?,
+        error_kind: kind.as_deref().and_then(ErrorKind::parse),
+        error: r.get(11)?,
+    })
+}
+
+pub(crate) fn load_polls(c: &Connection, op: &str) -> Result<Vec<Poll>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {POLL_COLUMNS} FROM polls WHERE operation_id = ?1 ORDER BY number"
+        ))
+        .map_err(backend)?;
+    let rows = stmt.query_map([op], poll_from_row).map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+}
+
+pub(crate) fn insert_poll(c: &Connection, p: &Poll) -> Result<(), StoreError> {
+    c.execute(
+        &format!(
+            "INSERT INTO polls ({POLL_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (operation_id, number) DO NOTHING"
+        ),
+        params![
+            p.operation_id.as_str(),
+            p.number,
+            p.started_at.0,
+            p.duration_ms,
+            p.request,
+            p.response_status,
+            p.response_body,
+            p.read,
+            p.mapped.map(|s| s.as_str()),
+            p.outcome.as_str(),
+            p.error_kind.map(|k| k.as_str()),
+            p.error
         ],
     )
     .map_err(backend)?;

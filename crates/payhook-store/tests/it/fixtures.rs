@@ -3,7 +3,9 @@
 
 use payhook_core::dialect::Dialect;
 use payhook_core::ids::MerchantId;
-use payhook_core::model::{Attempt, AttemptOutcome, Delivery, ErrorKind, Merchant, Operation};
+use payhook_core::model::{
+    Attempt, AttemptOutcome, Delivery, ErrorKind, Merchant, Operation, Poll, PollOutcome,
+};
 use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
 use payhook_core::status::Status;
@@ -131,4 +133,41 @@ pub async fn record(
 
 pub async fn delivery(store: &dyn Store, d: &Delivery) -> Delivery {
     store.get_delivery(&d.id).await.expect("get delivery").expect("delivery exists")
+}
+
+/// A status source polled 5 s and then 10 s after registration (a budget of two polls).
+pub fn status_source() -> serde_json::Value {
+    serde_json::json!({"url": "https://psp.example/status", "schedule": ["5s", "10s"]})
+}
+
+/// Registers an operation watched through [`status_source`].
+pub async fn add_watched_operation(
+    store: &dyn Store,
+    m: &Merchant,
+    external_id: &str,
+) -> Operation {
+    let mut new = new_operation(m, external_id);
+    new.callback.status_source = Some(status_source());
+    match store.register_operation(new, T0).await {
+        Ok(Registered::Created(op)) => op,
+        other => panic!("expected a new operation, got {other:?}"),
+    }
+}
+
+/// Poll number `number` of `op`, which read nothing usable.
+pub fn poll(op: &Operation, number: u32, now: Timestamp) -> Poll {
+    Poll {
+        operation_id: op.id.clone(),
+        number,
+        started_at: now,
+        duration_ms: 7,
+        request: "GET https://psp.example/status".into(),
+        response_status: Some(200),
+        response_body: Some("{\"orderStatus\":\"0\"}".into()),
+        read: Some("0".into()),
+        mapped: None,
+        outcome: PollOutcome::Failed,
+        error_kind: Some(ErrorKind::Unmapped),
+        error: Some("0 is not in the status map".into()),
+    }
 }

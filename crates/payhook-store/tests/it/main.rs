@@ -12,6 +12,7 @@ mod harness;
 mod merchants;
 mod operations;
 mod pg_only;
+mod watches;
 
 /// Defines `sqlite::$case` and `postgres::$case` tests for each `module::case`.
 macro_rules! conformance {
@@ -64,4 +65,10 @@ conformance! {
     attempts::retry_becomes_superseded,
     attempts::resend_starts_a_new_series,
     attempts::resend_is_refused_when_stale_or_in_flight,
+    watches::registration_starts_a_watch,
+    watches::due_watches_are_leased,
+    watches::polls_move_the_watch_on,
+    watches::a_final_status_finishes_the_watch,
+    watches::an_exhausted_ws2mpi_watch_sends_a_poll_timeout,
+    watches::concurrent_poll_claims_never_share_a_watch,
 }

@@ -26,6 +26,12 @@ pub async fn register_is_idempotent(store: Arc<dyn Store>) {
         other => panic!("a different request should conflict: {other:?}"),
     }
 
+    let created = s.events(&m.id, 0, 10).await.expect("events");
+    assert_eq!(created.len(), 1, "registration records the created event");
+    let e = &created[0];
+    assert_eq!((e.seq, e.status, e.previous_status), (0, Status::Created, Status::Created));
+    assert_eq!((e.operation_id.clone(), e.operation.clone()), (first.id.clone(), first.clone()));
+
     let second = add_operation(s, &m, "order-2").await;
     assert!(second.number > first.number, "numbers grow in creation order");
     assert_eq!(s.get_operation(&first.id).await.expect("get"), Some(first.clone()));
@@ -43,7 +49,7 @@ pub async fn invalid_transition_stores_nothing(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::InvalidTransition(_)), "{err:?}");
     let now = s.get_operation(&op.id).await.expect("get").expect("exists");
     assert_eq!((now.status, now.seq), (Status::Failed, 1));
-    assert_eq!(s.events(&m.id, 0, 100).await.expect("events").len(), 1);
+    assert_eq!(s.events(&m.id, 0, 100).await.expect("events").len(), 2, "created, failed");
     assert_eq!(s.deliveries_of(&op.id).await.expect("deliveries").len(), 1);
 }
 
@@ -109,14 +115,17 @@ pub async fn events_feed_in_order_by_cursor(store: Arc<dyn Store>) {
 
     let feed = s.events(&m1.id, 0, 100).await.expect("events");
     let seen: Vec<_> = feed.iter().map(|e| (e.operation_id.clone(), e.seq)).collect();
-    assert_eq!(seen, vec![(a.id.clone(), 1), (c.id.clone(), 1), (a.id.clone(), 2)]);
+    let expected = [(&a, 0), (&c, 0), (&a, 1), (&c, 1), (&a, 2)];
+    assert_eq!(seen, expected.map(|(op, seq)| (op.id.clone(), seq)).to_vec());
     assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
     assert!(feed.iter().all(|e| e.merchant_id == m1.id));
 
     let page = s.events(&m1.id, feed[0].position, 1).await.expect("events");
     assert_eq!(page, vec![feed[1].clone()]);
-    assert!(s.events(&m1.id, feed[2].position, 10).await.expect("events").is_empty());
-    assert_eq!(s.events(&m2.id, 0, 10).await.expect("events").len(), 1);
+    let rest = s.events(&m1.id, feed[2].position, 10).await.expect("events");
+    assert_eq!(rest, feed[3..].to_vec());
+    assert!(s.events(&m1.id, feed[4].position, 10).await.expect("events").is_empty());
+    assert_eq!(s.events(&m2.id, 0, 10).await.expect("events").len(), 2);
 }
 
 pub async fn report_supersedes_pending_deliveries(store: Arc<dyn Store>) {

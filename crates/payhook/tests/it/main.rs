@@ -1,0 +1,12 @@
+//! payhook's end-to-end tests: the real server on port 0, a real SQLite file, real receivers
+//! on loopback.
+
+mod api;
+mod crash;
+mod crosscheck;
+mod delivery;
+mod dialects;
+mod helpers;
+mod ordering;
+mod retry;
+mod watchdog;
