@@ -53,6 +53,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA busy_timeout = 5000;",
     )
     .map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -121,7 +122,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .unwrap_or(false);
         if !done {
             tx.execute_batch(sql).map_err(backend)?;
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
                 [version],
             )
@@ -152,7 +154,8 @@ impl Store for SqliteStore {
     async fn init_setting(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 params![key, value],
             )
@@ -167,7 +170,8 @@ impl Store for SqliteStore {
         let (m, hash) = (m.clone(), api_key_hash.to_owned());
         self.write(move |tx| {
             insert_merchant(tx, &m)?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES (?1, ?2, ?3)",
                 params![hash, m.id.as_str(), m.created_at.0],
             )
@@ -190,7 +194,8 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             if reenable {
-                tx.execute(
+                exec(
+                    tx,
                     "DELETE FROM disabled_destinations WHERE merchant_id = ?1",
                     [m.id.as_str()],
                 )
@@ -348,7 +353,8 @@ impl Store for SqliteStore {
             if leased.is_some_and(|until| until > now.0) {
                 return Err(StoreError::Conflict("the delivery is being attempted now".into()));
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE deliveries SET state = 'pending', series_attempts = 0,
                    next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1",
                 params![id.as_str(), now.0],
@@ -368,7 +374,16 @@ impl Store for SqliteStore {
             in_flight: claim.in_flight.clone(),
             per_host_limit: claim.per_host_limit,
         };
-        self.write(move |tx| claim_in(tx, plan)).await
+        let ids = self.write(move |tx| claim_in(tx, plan)).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The leases are committed: load the rows on a reader, off the writer thread.
+        self.run(move |c| {
+            let mut merchants = HashMap::new();
+            ids.iter().map(|id| load_claimed(c, id, &mut merchants)).collect()
+        })
+        .await
     }
 
     async fn record_attempt(
@@ -414,7 +429,8 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let mut claimed = Vec::with_capacity(watches.len());
             for watch in watches {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE watches SET lease_until = ?2, leased_by = ?3 WHERE operation_id = ?1",
                     params![watch.operation_id.as_str(), lease_until.0, node],
                 )
@@ -475,14 +491,15 @@ impl Store for SqliteStore {
     async fn release_leases(&self, _node: &str) -> Result<u64, StoreError> {
         // SQLite is a single-node store: every lease in the file was ours.
         self.write(|tx| {
-            let n = tx
-                .execute(
-                    "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
+            let n = exec(
+                tx,
+                "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
                      WHERE lease_until IS NOT NULL",
-                    [],
-                )
-                .map_err(backend)?;
-            tx.execute(
+                [],
+            )
+            .map_err(backend)?;
+            exec(
+                tx,
                 "UPDATE watches SET lease_until = NULL, leased_by = NULL
                  WHERE lease_until IS NOT NULL",
                 [],
@@ -519,7 +536,8 @@ fn apply_report(
     let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
     let delivery = plan_delivery(tx, &op, &event, now)?;
     if op.status.is_final() {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = ?2
              WHERE operation_id = ?1 AND state = 'active'",
             params![op.id.as_str(), now.0],
@@ -540,7 +558,8 @@ fn plan_delivery(
     let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
     let dialect = effective_dialect(&merchant, op);
     let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
          WHERE operation_id = ?1 AND state = 'pending'
            AND (lease_until IS NULL OR lease_until <= ?2)",
@@ -601,14 +620,14 @@ fn record_poll_in(
         PollNext::Finished => (WatchState::Finished, None),
         PollNext::Exhausted => (WatchState::Exhausted, None),
     };
-    let changed = tx
-        .execute(
-            "UPDATE watches SET polls = MAX(polls, ?2), state = ?3, next_poll_at = ?4,
+    let changed = exec(
+        tx,
+        "UPDATE watches SET polls = MAX(polls, ?2), state = ?3, next_poll_at = ?4,
                lease_until = NULL, leased_by = NULL, updated_at = ?5
              WHERE operation_id = ?1 AND state = 'active'",
-            params![poll.operation_id.as_str(), poll.number, state.as_str(), next_at, now.0],
-        )
-        .map_err(backend)?;
+        params![poll.operation_id.as_str(), poll.number, state.as_str(), next_at, now.0],
+    )
+    .map_err(backend)?;
     if changed == 1 && state == WatchState::Exhausted {
         plan_poll_timeout(tx, &poll.operation_id, now)?;
     }
@@ -655,7 +674,8 @@ fn plan_poll_timeout(
     insert_delivery(tx, &delivery)
 }
 
-fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
+/// Leases due deliveries; returns their ids.
+fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<String>, StoreError> {
     let busy: Vec<&String> =
         plan.in_flight.iter().filter(|(_, n)| **n >= plan.per_host_limit).map(|(h, _)| h).collect();
     let busy = serde_json::to_string(&busy).expect("strings serialize");
@@ -678,13 +698,14 @@ fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreE
         if older_pending_exists(tx, &op_id, seq)? {
             continue; // keep per-operation order: the older one is still in flight
         }
-        tx.execute(
+        exec(
+            tx,
             "UPDATE deliveries SET lease_until = ?2, leased_by = ?3 WHERE id = ?1",
             params![id, plan.lease_until.0, plan.node],
         )
         .map_err(backend)?;
         *in_flight += 1;
-        claimed.push(load_claimed(tx, &id)?);
+        claimed.push(id);
     }
     Ok(claimed)
 }
@@ -713,10 +734,22 @@ fn due_candidates(
     rows.collect::<Result<Vec<_>, _>>().map_err(backend)
 }
 
-fn load_claimed(tx: &Connection, id: &str) -> Result<Claimed, StoreError> {
-    let delivery = load_delivery(tx, id)?.ok_or(StoreError::NotFound)?;
-    let event = load_event(tx, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
-    let merchant = load_merchant(tx, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
+/// A claimed delivery with its event and merchant (merchants loaded once per batch).
+fn load_claimed(
+    c: &Connection,
+    id: &str,
+    merchants: &mut HashMap<MerchantId, Merchant>,
+) -> Result<Claimed, StoreError> {
+    let delivery = load_delivery(c, id)?.ok_or(StoreError::NotFound)?;
+    let event = load_event(c, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
+    let merchant = match merchants.get(&delivery.merchant_id) {
+        Some(m) => m.clone(),
+        None => {
+            let m = load_merchant(c, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
+            merchants.insert(m.id.clone(), m.clone());
+            m
+        }
+    };
     Ok(Claimed { delivery, event, merchant })
 }
 
@@ -743,7 +776,8 @@ fn record_in(
             (DeliveryState::Cancelled, None)
         }
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE deliveries SET state = ?2, attempts = MAX(attempts, ?3),
            series_attempts = series_attempts + 1, next_attempt_at = ?4,
            lease_until = NULL, leased_by = NULL, last_error = ?5, updated_at = ?6
@@ -773,7 +807,8 @@ fn exists(c: &Connection, sql: &str, op: &OperationId, seq: i64) -> Result<bool,
 }
 
 fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
          WHERE id = ?1",
         params![id, now.0],
@@ -795,7 +830,8 @@ fn disable_destination(
     url: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO disabled_destinations (merchant_id, url, disabled_at) VALUES (?1, ?2, ?3)
          ON CONFLICT DO NOTHING",
         params![merchant.as_str(), url, now.0],

@@ -4,7 +4,9 @@
 //! - [`config`]: layered settings (defaults → file → `PAYHOOK_*` env → flags).
 //! - [`app`]: opens the store, builds the dispatcher and the API, runs them until shutdown.
 //! - [`listen`]: the local receiver of `payhook listen`.
+//! - [`bench`]: `payhook bench`, the measurements behind BENCHMARKS.md.
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod listen;

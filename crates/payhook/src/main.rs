@@ -1,4 +1,4 @@
-//! The `payhook` command: `serve`, `migrate` and `listen`.
+//! The `payhook` command: `serve`, `migrate`, `listen` and `bench`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,6 +24,8 @@ enum Command {
     Migrate(ServeArgs),
     /// Run a local receiver that prints (and verifies) every callback.
     Listen(payhook::listen::ListenArgs),
+    /// Measure throughput, latency, memory and claim time on this machine.
+    Bench(payhook::bench::BenchArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -104,5 +106,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Listen(args) => payhook::listen::run(args).await,
+        Command::Bench(args) => payhook::bench::run(args).await,
     }
 }

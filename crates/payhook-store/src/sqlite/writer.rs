@@ -6,7 +6,7 @@
 //! error; the others commit. Every job's caller is answered only after the COMMIT returned, so
 //! "answered Ok" still means "on disk".
 
-use super::rows::backend;
+use super::rows::{backend, exec};
 use crate::StoreError;
 use rusqlite::Connection;
 use std::sync::mpsc;
@@ -36,14 +36,14 @@ where
 {
     fn run(&mut self, conn: &Connection) {
         let work = self.work.take().expect("a job runs once");
-        let result = match conn.execute_batch("SAVEPOINT job") {
-            Err(e) => Err(backend(e)),
-            Ok(()) => {
+        let result = match exec(conn, "SAVEPOINT job", []).map_err(backend) {
+            Err(e) => Err(e),
+            Ok(_) => {
                 let r = work(conn);
-                let end = if r.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-                match conn.execute_batch(end) {
-                    Ok(()) => r,
-                    Err(e) => Err(backend(e)),
+                let undo = if r.is_ok() { Ok(0) } else { exec(conn, "ROLLBACK TO job", []) };
+                match undo.and_then(|_| exec(conn, "RELEASE job", [])).map_err(backend) {
+                    Ok(_) => r,
+                    Err(e) => Err(e),
                 }
             }
         };
@@ -106,12 +106,12 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
 }
 
 fn commit_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    exec(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
     for job in group.iter_mut() {
         job.run(conn);
     }
-    conn.execute_batch("COMMIT").map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
+    exec(conn, "COMMIT", []).map(drop).map_err(|e| {
+        let _ = exec(conn, "ROLLBACK", []);
         e.to_string()
     })
 }
