@@ -59,12 +59,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = &services.generated_admin_token {
         println!("Generated admin token (shown once, keep it): {token}");
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    // A dispatch-only node leaves the configured address to the API nodes on this host: it
+    // binds an ephemeral loopback port that `app::serve` closes at once.
+    let listen = if config.api { config.listen.as_str() } else { "127.0.0.1:0" };
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, node = %config.node_id, "payhook listening");
-    println!("payhook listening on http://{addr}");
+    if config.api {
+        tracing::info!(%addr, node = %config.node_id, "payhook listening");
+        println!("payhook listening on http://{addr}");
+    } else {
+        tracing::info!(node = %config.node_id, "payhook dispatching, API off");
+        println!("payhook dispatching (API off) as node {}", config.node_id);
+    }
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let run = app::serve(listener, services, &config, shutdown.clone());
