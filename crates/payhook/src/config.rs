@@ -246,6 +246,7 @@ mod tests {
         assert_eq!(file.allow_private_targets, Some(d.allow_private_targets));
         assert_eq!(file.max_in_flight, Some(d.max_in_flight));
         assert_eq!(file.per_host_limit, Some(d.per_host_limit));
+        assert_eq!((file.api, file.dispatch), (Some(d.api), Some(d.dispatch)));
         let timeout = file.request_timeout.expect("request_timeout is listed");
         assert_eq!(duration("request_timeout", &timeout).expect("valid"), d.request_timeout);
     }
