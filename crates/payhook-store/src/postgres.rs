@@ -373,11 +373,12 @@ async fn register_in<C: GenericClient>(
             Registered::Conflict(op)
         });
     }
-    lock_feed(tx, &op.merchant_id).await?;
-    insert_event(tx, &op, Status::Created, None, now).await?;
     if let Some(source) = watch::status_source_of(&op)? {
         insert_watch(tx, &op, &source, now).await?;
     }
+    let mut event = new_event(&op, Status::Created, None, now)?;
+    lock_feed(tx, &op.merchant_id).await?;
+    store_event(tx, &mut event).await?;
     Ok(Registered::Created(op))
 }
 
@@ -405,16 +406,19 @@ async fn apply_report<C: GenericClient>(
     op.seq += 1;
     op.updated_at = now;
     save_operation_status(tx, &op).await?;
-    lock_feed(tx, &op.merchant_id).await?;
-    let event = insert_event(tx, &op, previous_status, report.event_key, now).await?;
+    let mut event = new_event(&op, previous_status, report.event_key, now)?;
+    // The delivery refers to the event before it is inserted: the foreign key is deferred to
+    // commit, so the feed lock below is held only for the event insert and the commit.
     let delivery = plan_delivery(tx, &op, &event, now).await?;
     if op.status.is_final() {
         watch::finish(tx, &op.id, now).await?;
     }
+    lock_feed(tx, &op.merchant_id).await?;
+    store_event(tx, &mut event).await?;
     Ok(Reported { event, duplicate: false, delivery })
 }
 
-/// Serialises the merchant's event inserts until commit. A sequence hands out positions in
+/// Serialises the merchant's event inserts until commit (taken as late as possible). A sequence hands out positions in
 /// call order but transactions commit in any order; without this a feed reader could see
 /// position 11, move its cursor past it, and never see 10 commit a moment later.
 async fn lock_feed<C: GenericClient>(tx: &C, merchant: &MerchantId) -> Result<(), StoreError> {

@@ -548,13 +548,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         report(&args, "bare HTTP limit", &r);
         out.insert("bare".into(), r);
     }
-    let mut stores = vec![("sqlite", temp_sqlite(dir.path(), "e2e"))];
+    let mut stores = vec!["sqlite"];
     if !args.postgres.is_empty() {
-        stores.push(("postgres", args.postgres.clone()));
+        stores.push("postgres");
     }
-    for (label, db) in &stores {
+    let mut schemas = Vec::new();
+    let mut database = |label: &str, phase: &str| {
+        if label == "sqlite" {
+            return temp_sqlite(dir.path(), phase);
+        }
+        let schema = payhook_store::mint_id(&format!("payhook_bench_{phase}_"));
+        schemas.push(schema.clone());
+        format!("{}?options=-csearch_path%3D{schema}", args.postgres)
+    };
+    for label in stores {
         if wants("e2e") {
-            let (mut r, server) = end_to_end(&args, db, label).await?;
+            let db = database(label, "e2e");
+            let (mut r, server) = end_to_end(&args, &db, label).await?;
             if let Some(bare) = bare_rps {
                 for key in ["callbacks_per_s_single_reports", "callbacks_per_s_batched_reports"] {
                     let ratio = r[key].as_f64().unwrap_or(0.0) / bare;
@@ -566,20 +576,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             out.insert(format!("e2e_{label}"), r);
         }
         if wants("latency") {
-            let db =
-                if *label == "sqlite" { temp_sqlite(dir.path(), "latency") } else { db.clone() };
+            let db = database(label, "latency");
             let (mut r, server) = latency(&args, &db).await?;
             r["server_peak_rss_mib"] = json!(server.peak_rss_mib());
             report(&args, &format!("latency ({label})"), &r);
             out.insert(format!("latency_{label}"), r);
         }
         if wants("backlog") {
-            let db =
-                if *label == "sqlite" { temp_sqlite(dir.path(), "backlog") } else { db.clone() };
+            let db = database(label, "backlog");
             let r = backlog(&args, &db).await?;
             report(&args, &format!("backlog ({label})"), &r);
             out.insert(format!("backlog_{label}"), r);
         }
+    }
+    for schema in schemas {
+        payhook_store::postgres::drop_schema(&args.postgres, &schema).await?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);

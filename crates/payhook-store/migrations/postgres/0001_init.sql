@@ -68,7 +68,9 @@ CREATE INDEX events_by_merchant ON events (merchant_id, position);
 
 CREATE TABLE deliveries (
     id               TEXT PRIMARY KEY,
-    event_id         TEXT NOT NULL REFERENCES events(id),
+    -- Deferred: a status change plans its delivery before inserting the event, so the event
+    -- insert (and the per-merchant feed lock it needs) comes last, just before commit.
+    event_id         TEXT NOT NULL REFERENCES events(id) DEFERRABLE INITIALLY DEFERRED,
     operation_id     TEXT NOT NULL,
     merchant_id      TEXT NOT NULL,
     seq              BIGINT NOT NULL,

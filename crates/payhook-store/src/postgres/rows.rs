@@ -323,14 +323,14 @@ pub(crate) async fn event_by_key<C: GenericClient>(
 }
 
 /// Inserts the event of `op`'s latest change; the feed position comes from the sequence.
-pub(crate) async fn insert_event<C: GenericClient>(
-    c: &C,
+/// The event of a change, not stored yet (its position comes with [`store_event`]).
+pub(crate) fn new_event(
     op: &Operation,
     previous_status: Status,
     event_key: Option<String>,
     now: Timestamp,
 ) -> Result<Event, StoreError> {
-    let mut event = Event {
+    Ok(Event {
         id: parse_id::<EventId>(&mint_id(EventId::PREFIX))?,
         position: 0,
         operation_id: op.id.clone(),
@@ -341,7 +341,15 @@ pub(crate) async fn insert_event<C: GenericClient>(
         event_key,
         created_at: now,
         operation: op.clone(),
-    };
+    })
+}
+
+/// Inserts the event and fills in its feed position. Call it last in the transaction, after
+/// `lock_feed`: the lock is held from here to commit.
+pub(crate) async fn store_event<C: GenericClient>(
+    c: &C,
+    event: &mut Event,
+) -> Result<(), StoreError> {
     let row = query_opt(
         c,
         "INSERT INTO events (id, operation_id, merchant_id, seq, status, previous_status,
@@ -353,16 +361,16 @@ pub(crate) async fn insert_event<C: GenericClient>(
             &event.merchant_id.as_str(),
             &event.seq,
             &event.status.as_str(),
-            &previous_status.as_str(),
+            &event.previous_status.as_str(),
             &event.event_key,
-            &now.0,
+            &event.created_at.0,
             &Json(&event.operation),
         ],
     )
     .await?
     .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))?;
     event.position = get(&row, 0)?;
-    Ok(event)
+    Ok(())
 }
 
 pub(crate) const DELIVERY_COLUMNS: &str =
