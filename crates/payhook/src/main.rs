@@ -22,7 +22,7 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(ServeArgs),
-    /// Run a local receiver that prints (and verifies) every callback.
+    /// Run a local receiver that verifies, prints and answers the callbacks of one dialect.
     Listen(payhook::listen::ListenArgs),
 }
 
