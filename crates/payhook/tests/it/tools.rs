@@ -8,6 +8,7 @@ use payhook::listen::{ListenArgs, ListenState};
 use payhook_core::signing::SigningSecret;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn args(
@@ -174,4 +175,120 @@ async fn listen_refuses_bad_flags() {
     let (public, _) = p384();
     let key = Some(public.to_string());
     assert!(ListenState::from_args(&args("ecom", None, key, None)).is_err(), "public key");
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        let bare = rest.is_empty() && labels.is_empty();
+        let labelled = rest.starts_with('{') && labels.iter().all(|l| rest.contains(l));
+        (bare || labelled).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[tokio::test]
+async fn metrics_show_deliveries_latency_backlog_and_requests() {
+    let app = spawn_app(Mode::Manual).await;
+    let receiver = TestReceiver::start().await;
+    let m =
+        app.merchant(json!({"name": "m", "callback_url": format!("{}/cb", receiver.url)})).await;
+    let mid = m["id"].as_str().expect("id");
+    let delivered = app.operation(mid, "metrics-1", json!({})).await;
+    app.report(delivered["id"].as_str().expect("id"), "success").await;
+    assert_eq!(app.dispatcher.run_once().await, 1);
+    let waiting = app.operation(mid, "metrics-2", json!({})).await;
+    app.report(waiting["id"].as_str().expect("id"), "success").await;
+    app.advance(Duration::from_secs(90));
+
+    let resp = app.http.get(format!("{}/metrics", app.base)).send().await.expect("scrape");
+    assert_eq!(resp.status(), 200);
+    let content_type = resp.headers()["content-type"].to_str().expect("ascii").to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = resp.text().await.expect("text");
+    let std = r#"dialect="standard""#;
+    let attempts =
+        sample(&text, "payhook_delivery_attempts_total", &[std, r#"outcome="delivered""#]);
+    assert!(attempts >= Some(1.0), "attempts counter: {text}");
+    let ended = sample(&text, "payhook_deliveries_total", &[std, r#"state="delivered""#]);
+    assert!(ended >= Some(1.0), "deliveries counter: {text}");
+    let latency = sample(&text, "payhook_delivery_attempt_duration_seconds_count", &[std]);
+    assert!(latency >= Some(1.0), "latency histogram: {text}");
+    assert!(text.contains("payhook_delivery_attempt_duration_seconds_bucket{"), "{text}");
+    assert_eq!(sample(&text, "payhook_deliveries_pending", &[]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "payhook_oldest_pending_delivery_age_seconds", &[]), Some(90.0));
+    let reports = [r#"route="/v1/operations/{id}/status""#, r#"method="POST""#, r#"status="202""#];
+    assert!(sample(&text, "payhook_api_requests_total", &reports) >= Some(2.0), "{text}");
+    assert!(!text.contains("route=\"/v1/operations/op_"), "raw paths never become labels");
+}
+
+fn id(v: &Value) -> &str {
+    v["id"].as_str().expect("an id")
+}
+
+#[tokio::test]
+async fn dashboard_endpoints_list_operations_events_and_stats() {
+    let app = spawn_app(Mode::Live).await;
+    let receiver = TestReceiver::start().await;
+    let cb = format!("{}/cb", receiver.url);
+    let a = app.merchant(json!({"name": "Shop A", "callback_url": cb})).await;
+    let b = app.merchant(json!({"name": "Shop B", "callback_url": cb})).await;
+    let a1 = app.operation(id(&a), "a-1", json!({})).await;
+    app.operation(id(&a), "a-2", json!({})).await;
+    let b1 = app.operation(id(&b), "b-1", json!({})).await;
+    assert_eq!(app.report(id(&a1), "success").await.status, 202);
+
+    let page = app.admin("GET", "/v1/operations?limit=2", None).await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    let ids = |r: &Resp| {
+        r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|o| o["external_id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&page), [json!("a-1"), json!("a-2")]);
+    let after = page.body["next_after"].as_i64().expect("cursor");
+    let rest = app.admin("GET", &format!("/v1/operations?limit=2&after={after}"), None).await;
+    assert_eq!(ids(&rest), [json!("b-1")]);
+    let only_b = app.admin("GET", &format!("/v1/operations?merchant_id={}", id(&b)), None).await;
+    assert_eq!(ids(&only_b), [json!("b-1")]);
+    let key = a["api_key"].as_str().expect("api key");
+    let own = app.call("GET", "/v1/operations", Some(key), None).await;
+    assert_eq!(ids(&own), [json!("a-1"), json!("a-2")]);
+    let other =
+        app.call("GET", &format!("/v1/operations?merchant_id={}", id(&b)), Some(key), None).await;
+    assert_eq!(other.status, 403);
+    assert_eq!(app.admin("GET", "/v1/operations?limit=0", None).await.status, 422);
+
+    let events = app.admin("GET", &format!("/v1/operations/{}/events", id(&a1)), None).await;
+    let statuses: Vec<_> = events.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| (e["seq"].clone(), e["status"].clone()))
+        .collect();
+    assert_eq!(statuses, [(json!(0), json!("created")), (json!(1), json!("success"))]);
+    let foreign =
+        app.call("GET", &format!("/v1/operations/{}/events", id(&b1)), Some(key), None).await;
+    assert_eq!(foreign.status, 403);
+
+    app.settled(id(&a1)).await;
+    let stats = app.admin("GET", "/v1/stats/deliveries", None).await;
+    let rows = stats.body["data"].as_array().expect("data");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (&rows[0]["merchant_name"], &rows[0]["delivered"], &rows[0]["success_rate"]),
+        (&json!("Shop A"), &json!(1), &json!(1.0))
+    );
+    assert_eq!((&rows[1]["pending"], &rows[1]["success_rate"]), (&json!(0), &Value::Null));
+    assert_eq!(app.call("GET", "/v1/stats/deliveries", Some(key), None).await.status, 403);
+
+    let page = app.http.get(format!("{}/ui", app.base)).send().await.expect("ui");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("<script src=\"/ui/app.js\">"));
+    let js = app.http.get(format!("{}/ui/app.js", app.base)).send().await.expect("js");
+    assert!(js.text().await.expect("js").contains("/v1/deliveries/"));
 }
