@@ -292,3 +292,27 @@ async fn dashboard_endpoints_list_operations_events_and_stats() {
     let js = app.http.get(format!("{}/ui/app.js", app.base)).send().await.expect("js");
     assert!(js.text().await.expect("js").contains("/v1/deliveries/"));
 }
+
+#[tokio::test]
+async fn demo_walks_every_dialect_and_exits_0() {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["demo", "--exit-after-walkthrough", "--port", "0", "--timeout", "20s"])
+        .env("RUST_BACKTRACE", "0")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .expect("the demo finishes within a minute")
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {:?}\n{stdout}\n{stderr}", out.status);
+    for dialect in ["standard", "xpay", "ws2mpi", "ecom", "uapay"] {
+        let line = format!("✔ {dialect:<8} ");
+        assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
+        assert!(stdout.contains(&format!("[{dialect}]")), "{dialect} callback printed");
+    }
+    assert!(stdout.contains("body decrypted (JWE)") && stdout.contains("valid (HS256)"));
+    assert!(stdout.contains("/ui") && stdout.contains("admin token: demo_"), "{stdout}");
+    assert!(!stdout.contains("INVALID"), "{stdout}");
+}
