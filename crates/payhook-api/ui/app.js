@@ -72,7 +72,9 @@ async function login(event) {
   try {
     await start();
   } catch (e) {
-    logout(e.status === 403 ? "That is a merchant key; the dashboard needs the admin token." : e.message);
+    const why = { 401: "The token was refused.",
+      403: "That is a merchant key; the dashboard needs the admin token." }[e.status];
+    logout(why || e.message);
   }
 }
 
@@ -199,7 +201,8 @@ async function openTimeline(opId) {
       · ${esc(op.amount)} ${esc(op.currency)} · ${esc(op.kind)} · dialect ${esc(op.dialect)} · #${op.number}</p>
     <h3>Events</h3>
     <table id="events"><thead><tr><th>seq</th><th>change</th><th>at</th><th>event</th></tr></thead><tbody>
-    ${events.data.map((e) => `<tr><td>${e.seq}</td><td>${badge(e.previous_status)} → ${badge(e.status)}</td>
+    ${events.data.map((e) => `<tr><td>${e.seq}</td>
+      <td>${e.seq === 0 ? `registered ${badge(e.status)}` : `${badge(e.previous_status)} → ${badge(e.status)}`}</td>
       <td>${when(e.created_at)}</td><td><code>${esc(e.id)}</code></td></tr>`).join("")}
     </tbody></table>
     <h3>Deliveries</h3>
