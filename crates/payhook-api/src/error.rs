@@ -75,13 +75,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The `{"code","message","field?"}` object.
+    pub fn body(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
+        if let Some(field) = &self.field {
             error["field"] = json!(field);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        error
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.body() }))).into_response()
     }
 }
 

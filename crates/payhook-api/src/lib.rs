@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/merchants/{id}", get(merchants::read).patch(merchants::patch))
         .route("/v1/merchants/{id}/rotate-secret", post(merchants::rotate_secret))
         .route("/v1/operations", post(operations::register).get(operations::find_or_list))
+        .route("/v1/operations/status:batch", post(operations::report_status_batch))
         .route("/v1/operations/{id}", get(operations::read))
         .route("/v1/operations/{id}/status", post(operations::report_status))
         .route("/v1/operations/{id}/deliveries", get(deliveries::of_operation))

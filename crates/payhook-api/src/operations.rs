@@ -330,6 +330,12 @@ pub async fn report_status(
     Json(body): Json<ReportBody>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     caller.require_admin()?;
+    let view = apply_report(&state, &id, body).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+}
+
+/// Validates and stores one report; the event's view on success.
+async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Value, ApiError> {
     let operation_id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
     let status: Status =
         body.status.parse().map_err(|e: payhook_core::status::UnknownStatus| {
@@ -351,7 +357,62 @@ pub async fn report_status(
     let mut view = views::event(&reported.event);
     view["duplicate"] = json!(reported.duplicate);
     view["delivery_id"] = json!(reported.delivery.as_ref().map(|d| &d.id));
-    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+    Ok(view)
+}
+
+/// Items per batch at most.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    operation_id: String,
+    status: String,
+    #[serde(default)]
+    data: Map<String, Value>,
+    #[serde(default)]
+    event_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    items: Vec<BatchItem>,
+}
+
+/// `POST /v1/operations/status:batch`: many reports in one request. Each item is all or
+/// nothing on its own (its own transaction savepoint) and gets its own result; the store commits
+/// the items together, so a batch costs about one durable write.
+pub async fn report_status_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<BatchBody>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    caller.require_admin()?;
+    if body.items.is_empty() || body.items.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "invalid_batch",
+            "items",
+            format!("a batch holds 1 to {MAX_BATCH} items"),
+        ));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, item) in body.items.into_iter().enumerate() {
+        let state = state.clone();
+        let body = ReportBody { status: item.status, data: item.data, event_key: item.event_key };
+        tasks.spawn(async move { (index, apply_report(&state, &item.operation_id, body).await) });
+    }
+    let mut results = vec![Value::Null; tasks.len()];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, outcome) = joined.map_err(ApiError::internal)?;
+        results[index] = match outcome {
+            Ok(event) => json!({"index": index, "ok": true, "event": event}),
+            Err(e) => {
+                json!({"index": index, "ok": false, "status": e.status.as_u16(), "error": e.body()})
+            }
+        };
+    }
+    Ok((StatusCode::OK, axum::Json(json!({ "results": results }))))
 }
 
 /// The customer's browser comes back here (XPAY's CallbackURL): 303 to `return_url` once the

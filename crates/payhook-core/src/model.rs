@@ -8,6 +8,25 @@ use crate::status::Status;
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// `as_str`, `parse` and `ALL` for an enum stored and shown as snake_case text.
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+    };
+}
+
 /// A tenant of the payment processor.
 #[derive(Debug, Clone)]
 pub struct Merchant {
@@ -140,29 +159,13 @@ pub enum DeliveryState {
     Cancelled,
 }
 
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Exhausted => "exhausted",
-            DeliveryState::Superseded => "superseded",
-            DeliveryState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            DeliveryState::Pending,
-            DeliveryState::Delivered,
-            DeliveryState::Exhausted,
-            DeliveryState::Superseded,
-            DeliveryState::Cancelled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-}
+text_enum!(DeliveryState {
+    Pending => "pending",
+    Delivered => "delivered",
+    Exhausted => "exhausted",
+    Superseded => "superseded",
+    Cancelled => "cancelled",
+});
 
 /// One event owed to one destination under one dialect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,44 +216,20 @@ pub enum ErrorKind {
     InvalidTransition,
 }
 
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Dns => "dns",
-            ErrorKind::Connect => "connect",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::HttpStatus => "http_status",
-            ErrorKind::AckRejected => "ack_rejected",
-            ErrorKind::BlockedTarget => "blocked_target",
-            ErrorKind::Render => "render",
-            ErrorKind::Malformed => "malformed",
-            ErrorKind::MissingField => "missing_field",
-            ErrorKind::Unmapped => "unmapped",
-            ErrorKind::InvalidTransition => "invalid_transition",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        use ErrorKind::*;
-        [
-            Dns,
-            Connect,
-            Tls,
-            Timeout,
-            HttpStatus,
-            AckRejected,
-            BlockedTarget,
-            Render,
-            Malformed,
-            MissingField,
-            Unmapped,
-            InvalidTransition,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
+text_enum!(ErrorKind {
+    Dns => "dns",
+    Connect => "connect",
+    Tls => "tls",
+    Timeout => "timeout",
+    HttpStatus => "http_status",
+    AckRejected => "ack_rejected",
+    BlockedTarget => "blocked_target",
+    Render => "render",
+    Malformed => "malformed",
+    MissingField => "missing_field",
+    Unmapped => "unmapped",
+    InvalidTransition => "invalid_transition",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -260,21 +239,11 @@ pub enum AttemptOutcome {
     Permanent,
 }
 
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retry => "retry",
-            AttemptOutcome::Permanent => "permanent",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [AttemptOutcome::Delivered, AttemptOutcome::Retry, AttemptOutcome::Permanent]
-            .into_iter()
-            .find(|o| o.as_str() == s)
-    }
-}
+text_enum!(AttemptOutcome {
+    Delivered => "delivered",
+    Retry => "retry",
+    Permanent => "permanent",
+});
 
 /// Response bodies are kept up to this many bytes in the attempt log.
 pub const ATTEMPT_BODY_LIMIT: usize = 4096;
@@ -312,18 +281,10 @@ pub enum DeliveryKind {
     PollTimeout,
 }
 
-impl DeliveryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryKind::Status => "status",
-            DeliveryKind::PollTimeout => "poll_timeout",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [DeliveryKind::Status, DeliveryKind::PollTimeout].into_iter().find(|k| k.as_str() == s)
-    }
-}
+text_enum!(DeliveryKind {
+    Status => "status",
+    PollTimeout => "poll_timeout",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -336,21 +297,11 @@ pub enum WatchState {
     Exhausted,
 }
 
-impl WatchState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WatchState::Active => "active",
-            WatchState::Finished => "finished",
-            WatchState::Exhausted => "exhausted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [WatchState::Active, WatchState::Finished, WatchState::Exhausted]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-}
+text_enum!(WatchState {
+    Active => "active",
+    Finished => "finished",
+    Exhausted => "exhausted",
+});
 
 /// The re-poll watchdog's record for one operation registered with a `status_source`.
 #[derive(Debug, Clone, PartialEq)]
@@ -377,21 +328,11 @@ pub enum PollOutcome {
     Failed,
 }
 
-impl PollOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PollOutcome::Changed => "changed",
-            PollOutcome::Unchanged => "unchanged",
-            PollOutcome::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [PollOutcome::Changed, PollOutcome::Unchanged, PollOutcome::Failed]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-}
+text_enum!(PollOutcome {
+    Changed => "changed",
+    Unchanged => "unchanged",
+    Failed => "failed",
+});
 
 /// One request of the watchdog to a status source, logged like a delivery attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -424,6 +365,28 @@ pub struct Poll {
 mod tests {
     use crate::dialect::Dialect;
     use crate::fixtures::merchant;
+
+    /// The stored text of every enum is its serde name, so API and database agree.
+    #[test]
+    fn text_names_match_serde_names() {
+        fn check<T: serde::Serialize + Copy>(all: &[T], name: impl Fn(T) -> &'static str) {
+            for v in all {
+                let json = serde_json::to_value(v).expect("serializes");
+                assert_eq!(json.as_str(), Some(name(*v)));
+            }
+        }
+        check(super::DeliveryState::ALL, super::DeliveryState::as_str);
+        check(super::ErrorKind::ALL, super::ErrorKind::as_str);
+        check(super::AttemptOutcome::ALL, super::AttemptOutcome::as_str);
+        check(super::DeliveryKind::ALL, super::DeliveryKind::as_str);
+        check(super::WatchState::ALL, super::WatchState::as_str);
+        check(super::PollOutcome::ALL, super::PollOutcome::as_str);
+        assert_eq!(
+            super::ErrorKind::parse("blocked_target"),
+            Some(super::ErrorKind::BlockedTarget)
+        );
+        assert_eq!(super::ErrorKind::parse("nope"), None);
+    }
 
     #[test]
     fn allow_list_prefixes_end_at_the_host() {

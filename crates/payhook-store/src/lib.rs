@@ -2,12 +2,15 @@
 //!
 //! [`Store`] is the one interface the API and the dispatcher use. Implementations:
 //! - [`sqlite::SqliteStore`]: embedded, the default (`./payhook.db`, WAL, `synchronous=FULL`).
+//! - [`postgres::PgStore`]: shared by several nodes (`FOR UPDATE SKIP LOCKED` claims with
+//!   expiring leases), pooled, migrated at connect.
 //!
 //! Every method that answers `Ok` for a write has committed it durably: the API may answer 2xx
 //! on the strength of it. Status transitions, supersede and delivery planning happen inside the
 //! store's transaction, using the pure rules of `payhook-core`, so concurrent reports on one
 //! operation cannot interleave.
 
+pub mod postgres;
 pub mod sqlite;
 mod types;
 

@@ -3,6 +3,7 @@
 //! serialises writers anyway, and it keeps the store a single-node store by design.
 
 mod rows;
+mod writer;
 
 use crate::{
     destination_host, mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
@@ -20,9 +21,11 @@ use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rows::*;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -31,62 +34,75 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 pub struct SqliteStore {
-    /// The one connection. A std mutex: it is only held inside `spawn_blocking`, never across
-    /// an await.
-    conn: Arc<Mutex<Connection>>,
+    /// Writes go to one writer thread, which commits them in groups (see [`writer`]).
+    writer: writer::Writer,
+    /// Read-only connections; WAL lets them read while the writer commits. Each std mutex is
+    /// held only inside `spawn_blocking`, never across an await.
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+/// Read connections per store: enough for the API's reads to run beside the dispatcher's.
+const READERS: usize = 4;
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path).map_err(backend)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(backend)?;
+        let mut conn = connect(path)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        let readers =
+            (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(SqliteStore {
+            writer: writer::Writer::start(conn)?,
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
     }
 
     /// The schema version after migrations.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        let conn = self.conn.lock().expect("sqlite mutex poisoned by a panic");
+        let conn = self.readers[0].lock().expect("sqlite mutex poisoned by a panic");
         conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
             .map_err(backend)
     }
 
+    /// Runs a read on one of the reader connections.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().expect("sqlite mutex poisoned by a panic");
-            f(&mut conn)
+            let conn = readers[i].lock().expect("sqlite mutex poisoned by a panic");
+            f(&conn)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
-    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so a read that
-    /// decides a write cannot go stale) and commits.
+    /// Runs `f` in the writer's current transaction (inside its own savepoint) and returns once
+    /// that transaction is durably committed.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.run(move |conn| {
-            let tx =
-                conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
+        self.writer.submit(f).await
     }
 }
 
@@ -107,7 +123,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .unwrap_or(false);
         if !done {
             tx.execute_batch(sql).map_err(backend)?;
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
                 [version],
             )
@@ -138,7 +155,8 @@ impl Store for SqliteStore {
     async fn init_setting(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 params![key, value],
             )
@@ -153,7 +171,8 @@ impl Store for SqliteStore {
         let (m, hash) = (m.clone(), api_key_hash.to_owned());
         self.write(move |tx| {
             insert_merchant(tx, &m)?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES (?1, ?2, ?3)",
                 params![hash, m.id.as_str(), m.created_at.0],
             )
@@ -171,12 +190,14 @@ impl Store for SqliteStore {
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {
         let m = m.clone();
         self.write(move |tx| {
+            forget_merchant(&m.id);
             let n = update_merchant_row(tx, &m)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
             if reenable {
-                tx.execute(
+                exec(
+                    tx,
                     "DELETE FROM disabled_destinations WHERE merchant_id = ?1",
                     [m.id.as_str()],
                 )
@@ -365,7 +386,8 @@ impl Store for SqliteStore {
             if leased.is_some_and(|until| until > now.0) {
                 return Err(StoreError::Conflict("the delivery is being attempted now".into()));
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE deliveries SET state = 'pending', series_attempts = 0,
                    next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1",
                 params![id.as_str(), now.0],
@@ -385,7 +407,16 @@ impl Store for SqliteStore {
             in_flight: claim.in_flight.clone(),
             per_host_limit: claim.per_host_limit,
         };
-        self.write(move |tx| claim_in(tx, plan)).await
+        let ids = self.write(move |tx| claim_in(tx, plan)).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The leases are committed: load the rows on a reader, off the writer thread.
+        self.run(move |c| {
+            let mut merchants = HashMap::new();
+            ids.iter().map(|id| load_claimed(c, id, &mut merchants)).collect()
+        })
+        .await
     }
 
     async fn record_attempt(
@@ -431,7 +462,8 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let mut claimed = Vec::with_capacity(watches.len());
             for watch in watches {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE watches SET lease_until = ?2, leased_by = ?3 WHERE operation_id = ?1",
                     params![watch.operation_id.as_str(), lease_until.0, node],
                 )
@@ -520,14 +552,15 @@ impl Store for SqliteStore {
     async fn release_leases(&self, _node: &str) -> Result<u64, StoreError> {
         // SQLite is a single-node store: every lease in the file was ours.
         self.write(|tx| {
-            let n = tx
-                .execute(
-                    "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
+            let n = exec(
+                tx,
+                "UPDATE deliveries SET lease_until = NULL, leased_by = NULL
                      WHERE lease_until IS NOT NULL",
-                    [],
-                )
-                .map_err(backend)?;
-            tx.execute(
+                [],
+            )
+            .map_err(backend)?;
+            exec(
+                tx,
                 "UPDATE watches SET lease_until = NULL, leased_by = NULL
                  WHERE lease_until IS NOT NULL",
                 [],
@@ -540,7 +573,7 @@ impl Store for SqliteStore {
 }
 
 fn apply_report(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
@@ -564,7 +597,8 @@ fn apply_report(
     let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
     let delivery = plan_delivery(tx, &op, &event, now)?;
     if op.status.is_final() {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = ?2
              WHERE operation_id = ?1 AND state = 'active'",
             params![op.id.as_str(), now.0],
@@ -577,15 +611,16 @@ fn apply_report(
 /// Supersedes the operation's older pending deliveries (those not in flight) and creates the
 /// event's delivery, if its dialect sends one.
 fn plan_delivery(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     op: &Operation,
     event: &Event,
     now: Timestamp,
 ) -> Result<Option<Delivery>, StoreError> {
-    let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
+    let merchant = writer_merchant(tx, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, op);
     let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
          WHERE operation_id = ?1 AND state = 'pending'
            AND (lease_until IS NULL OR lease_until <= ?2)",
@@ -615,6 +650,26 @@ fn plan_delivery(
     Ok(Some(delivery))
 }
 
+thread_local! {
+    /// Merchants as the writer thread last read them. Only writer jobs use it, and they run
+    /// one at a time on that thread, so invalidating in the update job keeps it exact.
+    static MERCHANTS: RefCell<HashMap<MerchantId, Merchant>> = RefCell::new(HashMap::new());
+}
+
+/// A merchant, from the writer thread's cache (status reports need it on every call).
+fn writer_merchant(c: &Connection, id: &MerchantId) -> Result<Merchant, StoreError> {
+    if let Some(m) = MERCHANTS.with(|cache| cache.borrow().get(id).cloned()) {
+        return Ok(m);
+    }
+    let m = load_merchant(c, id)?.ok_or(StoreError::NotFound)?;
+    MERCHANTS.with(|cache| cache.borrow_mut().insert(id.clone(), m.clone()));
+    Ok(m)
+}
+
+fn forget_merchant(id: &MerchantId) {
+    MERCHANTS.with(|cache| cache.borrow_mut().remove(id));
+}
+
 /// A [`ClaimRequest`] owned, to move into the blocking thread.
 struct ClaimPlan {
     node: String,
@@ -635,7 +690,7 @@ fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, StoreError> 
 }
 
 fn record_poll_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     poll: &Poll,
     next: PollNext,
     now: Timestamp,
@@ -646,14 +701,14 @@ fn record_poll_in(
         PollNext::Finished => (WatchState::Finished, None),
         PollNext::Exhausted => (WatchState::Exhausted, None),
     };
-    let changed = tx
-        .execute(
-            "UPDATE watches SET polls = MAX(polls, ?2), state = ?3, next_poll_at = ?4,
+    let changed = exec(
+        tx,
+        "UPDATE watches SET polls = MAX(polls, ?2), state = ?3, next_poll_at = ?4,
                lease_until = NULL, leased_by = NULL, updated_at = ?5
              WHERE operation_id = ?1 AND state = 'active'",
-            params![poll.operation_id.as_str(), poll.number, state.as_str(), next_at, now.0],
-        )
-        .map_err(backend)?;
+        params![poll.operation_id.as_str(), poll.number, state.as_str(), next_at, now.0],
+    )
+    .map_err(backend)?;
     if changed == 1 && state == WatchState::Exhausted {
         plan_poll_timeout(tx, &poll.operation_id, now)?;
     }
@@ -663,13 +718,13 @@ fn record_poll_in(
 /// The callback telling the merchant the watchdog gave up, for dialects that define one
 /// (ws2mpi's `respStatus` 408). It rides on the operation's latest event.
 fn plan_poll_timeout(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     op_id: &OperationId,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let (op, _) = query_operation(tx, "WHERE id = ?1", params![op_id.as_str()])?
         .ok_or(StoreError::NotFound)?;
-    let merchant = load_merchant(tx, &op.merchant_id)?.ok_or(StoreError::NotFound)?;
+    let merchant = writer_merchant(tx, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, &op);
     let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
     let event_id: String = tx
@@ -700,7 +755,8 @@ fn plan_poll_timeout(
     insert_delivery(tx, &delivery)
 }
 
-fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, StoreError> {
+/// Leases due deliveries; returns their ids.
+fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<String>, StoreError> {
     let busy: Vec<&String> =
         plan.in_flight.iter().filter(|(_, n)| **n >= plan.per_host_limit).map(|(h, _)| h).collect();
     let busy = serde_json::to_string(&busy).expect("strings serialize");
@@ -723,20 +779,21 @@ fn claim_in(tx: &Transaction<'_>, mut plan: ClaimPlan) -> Result<Vec<Claimed>, S
         if older_pending_exists(tx, &op_id, seq)? {
             continue; // keep per-operation order: the older one is still in flight
         }
-        tx.execute(
+        exec(
+            tx,
             "UPDATE deliveries SET lease_until = ?2, leased_by = ?3 WHERE id = ?1",
             params![id, plan.lease_until.0, plan.node],
         )
         .map_err(backend)?;
         *in_flight += 1;
-        claimed.push(load_claimed(tx, &id)?);
+        claimed.push(id);
     }
     Ok(claimed)
 }
 
 /// Due, unleased deliveries, oldest due first, except those for `busy` hosts (a JSON array).
 fn due_candidates(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     now: Timestamp,
     busy: &str,
     n: usize,
@@ -758,15 +815,27 @@ fn due_candidates(
     rows.collect::<Result<Vec<_>, _>>().map_err(backend)
 }
 
-fn load_claimed(tx: &Transaction<'_>, id: &str) -> Result<Claimed, StoreError> {
-    let delivery = load_delivery(tx, id)?.ok_or(StoreError::NotFound)?;
-    let event = load_event(tx, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
-    let merchant = load_merchant(tx, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
+/// A claimed delivery with its event and merchant (merchants loaded once per batch).
+fn load_claimed(
+    c: &Connection,
+    id: &str,
+    merchants: &mut HashMap<MerchantId, Merchant>,
+) -> Result<Claimed, StoreError> {
+    let delivery = load_delivery(c, id)?.ok_or(StoreError::NotFound)?;
+    let event = load_event(c, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
+    let merchant = match merchants.get(&delivery.merchant_id) {
+        Some(m) => m.clone(),
+        None => {
+            let m = load_merchant(c, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
+            merchants.insert(m.id.clone(), m.clone());
+            m
+        }
+    };
     Ok(Claimed { delivery, event, merchant })
 }
 
 fn record_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     attempt: &Attempt,
     next: NextStep,
     now: Timestamp,
@@ -788,7 +857,8 @@ fn record_in(
             (DeliveryState::Cancelled, None)
         }
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE deliveries SET state = ?2, attempts = MAX(attempts, ?3),
            series_attempts = series_attempts + 1, next_attempt_at = ?4,
            lease_until = NULL, leased_by = NULL, last_error = ?5, updated_at = ?6
@@ -817,8 +887,9 @@ fn exists(c: &Connection, sql: &str, op: &OperationId, seq: i64) -> Result<bool,
     stmt.exists(params![op.as_str(), seq]).map_err(backend)
 }
 
-fn mark_superseded(tx: &Transaction<'_>, id: &str, now: Timestamp) -> Result<(), StoreError> {
-    tx.execute(
+fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), StoreError> {
+    exec(
+        tx,
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
          WHERE id = ?1",
         params![id, now.0],
@@ -840,7 +911,8 @@ fn disable_destination(
     url: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO disabled_destinations (merchant_id, url, disabled_at) VALUES (?1, ?2, ?3)
          ON CONFLICT DO NOTHING",
         params![merchant.as_str(), url, now.0],

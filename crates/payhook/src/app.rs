@@ -11,6 +11,7 @@ use payhook_core::clock::Clock;
 use payhook_dispatch::{
     DispatchConfig, Dispatcher, Sender, SenderConfig, TargetPolicy, Watchdog, WatchdogConfig,
 };
+use payhook_store::postgres::PgStore;
 use payhook_store::sqlite::SqliteStore;
 use payhook_store::{lease_for, Store};
 use rand::RngCore;
@@ -35,7 +36,10 @@ pub struct Services {
 /// Opens the store named by `database`: a `postgres://` URL or a SQLite file path.
 pub async fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        anyhow::bail!("PostgreSQL support is not built into this version");
+        let store = PgStore::connect(database, None).await.with_context(|| {
+            format!("opening PostgreSQL database {}", crate::config::redact_url(database))
+        })?;
+        return Ok(Arc::new(store));
     }
     let path = database.strip_prefix("sqlite://").unwrap_or(database);
     let store = tokio::task::spawn_blocking({

@@ -43,6 +43,14 @@ pub struct ServeArgs {
     /// `text` or `json` logs.
     #[arg(long, env = "PAYHOOK_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Do not serve the HTTP API on this node: a dispatch-only node of a cluster.
+    #[arg(long, env = "PAYHOOK_NO_API", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_api: Option<bool>,
+    /// Do not deliver callbacks from this node: an API-only node of a cluster.
+    #[arg(long, env = "PAYHOOK_NO_DISPATCH", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_dispatch: Option<bool>,
 }
 
 /// The config file's keys.
@@ -59,6 +67,10 @@ struct FileConfig {
     poll_interval: Option<String>,
     node_id: Option<String>,
     log_format: Option<String>,
+    /// `false`: a dispatch-only node.
+    api: Option<bool>,
+    /// `false`: an API-only node.
+    dispatch: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,14 +181,17 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(other) => bail!("log_format must be text or json, not {other:?}"),
             },
-            api: true,
-            dispatch: true,
+            api: args.no_api.map(|off| !off).or(file.api).unwrap_or(d.api),
+            dispatch: args.no_dispatch.map(|off| !off).or(file.dispatch).unwrap_or(d.dispatch),
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if !self.api && !self.dispatch {
+            bail!("a node with neither the API nor the dispatcher would do nothing");
+        }
         if self.max_in_flight == 0 || self.per_host_limit == 0 {
             bail!("max_in_flight and per_host_limit must be at least 1");
         }
@@ -231,6 +246,7 @@ mod tests {
         assert_eq!(file.allow_private_targets, Some(d.allow_private_targets));
         assert_eq!(file.max_in_flight, Some(d.max_in_flight));
         assert_eq!(file.per_host_limit, Some(d.per_host_limit));
+        assert_eq!((file.api, file.dispatch), (Some(d.api), Some(d.dispatch)));
         let timeout = file.request_timeout.expect("request_timeout is listed");
         assert_eq!(duration("request_timeout", &timeout).expect("valid"), d.request_timeout);
     }
@@ -241,6 +257,24 @@ mod tests {
         assert!(Config::resolve(&args).is_err());
         let args = ServeArgs { admin_token: Some("short".into()), ..Default::default() };
         assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn roles_come_from_flags_env_or_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.toml");
+        std::fs::write(&path, "dispatch = false\n").expect("write config");
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        let c = Config::resolve(&args).expect("valid config");
+        assert!(c.api && !c.dispatch);
+        let args = ServeArgs { config: Some(path), no_dispatch: Some(false), ..Default::default() };
+        let c = Config::resolve(&args).expect("the flag beats the file");
+        assert!(c.api && c.dispatch);
+        let args = ServeArgs { no_api: Some(true), ..Default::default() };
+        let c = Config::resolve(&args).expect("valid config");
+        assert!(!c.api && c.dispatch);
+        let both = ServeArgs { no_api: Some(true), no_dispatch: Some(true), ..Default::default() };
+        assert!(Config::resolve(&both).is_err(), "a node must do something");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The `payhook` command: `serve`, `migrate`, `listen` and `demo`.
+//! The `payhook` command: `serve`, `migrate`, `listen`, `demo` and `bench`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -26,6 +26,8 @@ enum Command {
     Listen(payhook::listen::ListenArgs),
     /// Start payhook and a receiver, and walk one operation per dialect to success.
     Demo(payhook::demo::DemoArgs),
+    /// Measure throughput, latency, memory and claim time on this machine.
+    Bench(payhook::bench::BenchArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -64,12 +66,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = &services.generated_admin_token {
         println!("Generated admin token (shown once, keep it): {token}");
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    // A dispatch-only node leaves the configured address to the API nodes on this host: it
+    // binds an ephemeral loopback port that `app::serve` closes at once.
+    let listen = if config.api { config.listen.as_str() } else { "127.0.0.1:0" };
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, node = %config.node_id, "payhook listening");
-    println!("payhook listening on http://{addr}");
+    if config.api {
+        tracing::info!(%addr, node = %config.node_id, "payhook listening");
+        println!("payhook listening on http://{addr}");
+    } else {
+        tracing::info!(node = %config.node_id, "payhook dispatching, API off");
+        println!("payhook dispatching (API off) as node {}", config.node_id);
+    }
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let run = app::serve(listener, services, &config, shutdown.clone());
@@ -108,5 +117,6 @@ async fn main() -> anyhow::Result<()> {
             init_tracing_with(LogFormat::Text, "warn");
             payhook::demo::run(args).await
         }
+        Command::Bench(args) => payhook::bench::run(args).await,
     }
 }

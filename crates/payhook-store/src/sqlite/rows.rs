@@ -20,6 +20,11 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Executes one statement through the connection's prepared-statement cache.
+pub(crate) fn exec<P: Params>(c: &Connection, sql: &str, p: P) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql).and_then(|mut stmt| stmt.execute(p))
+}
+
 pub(crate) fn bad_id() -> StoreError {
     StoreError::Backend("malformed id in the database".into())
 }
@@ -118,7 +123,8 @@ fn merchant_params(m: &Merchant) -> [Box<dyn rusqlite::ToSql>; 13] {
 
 pub(crate) fn insert_merchant(c: &Connection, m: &Merchant) -> Result<(), StoreError> {
     let p = merchant_params(m);
-    c.execute(
+    exec(
+        c,
         &format!(
             "INSERT INTO merchants ({MERCHANT_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -131,7 +137,8 @@ pub(crate) fn insert_merchant(c: &Connection, m: &Merchant) -> Result<(), StoreE
 
 pub(crate) fn update_merchant_row(c: &Connection, m: &Merchant) -> Result<usize, StoreError> {
     let p = merchant_params(m);
-    c.execute(
+    exec(
+        c,
         "UPDATE merchants SET name = ?2, dialect = ?3, callback_url = ?4,
            allowed_callback_urls = ?5, retry = ?6, encryption_key = ?7, settings = ?8,
            signing_secret = ?9, previous_secret = ?10, previous_expires_at = ?11,
@@ -195,7 +202,8 @@ pub(crate) fn insert_operation(
     new: &NewOperation,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO operations (id, merchant_id, external_id, amount, currency, kind, status,
            seq, callback, data, request_hash, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', 0, ?7, ?8, ?9, ?10, ?10)",
@@ -217,7 +225,8 @@ pub(crate) fn insert_operation(
 }
 
 pub(crate) fn save_operation_status(c: &Connection, op: &Operation) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "UPDATE operations SET status = ?2, seq = ?3, data = ?4, updated_at = ?5 WHERE id = ?1",
         params![op.id.as_str(), op.status.as_str(), op.seq, to_json(&op.data), op.updated_at.0],
     )
@@ -283,7 +292,8 @@ pub(crate) fn insert_event(
         created_at: now,
         operation: op.clone(),
     };
-    c.execute(
+    exec(
+        c,
         &format!(
             "INSERT INTO events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             EVENT_COLUMNS.trim_start_matches("position, ")
@@ -344,7 +354,8 @@ pub(crate) fn load_delivery(c: &Connection, id: &str) -> Result<Option<Delivery>
 }
 
 pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
            state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
            updated_at, kind)
@@ -402,7 +413,7 @@ pub(crate) fn load_attempts(c: &Connection, delivery: &str) -> Result<Vec<Attemp
 }
 
 pub(crate) fn insert_attempt(c: &Connection, a: &Attempt) -> Result<(), StoreError> {
-    c.execute(
+    exec(c,
         &format!(
             "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ),
@@ -449,7 +460,8 @@ pub(crate) fn insert_watch(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let first = source.delay_before(1).map(|d| now.plus(d).0);
-    c.execute(
+    exec(
+        c,
         "INSERT INTO watches (operation_id, merchant_id, source, polls, next_poll_at, state,
            created_at, updated_at)
          VALUES (?1, ?2, ?3, 0, ?4, 'active', ?5, ?5)",
@@ -494,7 +506,8 @@ pub(crate) fn load_polls(c: &Connection, op: &str) -> Result<Vec<Poll>, StoreErr
 }
 
 pub(crate) fn insert_poll(c: &Connection, p: &Poll) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         &format!(
             "INSERT INTO polls ({POLL_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)

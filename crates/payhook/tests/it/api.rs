@@ -217,3 +217,49 @@ async fn health_and_readiness() {
     let missing = app.call("GET", "/v1/nothing-here", None, None).await;
     assert_eq!((missing.status, missing.body["error"]["code"].as_str()), (404, Some("not_found")));
 }
+
+#[tokio::test]
+async fn batch_reports_succeed_or_fail_per_item() {
+    let app = spawn_app(Mode::Manual).await;
+    let m = app.merchant(json!({"name": "Shop", "callback_url": "https://shop.example/cb"})).await;
+    let mid = m["id"].as_str().expect("id");
+    let a = app.operation(mid, "a", json!({})).await;
+    let b = app.operation(mid, "b", json!({})).await;
+    let (a, b) = (a["id"].as_str().expect("id"), b["id"].as_str().expect("id"));
+    app.report(b, "failed").await;
+    let r = app
+        .admin(
+            "POST",
+            "/v1/operations/status:batch",
+            Some(json!({"items": [
+                {"operation_id": a, "status": "success", "event_key": "k1"},
+                {"operation_id": b, "status": "success"},
+                {"operation_id": "op_missing", "status": "success"},
+                {"operation_id": a, "status": "bogus"},
+            ]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results[0]["ok"], true);
+    assert_eq!(results[0]["event"]["status"], "success");
+    assert_eq!(
+        (results[1]["status"].as_u64(), results[1]["error"]["code"].as_str()),
+        (Some(409), Some("invalid_transition"))
+    );
+    assert_eq!(
+        (results[2]["status"].as_u64(), results[2]["error"]["code"].as_str()),
+        (Some(404), Some("not_found"))
+    );
+    assert_eq!(
+        (results[3]["status"].as_u64(), results[3]["error"]["code"].as_str()),
+        (Some(422), Some("unknown_status"))
+    );
+    let b_now = app.admin("GET", &format!("/v1/operations/{b}"), None).await;
+    assert_eq!(
+        (b_now.body["status"].as_str(), b_now.body["seq"].as_i64()),
+        (Some("failed"), Some(1))
+    );
+    let empty = app.admin("POST", "/v1/operations/status:batch", Some(json!({"items": []}))).await;
+    assert_eq!((empty.status, empty.body["error"]["code"].as_str()), (422, Some("invalid_batch")));
+}

@@ -17,6 +17,47 @@ use tokio_util::sync::CancellationToken;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
+/// Where the suite's databases live: SQLite files by default; a fresh PostgreSQL schema per
+/// test when `PAYHOOK_TEST_BACKEND=postgres` (scripts/test runs the suite both ways).
+pub struct TestDb {
+    pub database: String,
+    /// The SQLite file's directory, removed on drop.
+    _dir: tempfile::TempDir,
+    /// (server URL, schema) to drop afterwards.
+    schema: Option<(String, String)>,
+}
+
+impl TestDb {
+    fn new() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        if std::env::var("PAYHOOK_TEST_BACKEND").as_deref() != Ok("postgres") {
+            let database = dir.path().join("payhook.db").to_string_lossy().into_owned();
+            return TestDb { database, _dir: dir, schema: None };
+        }
+        let url = std::env::var("PAYHOOK_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = payhook_store::mint_id("payhook_e2e_");
+        let database = format!("{url}?options=-csearch_path%3D{schema}");
+        TestDb { database, _dir: dir, schema: Some((url, schema)) }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((url, schema)) = self.schema.take() else { return };
+        // Drop runs inside the test's runtime: clean up on a thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(payhook_store::postgres::drop_schema(&url, &schema))
+                .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop a test schema: {dropped:?}");
+        }
+    }
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `deadline`.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
@@ -49,8 +90,8 @@ pub struct TestApp {
     pub watchdog: Arc<payhook_dispatch::Watchdog>,
     pub clock: Option<Arc<ManualClock>>,
     pub shutdown: CancellationToken,
-    /// Keeps the database file alive for the test's duration (moved on `restart`).
-    dir: Option<tempfile::TempDir>,
+    /// Keeps the database alive for the test's duration (moved on `restart`).
+    dir: Option<TestDb>,
 }
 
 pub async fn spawn_app(mode: Mode) -> TestApp {
@@ -59,7 +100,7 @@ pub async fn spawn_app(mode: Mode) -> TestApp {
 
 /// Like [`spawn_app`], with settings adjusted by `tune`.
 pub async fn spawn_app_with(mode: Mode, tune: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = TestDb::new();
     let clock = match mode {
         Mode::Live => None,
         Mode::Manual => Some(Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)))),
@@ -70,12 +111,12 @@ pub async fn spawn_app_with(mode: Mode, tune: impl FnOnce(&mut Config)) -> TestA
 /// Starts payhook on the database in `dir`; with a manual clock, the dispatcher and watchdog
 /// loops stay off (the test drives them).
 async fn start(
-    dir: tempfile::TempDir,
+    dir: TestDb,
     manual: Option<Arc<ManualClock>>,
     tune: impl FnOnce(&mut Config),
 ) -> TestApp {
     let mut config = Config::defaults();
-    config.database = dir.path().join("payhook.db").to_string_lossy().into_owned();
+    config.database = dir.database.clone();
     config.admin_token = Some(ADMIN.into());
     config.allow_private_targets = true;
     config.request_timeout = Duration::from_secs(5);

@@ -1,0 +1,770 @@
+//! The PostgreSQL store: the one several `payhook serve` nodes share.
+//!
+//! Semantics are those of [`crate::sqlite`], method for method; what differs is how they hold
+//! with many writers at once:
+//! - `report_status` locks the operation row (`SELECT … FOR UPDATE`), so concurrent reports of
+//!   one operation serialise, on any node.
+//! - `claim_due` takes its candidates with `FOR UPDATE SKIP LOCKED`: two nodes never lease the
+//!   same delivery, and neither waits for the other. A lease is a time (`lease_until`): a node
+//!   that dies mid-attempt loses nothing, its leases expire and another node retries.
+//! - Events take their feed position under a per-merchant advisory lock held to commit, so
+//!   positions become visible in order and a reader's cursor never skips a late commit.
+//! - Commits are durable: the server's default `synchronous_commit = on` is left alone.
+//!
+//! Connections come from a deadpool pool; every statement is prepared once per connection
+//! (`prepare_cached`). Migrations run at connect under a transaction-scoped advisory lock, so
+//! nodes starting together do not race.
+
+mod migrate;
+mod rows;
+mod watch;
+
+use crate::{
+    mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, MerchantDeliveryStats,
+    NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered, Reported,
+    StatusReport, Store, StoreError,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use payhook_core::dialect::{effective_dialect, effective_policy};
+use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::model::{
+    Attempt, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation, Poll, Watch,
+};
+use payhook_core::status::Status;
+use payhook_core::Timestamp;
+use rows::*;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+pub use migrate::drop_schema;
+
+/// Connections per node. The API's handlers and the dispatcher's claims and records share
+/// them; a transaction holds one for a few round trips only.
+const POOL_SIZE: usize = 16;
+/// How long opening a connection may take before the store reports the server unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`, libpq keywords such as
+    /// `?options=-csearch_path%3Dxyz` included) and applies pending migrations. `schema`, when
+    /// given, becomes the `search_path` of every connection; the schema is created if missing
+    /// (tests use a fresh one each for isolation).
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+        let config = migrate::config(url, schema)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
+        let store = PgStore { pool };
+        let mut client = store.client().await?;
+        migrate::apply(&mut client).await?;
+        Ok(store)
+    }
+
+    /// The schema version after migrations.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(&client, "SELECT MAX(version) FROM schema_migrations", &[]).await?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0))
+    }
+
+    /// How many deliveries are in each state (operators' queue depth; tests wait on it).
+    pub async fn delivery_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let client = self.client().await?;
+        let rows =
+            query(&client, "SELECT state, COUNT(*) FROM deliveries GROUP BY state", &[]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The live leases `node` holds at `now`: the attempts it has in flight.
+    pub async fn leases_held_by(&self, node: &str, now: Timestamp) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT COUNT(*) FROM deliveries
+             WHERE leased_by = $1 AND state = 'pending' AND lease_until > $2",
+            &[&node, &now.0],
+        )
+        .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => pg(e),
+            other => StoreError::Backend(format!("PostgreSQL pool: {}", with_sources(&other))),
+        })
+    }
+}
+
+/// Begins a transaction on a pooled connection: `let mut c = …; let tx = begin(&mut c)`.
+async fn begin(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    client.transaction().await.map_err(pg)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        query_opt(&client, "SELECT 1", &[]).await.map(|_| ())
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(&client, "SELECT value FROM settings WHERE key = $1", &[&key]).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        exec(
+            &client,
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &value],
+        )
+        .await?;
+        let row = query_opt(&client, "SELECT value FROM settings WHERE key = $1", &[&key]).await?;
+        row.map(|r| r.get(0)).ok_or(StoreError::NotFound)
+    }
+
+    async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        insert_merchant(&tx, m).await?;
+        exec(
+            &tx,
+            "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES ($1, $2, $3)",
+            &[&api_key_hash, &m.id.as_str(), &m.created_at.0],
+        )
+        .await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
+        load_merchant(&self.client().await?, id).await
+    }
+
+    async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        if update_merchant_row(&tx, m).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if reenable {
+            exec(
+                &tx,
+                "DELETE FROM disabled_destinations WHERE merchant_id = $1",
+                &[&m.id.as_str()],
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT merchant_id FROM api_keys WHERE key_hash = $1";
+        let row = query_opt(&client, sql, &[&key_hash]).await?;
+        row.map(|r| parse_id(r.get::<_, &str>(0))).transpose()
+    }
+
+    async fn register_operation(
+        &self,
+        new: NewOperation,
+        now: Timestamp,
+    ) -> Result<Registered, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let registered = register_in(&tx, &new, now).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(registered)
+    }
+
+    async fn get_operation(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        let client = self.client().await?;
+        let found = query_operation(&client, "WHERE id = $1", &[&id.as_str()]).await?;
+        Ok(found.map(|(op, _)| op))
+    }
+
+    async fn find_operation(
+        &self,
+        merchant: &MerchantId,
+        external_id: &str,
+    ) -> Result<Option<Operation>, StoreError> {
+        let client = self.client().await?;
+        let found = query_operation(
+            &client,
+            "WHERE merchant_id = $1 AND external_id = $2",
+            &[&merchant.as_str(), &external_id],
+        )
+        .await?;
+        Ok(found.map(|(op, _)| op))
+    }
+
+    async fn report_status(
+        &self,
+        report: StatusReport,
+        now: Timestamp,
+    ) -> Result<Reported, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let reported = apply_report(&tx, report, now).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(reported)
+    }
+
+    async fn events(
+        &self,
+        merchant: &MerchantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE merchant_id = $1 AND position > $2 ORDER BY position LIMIT $3"
+        );
+        let rows = query(&client, &sql, &[&merchant.as_str(), &after, &i64::from(limit)]).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn list_operations(
+        &self,
+        merchant: Option<&MerchantId>,
+        after_number: i64,
+        limit: u32,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let client = self.client().await?;
+        let merchant = merchant.map(MerchantId::as_str);
+        query_operations(
+            &client,
+            "WHERE ($1::text IS NULL OR merchant_id = $1) AND number > $2 ORDER BY number LIMIT $3",
+            &[&merchant, &after_number, &i64::from(limit)],
+        )
+        .await
+    }
+
+    async fn operation_events(&self, op: &OperationId) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = $1 ORDER BY seq");
+        let rows = query(&client, &sql, &[&op.as_str()]).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        load_delivery(&self.client().await?, id.as_str(), false).await
+    }
+
+    async fn deliveries_of(
+        &self,
+        op: &OperationId,
+    ) -> Result<Vec<(Delivery, Vec<Attempt>)>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE operation_id = $1 ORDER BY seq"
+        );
+        let rows = query(&client, &sql, &[&op.as_str()]).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let d = delivery_from_row(row)?;
+            let attempts = load_attempts(&client, d.id.as_str()).await?;
+            out.push((d, attempts));
+        }
+        Ok(out)
+    }
+
+    async fn resend(&self, id: &DeliveryId, now: Timestamp) -> Result<Delivery, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let d = resend_in(&tx, id, now).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(d)
+    }
+
+    async fn claim_due(&self, claim: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let claimed = claim_in(&tx, claim).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(claimed)
+    }
+
+    async fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        next: NextStep,
+        now: Timestamp,
+    ) -> Result<DeliveryStateChange, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let change = record_in(&tx, attempt, next, now).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(change)
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'";
+        let row = query_opt(&client, sql, &[]).await?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(Timestamp))
+    }
+
+    async fn claim_polls(&self, claim: &PollClaim<'_>) -> Result<Vec<ClaimedWatch>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let claimed = watch::claim_in(&tx, claim).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(claimed)
+    }
+
+    async fn record_poll(
+        &self,
+        poll: &Poll,
+        next: PollNext,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        watch::record_in(&tx, poll, next, now).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn watch_of(&self, op: &OperationId) -> Result<Option<(Watch, Vec<Poll>)>, StoreError> {
+        watch::watch_of(&self.client().await?, op).await
+    }
+
+    async fn next_poll_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT MIN(next_poll_at) FROM watches WHERE state = 'active'";
+        let row = query_opt(&client, sql, &[]).await?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(Timestamp))
+    }
+
+    async fn delivery_stats(&self) -> Result<Vec<MerchantDeliveryStats>, StoreError> {
+        let client = self.client().await?;
+        let rows = query(&client, DELIVERY_STATS, &[]).await?;
+        rows.iter().map(stats_from_row).collect()
+    }
+
+    async fn pending_deliveries(&self) -> Result<PendingSummary, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE state = 'pending'";
+        let row = query_opt(&client, sql, &[]).await?.ok_or(StoreError::NotFound)?;
+        let count: i64 = row.try_get(0).map_err(pg)?;
+        let oldest: Option<i64> = row.try_get(1).map_err(pg)?;
+        Ok(PendingSummary {
+            count: u64::try_from(count).unwrap_or(0),
+            oldest_created_at: oldest.map(Timestamp),
+        })
+    }
+
+    async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
+        // Other nodes may be alive: only `node`'s own leases (a previous run under the same
+        // node id) are freed. Leases of nodes that died under other ids simply expire.
+        let client = self.client().await?;
+        let n = exec(
+            &client,
+            "UPDATE deliveries SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
+            &[&node],
+        )
+        .await?;
+        exec(
+            &client,
+            "UPDATE watches SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
+            &[&node],
+        )
+        .await?;
+        Ok(n)
+    }
+}
+
+/// Registers idempotently: `ON CONFLICT` waits for a concurrent registration of the same
+/// external id to commit, so exactly one request creates (with its `created` event and, for
+/// a status source, its watch) and the others find its row.
+async fn register_in<C: GenericClient>(
+    tx: &C,
+    new: &NewOperation,
+    now: Timestamp,
+) -> Result<Registered, StoreError> {
+    let id = mint_id(OperationId::PREFIX);
+    let created = insert_operation(tx, &id, new, now).await?;
+    let (op, hash) = query_operation(
+        tx,
+        "WHERE merchant_id = $1 AND external_id = $2",
+        &[&new.merchant_id.as_str(), &new.external_id],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Backend("registered operation vanished".into()))?;
+    if !created {
+        return Ok(if hash == new.request_hash {
+            Registered::Existing(op)
+        } else {
+            Registered::Conflict(op)
+        });
+    }
+    lock_feed(tx, &op.merchant_id).await?;
+    insert_event(tx, &op, Status::Created, None, now).await?;
+    if let Some(source) = watch::status_source_of(&op)? {
+        insert_watch(tx, &op, &source, now).await?;
+    }
+    Ok(Registered::Created(op))
+}
+
+async fn apply_report<C: GenericClient>(
+    tx: &C,
+    report: StatusReport,
+    now: Timestamp,
+) -> Result<Reported, StoreError> {
+    let (mut op, _) =
+        query_operation(tx, "WHERE id = $1 FOR UPDATE", &[&report.operation_id.as_str()])
+            .await?
+            .ok_or(StoreError::NotFound)?;
+    if let Some(key) = &report.event_key {
+        if let Some(event) = event_by_key(tx, &op.id, key).await? {
+            if event.status != report.status {
+                return Err(StoreError::EventKeyConflict(key.clone()));
+            }
+            return Ok(Reported { event, duplicate: true, delivery: None });
+        }
+    }
+    op.status.check_transition(report.status)?;
+    let previous_status = op.status;
+    op.data.extend(report.data);
+    op.status = report.status;
+    op.seq += 1;
+    op.updated_at = now;
+    save_operation_status(tx, &op).await?;
+    lock_feed(tx, &op.merchant_id).await?;
+    let event = insert_event(tx, &op, previous_status, report.event_key, now).await?;
+    let delivery = plan_delivery(tx, &op, &event, now).await?;
+    if op.status.is_final() {
+        watch::finish(tx, &op.id, now).await?;
+    }
+    Ok(Reported { event, duplicate: false, delivery })
+}
+
+/// Serialises the merchant's event inserts until commit. A sequence hands out positions in
+/// call order but transactions commit in any order; without this a feed reader could see
+/// position 11, move its cursor past it, and never see 10 commit a moment later.
+async fn lock_feed<C: GenericClient>(tx: &C, merchant: &MerchantId) -> Result<(), StoreError> {
+    query_opt(
+        tx,
+        "SELECT pg_advisory_xact_lock(hashtext('payhook.events'), hashtext($1))",
+        &[&merchant.as_str()],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Supersedes the operation's older pending deliveries (those not in flight) and creates the
+/// event's delivery, if its dialect sends one.
+async fn plan_delivery<C: GenericClient>(
+    tx: &C,
+    op: &Operation,
+    event: &Event,
+    now: Timestamp,
+) -> Result<Option<Delivery>, StoreError> {
+    let merchant = load_merchant(tx, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
+    let dialect = effective_dialect(&merchant, op);
+    let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
+    exec(
+        tx,
+        "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = $2
+         WHERE operation_id = $1 AND state = 'pending'
+           AND (lease_until IS NULL OR lease_until <= $2)",
+        &[&op.id.as_str(), &now.0],
+    )
+    .await?;
+    let disabled = is_disabled(tx, &merchant.id, &url).await?;
+    let delivery = Delivery {
+        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
+        event_id: event.id.clone(),
+        operation_id: op.id.clone(),
+        merchant_id: op.merchant_id.clone(),
+        seq: op.seq,
+        dialect,
+        kind: DeliveryKind::Status,
+        url,
+        state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
+        attempts: 0,
+        series_attempts: 0,
+        next_attempt_at: (!disabled).then_some(now),
+        policy: effective_policy(&merchant, op, dialect),
+        last_error: disabled.then(|| "destination disabled after 410 Gone".to_owned()),
+        created_at: now,
+        updated_at: now,
+    };
+    insert_delivery(tx, &delivery).await?;
+    Ok(Some(delivery))
+}
+
+async fn resend_in<C: GenericClient>(
+    tx: &C,
+    id: &DeliveryId,
+    now: Timestamp,
+) -> Result<Delivery, StoreError> {
+    let d = load_delivery(tx, id.as_str(), false).await?.ok_or(StoreError::NotFound)?;
+    // Lock the operation as a report does, so no newer event can appear between the check
+    // below and the commit.
+    query_operation(tx, "WHERE id = $1 FOR UPDATE", &[&d.operation_id.as_str()]).await?;
+    if newer_delivery_exists(tx, &d.operation_id, d.seq).await? {
+        return Err(StoreError::Superseded);
+    }
+    let row = query_opt(
+        tx,
+        "SELECT lease_until FROM deliveries WHERE id = $1 FOR UPDATE",
+        &[&id.as_str()],
+    )
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    if row.get::<_, Option<i64>>(0).is_some_and(|until| until > now.0) {
+        return Err(StoreError::Conflict("the delivery is being attempted now".into()));
+    }
+    exec(
+        tx,
+        "UPDATE deliveries SET state = 'pending', series_attempts = 0,
+           next_attempt_at = $2, updated_at = $2 WHERE id = $1",
+        &[&id.as_str(), &now.0],
+    )
+    .await?;
+    load_delivery(tx, id.as_str(), false).await?.ok_or(StoreError::NotFound)
+}
+
+/// A due, unleased delivery the claim query locked.
+struct Candidate {
+    id: String,
+    operation_id: OperationId,
+    seq: i64,
+    host: String,
+}
+
+async fn claim_in<C: GenericClient>(
+    tx: &C,
+    claim: &ClaimRequest<'_>,
+) -> Result<Vec<Claimed>, StoreError> {
+    let mut in_flight: HashMap<String, usize> = claim.in_flight.clone();
+    let busy: Vec<String> = in_flight
+        .iter()
+        .filter(|(_, n)| **n >= claim.per_host_limit)
+        .map(|(h, _)| h.clone())
+        .collect();
+    let lease_until = claim.now.plus(claim.lease);
+    let mut claimed = Vec::new();
+    for c in due_candidates(tx, claim.now, &busy, claim.limit + 16).await? {
+        if claimed.len() >= claim.limit {
+            break;
+        }
+        let n = in_flight.entry(c.host.clone()).or_insert(0);
+        if *n >= claim.per_host_limit || !claimable(tx, &c, claim.now).await? {
+            continue;
+        }
+        exec(
+            tx,
+            "UPDATE deliveries SET lease_until = $2, leased_by = $3 WHERE id = $1",
+            &[&c.id, &lease_until.0, &claim.node],
+        )
+        .await?;
+        *n += 1;
+        claimed.push(load_claimed(tx, &c.id).await?);
+    }
+    Ok(claimed)
+}
+
+/// Per-operation order: a candidate with a newer delivery is superseded on the spot; one with
+/// an older delivery still pending (in flight, or waiting for its retry) waits its turn.
+async fn claimable<C: GenericClient>(
+    tx: &C,
+    c: &Candidate,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    if newer_delivery_exists(tx, &c.operation_id, c.seq).await? {
+        mark_superseded(tx, &c.id, now).await?;
+        return Ok(false);
+    }
+    Ok(!older_pending_exists(tx, &c.operation_id, c.seq).await?)
+}
+
+/// Due, unleased deliveries, oldest due first, except those for `busy` hosts. The rows are
+/// locked for this transaction; rows another node is claiming right now are skipped, not
+/// waited for.
+async fn due_candidates<C: GenericClient>(
+    tx: &C,
+    now: Timestamp,
+    busy: &[String],
+    n: usize,
+) -> Result<Vec<Candidate>, StoreError> {
+    let rows = query(
+        tx,
+        "SELECT id, operation_id, seq, host FROM deliveries
+         WHERE state = 'pending' AND next_attempt_at <= $1
+           AND (lease_until IS NULL OR lease_until <= $1)
+           AND host <> ALL($2)
+         ORDER BY next_attempt_at LIMIT $3
+         FOR UPDATE SKIP LOCKED",
+        &[&now.0, &busy, &i64::try_from(n).unwrap_or(i64::MAX)],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Candidate {
+                id: r.get(0),
+                operation_id: parse_id(r.get::<_, &str>(1))?,
+                seq: r.get(2),
+                host: r.get(3),
+            })
+        })
+        .collect()
+}
+
+async fn load_claimed<C: GenericClient>(tx: &C, id: &str) -> Result<Claimed, StoreError> {
+    let delivery = load_delivery(tx, id, false).await?.ok_or(StoreError::NotFound)?;
+    let event = load_event(tx, delivery.event_id.as_str()).await?.ok_or(StoreError::NotFound)?;
+    let merchant = load_merchant(tx, &delivery.merchant_id).await?.ok_or(StoreError::NotFound)?;
+    Ok(Claimed { delivery, event, merchant })
+}
+
+async fn record_in<C: GenericClient>(
+    tx: &C,
+    attempt: &Attempt,
+    next: NextStep,
+    now: Timestamp,
+) -> Result<DeliveryStateChange, StoreError> {
+    let d =
+        load_delivery(tx, attempt.delivery_id.as_str(), true).await?.ok_or(StoreError::NotFound)?;
+    insert_attempt(tx, attempt).await?;
+    let (state, next_at) = match next {
+        NextStep::Delivered => (DeliveryState::Delivered, None),
+        NextStep::RetryAt(_) if newer_delivery_exists(tx, &d.operation_id, d.seq).await? => {
+            (DeliveryState::Superseded, None)
+        }
+        NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at.0)),
+        NextStep::Exhausted => (DeliveryState::Exhausted, None),
+        NextStep::Cancel { disable } => {
+            if disable {
+                disable_destination(tx, &d.merchant_id, &d.url, now).await?;
+            }
+            (DeliveryState::Cancelled, None)
+        }
+    };
+    exec(
+        tx,
+        "UPDATE deliveries SET state = $2, attempts = GREATEST(attempts, $3),
+           series_attempts = series_attempts + 1, next_attempt_at = $4,
+           lease_until = NULL, leased_by = NULL, last_error = $5, updated_at = $6
+         WHERE id = $1",
+        &[
+            &d.id.as_str(),
+            &state.as_str(),
+            &attempt_number(attempt.number),
+            &next_at,
+            &attempt.error,
+            &now.0,
+        ],
+    )
+    .await?;
+    Ok(DeliveryStateChange { state })
+}
+
+async fn newer_delivery_exists<C: GenericClient>(
+    c: &C,
+    op: &OperationId,
+    seq: i64,
+) -> Result<bool, StoreError> {
+    let sql = "SELECT 1 FROM deliveries WHERE operation_id = $1 AND seq > $2 LIMIT 1";
+    exists(c, sql, &[&op.as_str(), &seq]).await
+}
+
+async fn older_pending_exists<C: GenericClient>(
+    c: &C,
+    op: &OperationId,
+    seq: i64,
+) -> Result<bool, StoreError> {
+    let sql = "SELECT 1 FROM deliveries
+               WHERE operation_id = $1 AND seq < $2 AND state = 'pending' LIMIT 1";
+    exists(c, sql, &[&op.as_str(), &seq]).await
+}
+
+async fn mark_superseded<C: GenericClient>(
+    tx: &C,
+    id: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    exec(
+        tx,
+        "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = $2
+         WHERE id = $1",
+        &[&id, &now.0],
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn is_disabled<C: GenericClient>(
+    c: &C,
+    merchant: &MerchantId,
+    url: &str,
+) -> Result<bool, StoreError> {
+    let sql = "SELECT 1 FROM disabled_destinations WHERE merchant_id = $1 AND url = $2";
+    exists(c, sql, &[&merchant.as_str(), &url]).await
+}
+
+async fn disable_destination<C: GenericClient>(
+    c: &C,
+    merchant: &MerchantId,
+    url: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO disabled_destinations (merchant_id, url, disabled_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+        &[&merchant.as_str(), &url, &now.0],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Every merchant with its deliveries counted by state (the same SQL as SQLite's).
+const DELIVERY_STATS: &str = "
+    SELECT m.id, m.name,
+      COALESCE(SUM(CASE WHEN d.state = 'delivered' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'pending' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'exhausted' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'cancelled' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'superseded' THEN 1 ELSE 0 END), 0)::BIGINT,
+      MIN(CASE WHEN d.state = 'pending' THEN d.created_at END)
+    FROM merchants m LEFT JOIN deliveries d ON d.merchant_id = m.id
+    GROUP BY m.id, m.name, m.created_at
+    ORDER BY m.created_at, m.id";
+
+fn stats_from_row(r: &tokio_postgres::Row) -> Result<MerchantDeliveryStats, StoreError> {
+    let count = |i: usize| -> Result<u64, StoreError> {
+        let n: i64 = r.try_get(i).map_err(pg)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    let oldest: Option<i64> = r.try_get(7).map_err(pg)?;
+    Ok(MerchantDeliveryStats {
+        merchant_id: parse_id(&r.try_get::<_, String>(0).map_err(pg)?)?,
+        merchant_name: r.try_get(1).map_err(pg)?,
+        delivered: count(2)?,
+        pending: count(3)?,
+        exhausted: count(4)?,
+        cancelled: count(5)?,
+        superseded: count(6)?,
+        oldest_pending_at: oldest.map(Timestamp),
+    })
+}

@@ -1,0 +1,600 @@
+//! Row mapping for the PostgreSQL store: column lists, `from_row` functions, inserts and
+//! updates. The twin of `sqlite/rows.rs`; the columns and their meaning are the same.
+
+use crate::{destination_host, mint_id, NewOperation, StoreError};
+use deadpool_postgres::GenericClient;
+use payhook_core::ids::{EventId, MerchantId, OperationId};
+use payhook_core::model::{
+    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind,
+    Event, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
+};
+use payhook_core::signing::SigningSecret;
+use payhook_core::status::{Status, UnknownStatus};
+use payhook_core::status_source::StatusSource;
+use payhook_core::Timestamp;
+use serde::de::DeserializeOwned;
+use std::str::FromStr;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::Row;
+
+/// Query parameters, as tokio-postgres takes them.
+pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A driver error as a store error, with the server's message when there is one (the
+/// driver's own `Display` says only "db error").
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None => StoreError::Backend(with_sources(&e)),
+    }
+}
+
+/// An error and its causes on one line ("error connecting to server: Connection refused").
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+pub(crate) fn bad_data(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("malformed value in the database: {what}"))
+}
+
+pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T, StoreError> {
+    s.parse().map_err(|_| bad_data(format!("id {s:?}")))
+}
+
+/// Runs a statement (prepared once per connection and cached) and returns the rows changed.
+pub(crate) async fn exec<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<u64, StoreError> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg)?;
+    c.execute(&stmt, p).await.map_err(pg)
+}
+
+pub(crate) async fn query<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Vec<Row>, StoreError> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query(&stmt, p).await.map_err(pg)
+}
+
+pub(crate) async fn query_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Option<Row>, StoreError> {
+    let stmt = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query_opt(&stmt, p).await.map_err(pg)
+}
+
+pub(crate) async fn exists<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<bool, StoreError> {
+    Ok(query_opt(c, sql, p).await?.is_some())
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, StoreError> {
+    r.try_get(i).map_err(pg)
+}
+
+fn text<T: FromStr>(r: &Row, i: usize) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let s: String = get(r, i)?;
+    s.parse().map_err(|e| bad_data(format!("column {i}: {e}")))
+}
+
+fn json<T: DeserializeOwned>(r: &Row, i: usize) -> Result<T, StoreError> {
+    Ok(get::<Json<T>>(r, i)?.0)
+}
+
+fn opt_json<T: DeserializeOwned>(r: &Row, i: usize) -> Result<Option<T>, StoreError> {
+    Ok(get::<Option<Json<T>>>(r, i)?.map(|j| j.0))
+}
+
+fn secret(s: &str) -> Result<SigningSecret, StoreError> {
+    SigningSecret::parse(s).map_err(|_| bad_data("signing secret"))
+}
+
+/// Counters are `u32` in the model and `INTEGER` in the schema.
+fn int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn count(r: &Row, i: usize) -> Result<u32, StoreError> {
+    u32::try_from(get::<i32>(r, i)?).map_err(bad_data)
+}
+
+const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, allowed_callback_urls, retry, \
+    encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
+    updated_at";
+
+fn merchant_from_row(r: &Row) -> Result<Merchant, StoreError> {
+    let previous = match (get::<Option<String>>(r, 9)?, get::<Option<i64>>(r, 10)?) {
+        (Some(s), Some(exp)) => Some((secret(&s)?, Timestamp(exp))),
+        _ => None,
+    };
+    Ok(Merchant {
+        id: text(r, 0)?,
+        name: get(r, 1)?,
+        dialect: text(r, 2)?,
+        callback_url: get(r, 3)?,
+        allowed_callback_urls: json(r, 4)?,
+        retry: opt_json(r, 5)?,
+        encryption_key: opt_json(r, 6)?,
+        settings: json(r, 7)?,
+        signing_secret: secret(&get::<String>(r, 8)?)?,
+        previous_secret: previous,
+        created_at: Timestamp(get(r, 11)?),
+        updated_at: Timestamp(get(r, 12)?),
+    })
+}
+
+pub(crate) async fn load_merchant<C: GenericClient>(
+    c: &C,
+    id: &MerchantId,
+) -> Result<Option<Merchant>, StoreError> {
+    let sql = format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1");
+    query_opt(c, &sql, &[&id.as_str()]).await?.as_ref().map(merchant_from_row).transpose()
+}
+
+/// Writes all of a merchant's columns: `INSERT` for a new one, `UPDATE` (all but `created_at`)
+/// for an existing one. Returns the rows changed.
+async fn write_merchant<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    m: &Merchant,
+) -> Result<u64, StoreError> {
+    let (prev, exp) = match &m.previous_secret {
+        Some((s, exp)) => (Some(s.expose()), Some(exp.0)),
+        None => (None, None),
+    };
+    let retry = m.retry.as_ref().map(Json);
+    let key = m.encryption_key.as_ref().map(Json);
+    exec(
+        c,
+        sql,
+        &[
+            &m.id.as_str(),
+            &m.name,
+            &m.dialect.as_str(),
+            &m.callback_url,
+            &Json(&m.allowed_callback_urls),
+            &retry,
+            &key,
+            &Json(&m.settings),
+            &m.signing_secret.expose(),
+            &prev,
+            &exp,
+            &m.created_at.0,
+            &m.updated_at.0,
+        ],
+    )
+    .await
+}
+
+pub(crate) async fn insert_merchant<C: GenericClient>(
+    c: &C,
+    m: &Merchant,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO merchants ({MERCHANT_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    );
+    write_merchant(c, &sql, m).await.map(|_| ())
+}
+
+pub(crate) async fn update_merchant_row<C: GenericClient>(
+    c: &C,
+    m: &Merchant,
+) -> Result<u64, StoreError> {
+    // `$12` (created_at) never changes; the comparison only gives the parameter a type.
+    let sql = "UPDATE merchants SET name = $2, dialect = $3, callback_url = $4,
+           allowed_callback_urls = $5, retry = $6, encryption_key = $7, settings = $8,
+           signing_secret = $9, previous_secret = $10, previous_expires_at = $11,
+           updated_at = $13
+         WHERE id = $1 AND $12::BIGINT IS NOT NULL";
+    write_merchant(c, sql, m).await
+}
+
+const OPERATION_COLUMNS: &str = "id, number, merchant_id, external_id, amount, currency, kind, \
+    status, seq, callback, data, created_at, updated_at, request_hash";
+
+fn operation_from_row(r: &Row) -> Result<(Operation, String), StoreError> {
+    let op = Operation {
+        id: text(r, 0)?,
+        number: get(r, 1)?,
+        merchant_id: text(r, 2)?,
+        external_id: get(r, 3)?,
+        amount: get(r, 4)?,
+        currency: get(r, 5)?,
+        kind: get(r, 6)?,
+        status: text(r, 7)?,
+        seq: get(r, 8)?,
+        callback: json::<CallbackSettings>(r, 9)?,
+        data: json(r, 10)?,
+        created_at: Timestamp(get(r, 11)?),
+        updated_at: Timestamp(get(r, 12)?),
+    };
+    Ok((op, get(r, 13)?))
+}
+
+/// One operation (and its request hash) by a `WHERE` clause (optionally `… FOR UPDATE`).
+pub(crate) async fn query_operation<C: GenericClient>(
+    c: &C,
+    clause: &str,
+    p: Params<'_>,
+) -> Result<Option<(Operation, String)>, StoreError> {
+    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}");
+    query_opt(c, &sql, p).await?.as_ref().map(operation_from_row).transpose()
+}
+
+/// Operations (without request hashes) by a `WHERE … ORDER BY … LIMIT` clause.
+pub(crate) async fn query_operations<C: GenericClient>(
+    c: &C,
+    clause: &str,
+    p: Params<'_>,
+) -> Result<Vec<Operation>, StoreError> {
+    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}");
+    let rows = query(c, &sql, p).await?;
+    rows.iter().map(|r| operation_from_row(r).map(|(op, _)| op)).collect()
+}
+
+/// Inserts a new operation unless (merchant, external id) is taken; `false` when it was.
+pub(crate) async fn insert_operation<C: GenericClient>(
+    c: &C,
+    id: &str,
+    new: &NewOperation,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let n = exec(
+        c,
+        "INSERT INTO operations (id, merchant_id, external_id, amount, currency, kind, status,
+           seq, callback, data, request_hash, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'created', 0, $7, $8, $9, $10, $10)
+         ON CONFLICT (merchant_id, external_id) DO NOTHING",
+        &[
+            &id,
+            &new.merchant_id.as_str(),
+            &new.external_id,
+            &new.amount,
+            &new.currency,
+            &new.kind,
+            &Json(&new.callback),
+            &Json(&new.data),
+            &new.request_hash,
+            &now.0,
+        ],
+    )
+    .await?;
+    Ok(n == 1)
+}
+
+pub(crate) async fn save_operation_status<C: GenericClient>(
+    c: &C,
+    op: &Operation,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE operations SET status = $2, seq = $3, data = $4, updated_at = $5 WHERE id = $1",
+        &[&op.id.as_str(), &op.status.as_str(), &op.seq, &Json(&op.data), &op.updated_at.0],
+    )
+    .await
+    .map(|_| ())
+}
+
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, id, operation_id, merchant_id, seq, status, previous_status, event_key, \
+     created_at, snapshot";
+
+pub(crate) fn event_from_row(r: &Row) -> Result<Event, StoreError> {
+    Ok(Event {
+        position: get(r, 0)?,
+        id: text(r, 1)?,
+        operation_id: text(r, 2)?,
+        merchant_id: text(r, 3)?,
+        seq: get(r, 4)?,
+        status: text(r, 5)?,
+        previous_status: text(r, 6)?,
+        event_key: get(r, 7)?,
+        created_at: Timestamp(get(r, 8)?),
+        operation: json(r, 9)?,
+    })
+}
+
+pub(crate) async fn load_event<C: GenericClient>(
+    c: &C,
+    id: &str,
+) -> Result<Option<Event>, StoreError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+    query_opt(c, &sql, &[&id]).await?.as_ref().map(event_from_row).transpose()
+}
+
+pub(crate) async fn event_by_key<C: GenericClient>(
+    c: &C,
+    op: &OperationId,
+    key: &str,
+) -> Result<Option<Event>, StoreError> {
+    let sql =
+        format!("SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = $1 AND event_key = $2");
+    query_opt(c, &sql, &[&op.as_str(), &key]).await?.as_ref().map(event_from_row).transpose()
+}
+
+/// Inserts the event of `op`'s latest change; the feed position comes from the sequence.
+pub(crate) async fn insert_event<C: GenericClient>(
+    c: &C,
+    op: &Operation,
+    previous_status: Status,
+    event_key: Option<String>,
+    now: Timestamp,
+) -> Result<Event, StoreError> {
+    let mut event = Event {
+        id: parse_id::<EventId>(&mint_id(EventId::PREFIX))?,
+        position: 0,
+        operation_id: op.id.clone(),
+        merchant_id: op.merchant_id.clone(),
+        seq: op.seq,
+        status: op.status,
+        previous_status,
+        event_key,
+        created_at: now,
+        operation: op.clone(),
+    };
+    let row = query_opt(
+        c,
+        "INSERT INTO events (id, operation_id, merchant_id, seq, status, previous_status,
+           event_key, created_at, snapshot)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+        &[
+            &event.id.as_str(),
+            &event.operation_id.as_str(),
+            &event.merchant_id.as_str(),
+            &event.seq,
+            &event.status.as_str(),
+            &previous_status.as_str(),
+            &event.event_key,
+            &now.0,
+            &Json(&event.operation),
+        ],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Backend("INSERT … RETURNING gave no row".into()))?;
+    event.position = get(&row, 0)?;
+    Ok(event)
+}
+
+pub(crate) const DELIVERY_COLUMNS: &str =
+    "id, event_id, operation_id, merchant_id, seq, dialect, url, state, attempts, \
+     series_attempts, next_attempt_at, policy, last_error, created_at, updated_at, kind";
+
+pub(crate) fn delivery_from_row(r: &Row) -> Result<Delivery, StoreError> {
+    let state: String = get(r, 7)?;
+    let kind: String = get(r, 15)?;
+    Ok(Delivery {
+        id: text(r, 0)?,
+        event_id: text(r, 1)?,
+        operation_id: text(r, 2)?,
+        merchant_id: text(r, 3)?,
+        seq: get(r, 4)?,
+        dialect: text(r, 5)?,
+        url: get(r, 6)?,
+        state: DeliveryState::parse(&state).ok_or_else(|| bad_data(UnknownStatus(state)))?,
+        attempts: count(r, 8)?,
+        series_attempts: count(r, 9)?,
+        next_attempt_at: get::<Option<i64>>(r, 10)?.map(Timestamp),
+        policy: json(r, 11)?,
+        last_error: get(r, 12)?,
+        created_at: Timestamp(get(r, 13)?),
+        updated_at: Timestamp(get(r, 14)?),
+        kind: DeliveryKind::parse(&kind).ok_or_else(|| bad_data(UnknownStatus(kind)))?,
+    })
+}
+
+/// One delivery by id; `lock` takes its row lock for the rest of the transaction.
+pub(crate) async fn load_delivery<C: GenericClient>(
+    c: &C,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Delivery>, StoreError> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    query_opt(c, &sql, &[&id]).await?.as_ref().map(delivery_from_row).transpose()
+}
+
+pub(crate) async fn insert_delivery<C: GenericClient>(
+    c: &C,
+    d: &Delivery,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
+           state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
+           updated_at, kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $11, $12, $13, $13, $14)",
+        &[
+            &d.id.as_str(),
+            &d.event_id.as_str(),
+            &d.operation_id.as_str(),
+            &d.merchant_id.as_str(),
+            &d.seq,
+            &d.dialect.as_str(),
+            &d.url,
+            &destination_host(&d.url),
+            &d.state.as_str(),
+            &d.next_attempt_at.map(|t| t.0),
+            &Json(&d.policy),
+            &d.last_error,
+            &d.created_at.0,
+            &d.kind.as_str(),
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+const ATTEMPT_COLUMNS: &str = "delivery_id, number, started_at, duration_ms, request, \
+    response_status, response_body, outcome, error_kind, error";
+
+fn attempt_from_row(r: &Row) -> Result<Attempt, StoreError> {
+    let outcome: String = get(r, 7)?;
+    let kind: Option<String> = get(r, 8)?;
+    let status: Option<i32> = get(r, 5)?;
+    Ok(Attempt {
+        delivery_id: text(r, 0)?,
+        number: count(r, 1)?,
+        started_at: Timestamp(get(r, 2)?),
+        duration_ms: get(r, 3)?,
+        request: get(r, 4)?,
+        response_status: status.map(u16::try_from).transpose().map_err(bad_data)?,
+        response_body: get(r, 6)?,
+        outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| bad_data(UnknownStatus(outcome)))?,
+        error_kind: kind.as_deref().and_then(ErrorKind::parse),
+        error: get(r, 9)?,
+    })
+}
+
+pub(crate) async fn load_attempts<C: GenericClient>(
+    c: &C,
+    delivery: &str,
+) -> Result<Vec<Attempt>, StoreError> {
+    let sql =
+        format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY number");
+    query(c, &sql, &[&delivery]).await?.iter().map(attempt_from_row).collect()
+}
+
+pub(crate) async fn insert_attempt<C: GenericClient>(c: &C, a: &Attempt) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    );
+    exec(
+        c,
+        &sql,
+        &[
+            &a.delivery_id.as_str(),
+            &int(a.number),
+            &a.started_at.0,
+            &a.duration_ms,
+            &a.request,
+            &a.response_status.map(i32::from),
+            &a.response_body,
+            &a.outcome.as_str(),
+            &a.error_kind.map(|k| k.as_str()),
+            &a.error,
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The counter column value for `attempts` after attempt number `n`.
+pub(crate) fn attempt_number(n: u32) -> i32 {
+    int(n)
+}
+
+pub(crate) const WATCH_COLUMNS: &str =
+    "operation_id, merchant_id, source, polls, next_poll_at, state, created_at, updated_at";
+
+pub(crate) fn watch_from_row(r: &Row) -> Result<Watch, StoreError> {
+    let source: serde_json::Value = json(r, 2)?;
+    let state: String = get(r, 5)?;
+    Ok(Watch {
+        operation_id: text(r, 0)?,
+        merchant_id: text(r, 1)?,
+        source: StatusSource::from_json(&source).map_err(bad_data)?,
+        polls: count(r, 3)?,
+        next_poll_at: get::<Option<i64>>(r, 4)?.map(Timestamp),
+        state: WatchState::parse(&state).ok_or_else(|| bad_data(UnknownStatus(state)))?,
+        created_at: Timestamp(get(r, 6)?),
+        updated_at: Timestamp(get(r, 7)?),
+    })
+}
+
+pub(crate) async fn insert_watch<C: GenericClient>(
+    c: &C,
+    op: &Operation,
+    source: &StatusSource,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let first = source.delay_before(1).map(|d| now.plus(d).0);
+    exec(
+        c,
+        "INSERT INTO watches (operation_id, merchant_id, source, polls, next_poll_at, state,
+           created_at, updated_at)
+         VALUES ($1, $2, $3, 0, $4, 'active', $5, $5)",
+        &[&op.id.as_str(), &op.merchant_id.as_str(), &Json(source.to_json()), &first, &now.0],
+    )
+    .await
+    .map(|_| ())
+}
+
+const POLL_COLUMNS: &str = "operation_id, number, started_at, duration_ms, request, \
+    response_status, response_body, read_value, mapped_status, outcome, error_kind, error";
+
+fn poll_from_row(r: &Row) -> Result<Poll, StoreError> {
+    let outcome: String = get(r, 9)?;
+    let kind: Option<String> = get(r, 10)?;
+    let mapped: Option<String> = get(r, 8)?;
+    let status: Option<i32> = get(r, 5)?;
+    Ok(Poll {
+        operation_id: text(r, 0)?,
+        number: count(r, 1)?,
+        started_at: Timestamp(get(r, 2)?),
+        duration_ms: get(r, 3)?,
+        request: get(r, 4)?,
+        response_status: status.map(u16::try_from).transpose().map_err(bad_data)?,
+        response_body: get(r, 6)?,
+        read: get(r, 7)?,
+        mapped: mapped.as_deref().and_then(|m| m.parse().ok()),
+        outcome: PollOutcome::parse(&outcome).ok_or_else(|| bad_data(UnknownStatus(outcome)))?,
+        error_kind: kind.as_deref().and_then(ErrorKind::parse),
+        error: get(r, 11)?,
+    })
+}
+
+pub(crate) async fn load_polls<C: GenericClient>(c: &C, op: &str) -> Result<Vec<Poll>, StoreError> {
+    let sql = format!("SELECT {POLL_COLUMNS} FROM polls WHERE operation_id = $1 ORDER BY number");
+    query(c, &sql, &[&op]).await?.iter().map(poll_from_row).collect()
+}
+
+pub(crate) async fn insert_poll<C: GenericClient>(c: &C, p: &Poll) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO polls ({POLL_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (operation_id, number) DO NOTHING"
+    );
+    exec(
+        c,
+        &sql,
+        &[
+            &p.operation_id.as_str(),
+            &int(p.number),
+            &p.started_at.0,
+            &p.duration_ms,
+            &p.request,
+            &p.response_status.map(i32::from),
+            &p.response_body,
+            &p.read,
+            &p.mapped.map(|s| s.as_str()),
+            &p.outcome.as_str(),
+            &p.error_kind.map(|k| k.as_str()),
+            &p.error,
+        ],
+    )
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,79 @@
+//! The store conformance suite: every case runs against SQLite and PostgreSQL alike.
+//!
+//! Each case is a generic `async fn(Arc<dyn Store>)` in a module below; [`conformance!`]
+//! instantiates it twice, as `sqlite::<case>` (a temp file) and `postgres::<case>` (a fresh
+//! schema on `PAYHOOK_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
+//! A PostgreSQL server that cannot be reached fails the tests; nothing is skipped.
+
+mod attempts;
+mod claims;
+mod dashboard;
+mod fixtures;
+mod harness;
+mod merchants;
+mod operations;
+mod pg_only;
+mod watches;
+
+/// Defines `sqlite::$case` and `postgres::$case` tests for each `module::case`.
+macro_rules! conformance {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let t = crate::harness::sqlite();
+                    crate::$module::$case(t.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let t = crate::harness::postgres().await;
+                    crate::$module::$case(t.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    merchants::merchant_round_trip,
+    merchants::settings_are_set_once,
+    operations::register_is_idempotent,
+    operations::invalid_transition_stores_nothing,
+    operations::event_key_is_idempotent,
+    operations::seq_grows_and_data_merges,
+    operations::events_feed_in_order_by_cursor,
+    operations::report_supersedes_pending_deliveries,
+    operations::report_keeps_a_delivery_in_flight,
+    operations::no_delivery_without_destination,
+    claims::claims_oldest_due_first,
+    claims::older_in_flight_blocks_newer,
+    claims::expired_lease_is_reclaimable,
+    claims::per_host_limit_is_respected,
+    claims::busy_hosts_are_excluded,
+    claims::superseded_at_claim_when_newer_exists,
+    claims::concurrent_claims_never_share_a_delivery,
+    claims::next_due_at_follows_the_queue,
+    claims::released_leases_are_claimable_again,
+    attempts::delivered_is_final_and_logged,
+    attempts::retry_waits_for_its_time,
+    attempts::exhausted_is_final,
+    attempts::gone_disables_the_destination,
+    attempts::retry_becomes_superseded,
+    attempts::resend_starts_a_new_series,
+    attempts::resend_is_refused_when_stale_or_in_flight,
+    watches::registration_starts_a_watch,
+    watches::due_watches_are_leased,
+    watches::polls_move_the_watch_on,
+    watches::a_final_status_finishes_the_watch,
+    watches::an_exhausted_ws2mpi_watch_sends_a_poll_timeout,
+    watches::concurrent_poll_claims_never_share_a_watch,
+    dashboard::operations_are_listed_by_cursor,
+    dashboard::operation_events_in_seq_order,
+    dashboard::delivery_stats_count_states_per_merchant,
+    dashboard::pending_backlog_counts_and_finds_the_oldest,
+}

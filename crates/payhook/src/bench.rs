@@ -1,0 +1,604 @@
+//! `payhook bench`: measures this machine's HTTP limit, payhook's end-to-end callback rate
+//! (as a ratio to that limit), callback latency at a fixed offered rate, the server's peak RSS,
+//! and claim time with a large backlog. See BENCHMARKS.md for results and how to read them.
+//!
+//! The server under test is a real `payhook serve` child process (so its RSS is its own); the
+//! load generator and the callback receiver run in this process, over loopback.
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use clap::Args;
+use payhook_core::clock::{Clock, SystemClock};
+use payhook_core::model::CallbackSettings;
+use payhook_store::{ClaimRequest, NewOperation, NextStep, Registered, StatusReport, Store};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+
+const ADMIN: &str = "bench-admin-token-0123456789abcdef";
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Print the results as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Phases to run (comma-separated): bare, e2e, latency, backlog.
+    #[arg(long, value_delimiter = ',', default_value = "bare,e2e,latency,backlog")]
+    pub only: Vec<String>,
+    /// How long the bare-HTTP phase runs.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub bare_duration: Duration,
+    /// Operations driven end to end per store.
+    #[arg(long, default_value_t = 20_000)]
+    pub operations: usize,
+    /// Concurrent requests of the load generator.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Status reports per request in the batched end-to-end run.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Offered rate of the latency phase (operations per second).
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// How long the latency phase offers load.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub latency_duration: Duration,
+    /// Pending deliveries in the backlog phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// PostgreSQL to measure as well (empty: SQLite only).
+    #[arg(long, env = "PAYHOOK_BENCH_POSTGRES", default_value = "")]
+    pub postgres: String,
+}
+
+/// The callback receiver: counts callbacks, and in latency mode notes when each operation's
+/// callback arrived.
+#[derive(Default)]
+struct Receiver {
+    count: AtomicU64,
+    target: AtomicU64,
+    done: Notify,
+    arrivals: Mutex<Option<HashMap<String, Instant>>>,
+}
+
+async fn start_receiver() -> anyhow::Result<(String, Arc<Receiver>)> {
+    let rx = Arc::new(Receiver::default());
+    let state = rx.clone();
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let rx = state.clone();
+        async move {
+            rx.arrived(&body);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/callback", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, rx))
+}
+
+impl Receiver {
+    fn arrived(&self, body: &[u8]) {
+        if let Some(map) = self.arrivals.lock().expect("arrivals mutex").as_mut() {
+            let id = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["data"]["id"].as_str().map(str::to_owned));
+            if let Some(id) = id {
+                map.entry(id).or_insert_with(Instant::now);
+            }
+        }
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.target.load(Ordering::SeqCst) {
+            self.done.notify_waiters();
+        }
+    }
+
+    /// Waits until `n` callbacks in all have arrived, or fails after `deadline`.
+    async fn wait_for(&self, n: u64, deadline: Duration) -> anyhow::Result<()> {
+        self.target.store(n, Ordering::SeqCst);
+        let start = Instant::now();
+        while self.count.load(Ordering::SeqCst) < n {
+            let left =
+                deadline.checked_sub(start.elapsed()).context("callbacks did not all arrive")?;
+            let _ =
+                tokio::time::timeout(left.min(Duration::from_millis(200)), self.done.notified())
+                    .await;
+        }
+        Ok(())
+    }
+}
+
+/// A `payhook serve` child process.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(database: &str) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe().context("locating the payhook binary")?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
+            .args(["--max-in-flight", "256", "--per-host-limit", "256"])
+            .args(["--database", database])
+            .env("PAYHOOK_ADMIN_TOKEN", ADMIN)
+            .env("PAYHOOK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting payhook serve")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("payhook listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(60)).context("server did not start")?;
+        Ok(Server { child, base })
+    }
+
+    /// Peak resident set (VmHWM) of the server process, in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path}: {status} {value}");
+        }
+        Ok(value)
+    }
+}
+
+fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?)
+}
+
+/// Runs `total` jobs with at most `concurrency` in flight.
+async fn fan_out<F, Fut>(total: usize, concurrency: usize, job: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let permit = permits.clone().acquire_owned().await?;
+        let fut = job(i);
+        tasks.spawn(async move {
+            let r = fut.await;
+            drop(permit);
+            r
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Phase 1: a keep-alive client driving the receiver directly.
+async fn bare(args: &BenchArgs) -> anyhow::Result<Value> {
+    let (url, rx) = start_receiver().await?;
+    let http = client(args.concurrency)?;
+    let body = json!({"type": "bench", "data": {"id": "op_x", "status": "success"}}).to_string();
+    let stop = Instant::now() + args.bare_duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        workers.spawn(async move {
+            while Instant::now() < stop {
+                let _ = http.post(&url).body(body.clone()).send().await?.bytes().await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    let start = Instant::now();
+    while let Some(w) = workers.join_next().await {
+        w??;
+    }
+    let rps = rx.count.load(Ordering::SeqCst) as f64 / start.elapsed().as_secs_f64();
+    Ok(json!({"requests_per_s": rps.round()}))
+}
+
+async fn merchant(api: &Api, callback: &str) -> anyhow::Result<String> {
+    let m = api.post("/v1/merchants", &json!({"name": "bench", "callback_url": callback})).await?;
+    Ok(m["id"].as_str().context("merchant id")?.to_owned())
+}
+
+async fn register_all(
+    api: &Arc<Api>,
+    mid: &str,
+    n: usize,
+    c: usize,
+    tag: &str,
+) -> anyhow::Result<Vec<String>> {
+    let ids = Arc::new(Mutex::new(vec![String::new(); n]));
+    let (mid, tag) = (mid.to_owned(), tag.to_owned());
+    fan_out(n, c, |i| {
+        let (api, ids, mid, tag) = (api.clone(), ids.clone(), mid.clone(), tag.clone());
+        async move {
+            let op = api
+                .post(
+                    "/v1/operations",
+                    &json!({"merchant_id": mid, "external_id": format!("{tag}-{i}"),
+                    "amount": 100, "currency": "UAH", "kind": "purchase"}),
+                )
+                .await?;
+            ids.lock().expect("ids")[i] = op["id"].as_str().context("op id")?.to_owned();
+            Ok(())
+        }
+    })
+    .await?;
+    let ids = std::mem::take(&mut *ids.lock().expect("ids"));
+    Ok(ids)
+}
+
+/// Phase 2 for one store: register, then report `success` for every operation (singly, then in
+/// batches) and count callbacks.
+async fn end_to_end(
+    args: &BenchArgs,
+    database: &str,
+    label: &str,
+) -> anyhow::Result<(Value, Server)> {
+    let server = Server::start(database)?;
+    let api = Arc::new(Api { http: client(args.concurrency)?, base: server.base.clone() });
+    let (url, rx) = start_receiver().await?;
+    let mid = merchant(&api, &url).await?;
+    let n = args.operations;
+
+    let started = Instant::now();
+    let single = register_all(&api, &mid, n, args.concurrency, &format!("{label}-s")).await?;
+    let register_rate = n as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let ids = Arc::new(single);
+    fan_out(n, args.concurrency, |i| {
+        let (api, ids) = (api.clone(), ids.clone());
+        async move {
+            api.post(&format!("/v1/operations/{}/status", ids[i]), &json!({"status": "success"}))
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    rx.wait_for(n as u64, Duration::from_secs(600)).await?;
+    let single_rate = n as f64 / started.elapsed().as_secs_f64();
+
+    let batched = register_all(&api, &mid, n, args.concurrency, &format!("{label}-b")).await?;
+    let chunks: Arc<Vec<Vec<String>>> =
+        Arc::new(batched.chunks(args.batch).map(|c| c.to_vec()).collect());
+    let started = Instant::now();
+    fan_out(chunks.len(), args.concurrency.min(16), |i| {
+        let (api, chunks) = (api.clone(), chunks.clone());
+        async move {
+            let items: Vec<Value> = chunks[i]
+                .iter()
+                .map(|id| json!({"operation_id": id, "status": "success"}))
+                .collect();
+            api.post("/v1/operations/status:batch", &json!({"items": items})).await.map(drop)
+        }
+    })
+    .await?;
+    rx.wait_for(2 * n as u64, Duration::from_secs(600)).await?;
+    let batch_rate = n as f64 / started.elapsed().as_secs_f64();
+    let result = json!({
+        "operations": n,
+        "register_per_s": register_rate.round(),
+        "callbacks_per_s_single_reports": single_rate.round(),
+        "callbacks_per_s_batched_reports": batch_rate.round(),
+        "batch_size": args.batch,
+    });
+    Ok((result, server))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Phase 3: status reports at a fixed rate; time from sending each report to its callback.
+async fn latency(args: &BenchArgs, database: &str) -> anyhow::Result<(Value, Server)> {
+    let server = Server::start(database)?;
+    let api = Arc::new(Api { http: client(args.concurrency)?, base: server.base.clone() });
+    let (url, rx) = start_receiver().await?;
+    let mid = merchant(&api, &url).await?;
+    let n = (args.rate as f64 * args.latency_duration.as_secs_f64()) as usize;
+    let ids = register_all(&api, &mid, n, args.concurrency, "lat").await?;
+    *rx.arrivals.lock().expect("arrivals") = Some(HashMap::with_capacity(n));
+    let sent = Arc::new(Mutex::new(HashMap::with_capacity(n)));
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in ids {
+        ticker.tick().await;
+        let (api, sent) = (api.clone(), sent.clone());
+        tasks.spawn(async move {
+            sent.lock().expect("sent").insert(id.clone(), Instant::now());
+            api.post(&format!("/v1/operations/{id}/status"), &json!({"status": "success"}))
+                .await
+                .map(drop)
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t??;
+    }
+    rx.wait_for(n as u64, Duration::from_secs(120)).await?;
+    let arrivals = rx.arrivals.lock().expect("arrivals").take().unwrap_or_default();
+    let sent = sent.lock().expect("sent");
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, at)| arrivals.get(id).map(|arr| arr.saturating_duration_since(*at)))
+        .collect();
+    lat.sort();
+    let result = json!({
+        "offered_per_s": args.rate,
+        "seconds": args.latency_duration.as_secs_f64(),
+        "samples": lat.len(),
+        "p50_ms": percentile(&lat, 0.50),
+        "p90_ms": percentile(&lat, 0.90),
+        "p99_ms": percentile(&lat, 0.99),
+        "max_ms": lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    });
+    Ok((result, server))
+}
+
+/// Phase 5: a backlog of deliveries scheduled for later, written straight through the store;
+/// then the time to claim one due delivery beside it, at 10k and at the full backlog.
+async fn backlog(args: &BenchArgs, database: &str) -> anyhow::Result<Value> {
+    let store = crate::app::open_store(database).await?;
+    let clock = SystemClock;
+    let mid = bench_merchant(store.as_ref(), clock.now()).await?;
+    let mut result = serde_json::Map::new();
+    let mut made = 0usize;
+    for target in [10_000usize.min(args.backlog), args.backlog] {
+        let started = Instant::now();
+        fill(&store, &mid, made, target, clock.now().plus(Duration::from_secs(86_400))).await?;
+        let fill_rate = (target - made) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        made = target;
+        let claim = time_claims(&store, &mid, 200).await?;
+        result.insert(
+            format!("pending_{target}"),
+            json!({"fill_per_s": fill_rate.round(), "claim": claim}),
+        );
+    }
+    let server = Server::start(database)?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // let it settle: measure it idle
+    result.insert("server_peak_rss_mib".into(), json!(server.peak_rss_mib()));
+    Ok(Value::Object(result))
+}
+
+async fn bench_merchant(
+    store: &dyn Store,
+    now: payhook_core::Timestamp,
+) -> anyhow::Result<payhook_core::ids::MerchantId> {
+    let m = payhook_core::model::Merchant {
+        id: payhook_store::mint_id("mer_").parse()?,
+        name: "backlog".into(),
+        dialect: payhook_core::dialect::Dialect::Standard,
+        callback_url: Some("http://127.0.0.1:9/down".into()),
+        allowed_callback_urls: vec![],
+        retry: None,
+        encryption_key: None,
+        settings: Default::default(),
+        signing_secret: payhook_core::signing::SigningSecret::from_key(&[7u8; 32]),
+        previous_secret: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_merchant(&m, &payhook_store::mint_id("bench")).await?;
+    Ok(m.id)
+}
+
+/// Registers and reports operations `from..to`, their deliveries due at `due`.
+async fn fill(
+    store: &Arc<dyn Store>,
+    mid: &payhook_core::ids::MerchantId,
+    from: usize,
+    to: usize,
+    due: payhook_core::Timestamp,
+) -> anyhow::Result<()> {
+    fan_out(to - from, 512, |i| {
+        let (store, mid) = (store.clone(), mid.clone());
+        async move {
+            let new = NewOperation {
+                merchant_id: mid,
+                external_id: format!("backlog-{}", from + i),
+                amount: 100,
+                currency: "UAH".into(),
+                kind: "purchase".into(),
+                callback: CallbackSettings::default(),
+                data: Default::default(),
+                request_hash: String::new(),
+            };
+            let Registered::Created(op) = store.register_operation(new, due).await? else {
+                bail!("backlog operation already existed");
+            };
+            let report = StatusReport {
+                operation_id: op.id,
+                status: payhook_core::status::Status::Success,
+                data: Default::default(),
+                event_key: None,
+            };
+            store.report_status(report, due).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Adds one due delivery `n` times and times the claim that picks it up.
+async fn time_claims(
+    store: &Arc<dyn Store>,
+    mid: &payhook_core::ids::MerchantId,
+    n: usize,
+) -> anyhow::Result<Value> {
+    let clock = SystemClock;
+    let mut times = Vec::with_capacity(n);
+    let in_flight = HashMap::new();
+    for i in 0..n {
+        let tag = format!("due-{}-{i}", payhook_store::mint_id(""));
+        let new = NewOperation {
+            merchant_id: mid.clone(),
+            external_id: tag,
+            amount: 1,
+            currency: "UAH".into(),
+            kind: "purchase".into(),
+            callback: CallbackSettings::default(),
+            data: Default::default(),
+            request_hash: String::new(),
+        };
+        let Registered::Created(op) = store.register_operation(new, clock.now()).await? else {
+            bail!("exists")
+        };
+        let report = StatusReport {
+            operation_id: op.id,
+            status: payhook_core::status::Status::Success,
+            data: Default::default(),
+            event_key: None,
+        };
+        store.report_status(report, clock.now()).await?;
+        let req = ClaimRequest {
+            node: "bench",
+            now: clock.now(),
+            lease: Duration::from_secs(30),
+            limit: 1,
+            in_flight: &in_flight,
+            per_host_limit: 8,
+        };
+        let started = Instant::now();
+        let claimed = store.claim_due(&req).await?;
+        times.push(started.elapsed());
+        let c = claimed.first().context("the due delivery was not claimed")?;
+        let attempt = payhook_core::model::Attempt {
+            delivery_id: c.delivery.id.clone(),
+            number: 1,
+            started_at: clock.now(),
+            duration_ms: 0,
+            request: String::new(),
+            response_status: Some(200),
+            response_body: None,
+            outcome: payhook_core::model::AttemptOutcome::Delivered,
+            error_kind: None,
+            error: None,
+        };
+        store.record_attempt(&attempt, NextStep::Delivered, clock.now()).await?;
+    }
+    times.sort();
+    Ok(
+        json!({"samples": n, "p50_ms": percentile(&times, 0.5), "p99_ms": percentile(&times, 0.99), "max_ms": percentile(&times, 1.0)}),
+    )
+}
+
+fn temp_sqlite(dir: &Path, name: &str) -> String {
+    dir.join(format!("{name}.db")).to_string_lossy().into_owned()
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let wants = |p: &str| args.only.iter().any(|o| o == p);
+    let mut out = serde_json::Map::new();
+    out.insert("machine".into(), machine());
+    let mut bare_rps = None;
+    if wants("bare") {
+        let r = bare(&args).await?;
+        bare_rps = r["requests_per_s"].as_f64();
+        report(&args, "bare HTTP limit", &r);
+        out.insert("bare".into(), r);
+    }
+    let mut stores = vec![("sqlite", temp_sqlite(dir.path(), "e2e"))];
+    if !args.postgres.is_empty() {
+        stores.push(("postgres", args.postgres.clone()));
+    }
+    for (label, db) in &stores {
+        if wants("e2e") {
+            let (mut r, server) = end_to_end(&args, db, label).await?;
+            if let Some(bare) = bare_rps {
+                for key in ["callbacks_per_s_single_reports", "callbacks_per_s_batched_reports"] {
+                    let ratio = r[key].as_f64().unwrap_or(0.0) / bare;
+                    r[format!("{key}_ratio_to_bare")] = json!((ratio * 1000.0).round() / 1000.0);
+                }
+            }
+            r["server_peak_rss_mib"] = json!(server.peak_rss_mib());
+            report(&args, &format!("end to end ({label})"), &r);
+            out.insert(format!("e2e_{label}"), r);
+        }
+        if wants("latency") {
+            let db =
+                if *label == "sqlite" { temp_sqlite(dir.path(), "latency") } else { db.clone() };
+            let (mut r, server) = latency(&args, &db).await?;
+            r["server_peak_rss_mib"] = json!(server.peak_rss_mib());
+            report(&args, &format!("latency ({label})"), &r);
+            out.insert(format!("latency_{label}"), r);
+        }
+        if wants("backlog") {
+            let db =
+                if *label == "sqlite" { temp_sqlite(dir.path(), "backlog") } else { db.clone() };
+            let r = backlog(&args, &db).await?;
+            report(&args, &format!("backlog ({label})"), &r);
+            out.insert(format!("backlog_{label}"), r);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+    }
+    Ok(())
+}
+
+fn report(args: &BenchArgs, title: &str, value: &Value) {
+    if !args.json {
+        println!("== {title}\n{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    json!({"cpu": cpu, "cores": cores, "payhook": env!("CARGO_PKG_VERSION")})
+}
