@@ -19,6 +19,7 @@ use payhook_store::{NewOperation, Registered, StatusReport};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +188,7 @@ pub async fn register(
     };
     match state.store.register_operation(new, state.clock.now()).await? {
         Registered::Created(op) => {
+            tracing::Span::current().record("operation_id", op.id.as_str());
             Ok((StatusCode::CREATED, axum::Json(views::operation(&op, Some(&merchant)))))
         }
         Registered::Existing(op) => {
@@ -231,29 +233,83 @@ pub async fn read(
 #[derive(Debug, Deserialize)]
 pub struct FindQuery {
     merchant_id: Option<String>,
-    external_id: String,
+    external_id: Option<String>,
+    #[serde(default)]
+    after: i64,
+    limit: Option<u32>,
 }
 
-/// `GET /v1/operations?merchant_id=&external_id=`; a merchant may leave out its own id.
-pub async fn find(
+/// `GET /v1/operations?merchant_id=&external_id=` finds one operation by the merchant's order
+/// id; without `external_id` it lists operations in creation order by cursor
+/// (`?merchant_id=&after=&limit=`): a merchant sees its own, the admin any merchant's or all.
+pub async fn find_or_list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<FindQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let merchant: MerchantId = match (&caller, q.merchant_id.as_deref()) {
-        (_, Some(m)) => m.parse().map_err(|_| ApiError::not_found("operation"))?,
-        (Caller::Merchant(own), None) => own.clone(),
-        (Caller::Admin, None) => {
-            return Err(ApiError::malformed("merchant_id is required").on("merchant_id"))
-        }
+    let merchant: Option<MerchantId> = match (&caller, q.merchant_id.as_deref()) {
+        (_, Some(m)) => Some(m.parse().map_err(|_| ApiError::not_found("operation"))?),
+        (Caller::Merchant(own), None) => Some(own.clone()),
+        (Caller::Admin, None) => None,
     };
-    caller.require_access(&merchant)?;
+    if let Some(m) = &merchant {
+        caller.require_access(m)?;
+    }
+    match (&q.external_id, merchant) {
+        (Some(external_id), Some(m)) => find(&state, &m, external_id).await,
+        (Some(_), None) => Err(ApiError::malformed("merchant_id is required").on("merchant_id")),
+        (None, m) => list(&state, m.as_ref(), q.after, q.limit).await,
+    }
+}
+
+async fn find(
+    state: &AppState,
+    merchant: &MerchantId,
+    external_id: &str,
+) -> Result<axum::Json<Value>, ApiError> {
     let op = state
         .store
-        .find_operation(&merchant, &q.external_id)
+        .find_operation(merchant, external_id)
         .await?
         .ok_or_else(|| ApiError::not_found("operation"))?;
-    Ok(axum::Json(operation_view(&state, &op).await?))
+    Ok(axum::Json(operation_view(state, &op).await?))
+}
+
+async fn list(
+    state: &AppState,
+    merchant: Option<&MerchantId>,
+    after: i64,
+    limit: Option<u32>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let limit = limit.unwrap_or(crate::events::DEFAULT_LIMIT);
+    if limit == 0 || limit > crate::events::MAX_LIMIT {
+        let max = crate::events::MAX_LIMIT;
+        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit is 1..={max}")));
+    }
+    let ops = state.store.list_operations(merchant, after, limit).await?;
+    let mut merchants: HashMap<MerchantId, Option<Merchant>> = HashMap::new();
+    let mut data = Vec::with_capacity(ops.len());
+    for op in &ops {
+        if !merchants.contains_key(&op.merchant_id) {
+            let m = state.store.get_merchant(&op.merchant_id).await?;
+            merchants.insert(op.merchant_id.clone(), m);
+        }
+        data.push(views::operation(op, merchants[&op.merchant_id].as_ref()));
+    }
+    let next_after = ops.last().map_or(after, |op| op.number);
+    Ok(axum::Json(json!({ "data": data, "next_after": next_after })))
+}
+
+/// `GET /v1/operations/{id}/events`: the operation's status changes, registration first.
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let op = visible_operation(&state, &caller, &id).await?;
+    let events = state.store.operation_events(&op.id).await?;
+    let data: Vec<Value> = events.iter().map(views::event).collect();
+    Ok(axum::Json(json!({ "data": data })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,7 +350,8 @@ async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Va
             payhook_store::StoreError::NotFound => ApiError::not_found("operation"),
             other => other.into(),
         })?;
-    if reported.delivery.is_some() {
+    if let Some(d) = &reported.delivery {
+        tracing::Span::current().record("delivery_id", d.id.as_str());
         state.wake_dispatcher();
     }
     let mut view = views::event(&reported.event);

@@ -13,7 +13,8 @@
 //! - [`retry`]: retry policies and their arithmetic.
 //! - [`dialect`]: what goes on the wire per protocol (render) and how answers are read (classify):
 //!   `standard`, `xpay`, `ws2mpi`, `ecom`, `uapay`.
-//! - [`signing`]: Standard Webhooks signatures.
+//! - [`signing`]: Standard Webhooks signatures, re-exported from `payhook-receiver` so the sender
+//!   and merchants' receivers share one implementation.
 //! - [`status_source`]: the re-poll watchdog's source: request and reading of answers.
 
 pub mod clock;
@@ -21,10 +22,11 @@ pub mod dialect;
 pub mod ids;
 pub mod model;
 pub mod retry;
-pub mod signing;
 pub mod status;
 pub mod status_source;
 pub mod time;
+
+pub use payhook_receiver::signing;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

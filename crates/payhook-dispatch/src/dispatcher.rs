@@ -195,8 +195,12 @@ impl Dispatcher {
         let (attempt, next) = self.exchange(&claimed).await;
         let now = self.clock.now();
         match self.store.record_attempt(&attempt, next.clone(), now).await {
-            Ok(change) => log_attempt(&claimed, &attempt, change.state),
+            Ok(change) => {
+                log_attempt(&claimed, &attempt, change.state);
+                crate::metrics::attempt(claimed.delivery.dialect, &attempt, change.state);
+            }
             Err(e) => tracing::error!(
+                operation_id = %claimed.delivery.operation_id,
                 delivery_id = %claimed.delivery.id, error = %e,
                 "recording an attempt failed; the lease will expire and the delivery retried"
             ),

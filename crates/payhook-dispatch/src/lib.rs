@@ -3,11 +3,13 @@
 //! - [`dispatcher`]: claims due deliveries from the store, sends them, records every attempt
 //!   and schedules retries. [`Dispatcher::run_once`] drives one round (tests); [`Dispatcher::run`]
 //!   loops until cancelled.
+//! - [`metrics`]: the counters and histograms the two loops record.
 //! - [`sender`]: the HTTP client (timeouts, no redirects, the SSRF-guarded resolver).
 //! - [`ssrf`]: which addresses payhook refuses to connect to.
 //! - [`watchdog`]: the re-poll watchdog for operations with a `status_source`.
 
 pub mod dispatcher;
+pub mod metrics;
 pub mod sender;
 pub mod ssrf;
 pub mod watchdog;

@@ -115,6 +115,7 @@ impl Watchdog {
             read = poll.read.as_deref(), outcome = poll.outcome.as_str(),
             error_kind = poll.error_kind.map(|k| k.as_str()), "status source polled"
         );
+        crate::metrics::poll(&poll);
         if let Err(e) = self.store.record_poll(&poll, next, now).await {
             tracing::error!(operation_id = %poll.operation_id, error = %e,
                 "recording a poll failed; the lease will expire and the poll repeat");

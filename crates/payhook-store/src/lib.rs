@@ -70,6 +70,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
 
+    /// Operations in `number` order (creation order) with `number > after_number`, at most
+    /// `limit`, of one merchant or (`None`) of all: the dashboard's list, paged by cursor.
+    async fn list_operations(
+        &self,
+        merchant: Option<&MerchantId>,
+        after_number: i64,
+        limit: u32,
+    ) -> Result<Vec<Operation>, StoreError>;
+    /// An operation's events (its `created` registration included), in `seq` order.
+    async fn operation_events(&self, op: &OperationId) -> Result<Vec<Event>, StoreError>;
+
     async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError>;
     /// An operation's deliveries, oldest first, each with its attempts.
     async fn deliveries_of(
@@ -107,6 +118,13 @@ pub trait Store: Send + Sync + 'static {
     async fn watch_of(&self, op: &OperationId) -> Result<Option<(Watch, Vec<Poll>)>, StoreError>;
     /// When the earliest active watch is due.
     async fn next_poll_at(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Per merchant (every merchant, in creation order): deliveries by state and the oldest
+    /// pending one. Scans the deliveries: for the operator's dashboard, not for hot paths.
+    async fn delivery_stats(&self) -> Result<Vec<MerchantDeliveryStats>, StoreError>;
+    /// The number of pending deliveries and the creation time of the oldest (metrics, computed
+    /// at scrape time).
+    async fn pending_deliveries(&self) -> Result<PendingSummary, StoreError>;
 
     /// Frees the leases held by `node` (or, for a single-node store, all of them) at start-up.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;

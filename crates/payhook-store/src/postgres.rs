@@ -20,8 +20,9 @@ mod rows;
 mod watch;
 
 use crate::{
-    mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, NewOperation, NextStep,
-    PollClaim, PollNext, Registered, Reported, StatusReport, Store, StoreError,
+    mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, MerchantDeliveryStats,
+    NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered, Reported,
+    StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -240,6 +241,30 @@ impl Store for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn list_operations(
+        &self,
+        merchant: Option<&MerchantId>,
+        after_number: i64,
+        limit: u32,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let client = self.client().await?;
+        let merchant = merchant.map(MerchantId::as_str);
+        query_operations(
+            &client,
+            "WHERE ($1::text IS NULL OR merchant_id = $1) AND number > $2 ORDER BY number LIMIT $3",
+            &[&merchant, &after_number, &i64::from(limit)],
+        )
+        .await
+    }
+
+    async fn operation_events(&self, op: &OperationId) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = $1 ORDER BY seq");
+        let rows = query(&client, &sql, &[&op.as_str()]).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {
         load_delivery(&self.client().await?, id.as_str(), false).await
     }
@@ -327,6 +352,24 @@ impl Store for PgStore {
         let sql = "SELECT MIN(next_poll_at) FROM watches WHERE state = 'active'";
         let row = query_opt(&client, sql, &[]).await?;
         Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(Timestamp))
+    }
+
+    async fn delivery_stats(&self) -> Result<Vec<MerchantDeliveryStats>, StoreError> {
+        let client = self.client().await?;
+        let rows = query(&client, DELIVERY_STATS, &[]).await?;
+        rows.iter().map(stats_from_row).collect()
+    }
+
+    async fn pending_deliveries(&self) -> Result<PendingSummary, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE state = 'pending'";
+        let row = query_opt(&client, sql, &[]).await?.ok_or(StoreError::NotFound)?;
+        let count: i64 = row.try_get(0).map_err(pg)?;
+        let oldest: Option<i64> = row.try_get(1).map_err(pg)?;
+        Ok(PendingSummary {
+            count: u64::try_from(count).unwrap_or(0),
+            oldest_created_at: oldest.map(Timestamp),
+        })
     }
 
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
@@ -697,4 +740,35 @@ async fn disable_destination<C: GenericClient>(
     )
     .await
     .map(|_| ())
+}
+
+/// Every merchant with its deliveries counted by state (the same SQL as SQLite's).
+const DELIVERY_STATS: &str = "
+    SELECT m.id, m.name,
+      COALESCE(SUM(CASE WHEN d.state = 'delivered' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'pending' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'exhausted' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'cancelled' THEN 1 ELSE 0 END), 0)::BIGINT,
+      COALESCE(SUM(CASE WHEN d.state = 'superseded' THEN 1 ELSE 0 END), 0)::BIGINT,
+      MIN(CASE WHEN d.state = 'pending' THEN d.created_at END)
+    FROM merchants m LEFT JOIN deliveries d ON d.merchant_id = m.id
+    GROUP BY m.id, m.name, m.created_at
+    ORDER BY m.created_at, m.id";
+
+fn stats_from_row(r: &tokio_postgres::Row) -> Result<MerchantDeliveryStats, StoreError> {
+    let count = |i: usize| -> Result<u64, StoreError> {
+        let n: i64 = r.try_get(i).map_err(pg)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    let oldest: Option<i64> = r.try_get(7).map_err(pg)?;
+    Ok(MerchantDeliveryStats {
+        merchant_id: parse_id(&r.try_get::<_, String>(0).map_err(pg)?)?,
+        merchant_name: r.try_get(1).map_err(pg)?,
+        delivered: count(2)?,
+        pending: count(3)?,
+        exhausted: count(4)?,
+        cancelled: count(5)?,
+        superseded: count(6)?,
+        oldest_pending_at: oldest.map(Timestamp),
+    })
 }

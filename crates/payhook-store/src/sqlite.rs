@@ -7,8 +7,8 @@ mod writer;
 
 use crate::{
     destination_host, mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
-    NewOperation, NextStep, PollClaim, PollNext, Registered, Reported, StatusReport, Store,
-    StoreError,
+    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered,
+    Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use payhook_core::dialect::{effective_dialect, effective_policy};
@@ -308,6 +308,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_operations(
+        &self,
+        merchant: Option<&MerchantId>,
+        after_number: i64,
+        limit: u32,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let merchant = merchant.map(|m| m.as_str().to_owned());
+        self.run(move |c| {
+            query_operations(
+                c,
+                "WHERE (?1 IS NULL OR merchant_id = ?1) AND number > ?2 ORDER BY number LIMIT ?3",
+                params![merchant, after_number, limit],
+            )
+        })
+        .await
+    }
+
+    async fn operation_events(&self, op: &OperationId) -> Result<Vec<Event>, StoreError> {
+        let op = op.clone();
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ?1 ORDER BY seq"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([op.as_str()], event_from_row).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<Delivery>, StoreError> {
         let id = id.clone();
         self.run(move |c| load_delivery(c, id.as_str())).await
@@ -486,6 +517,34 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             Ok(at.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn delivery_stats(&self) -> Result<Vec<MerchantDeliveryStats>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(DELIVERY_STATS).map_err(backend)?;
+            let rows = stmt.query_map([], stats_from_row).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn pending_deliveries(&self) -> Result<PendingSummary, StoreError> {
+        self.run(|c| {
+            c.query_row(
+                "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE state = 'pending'",
+                [],
+                |r| {
+                    let count: i64 = r.get(0)?;
+                    let oldest: Option<i64> = r.get(1)?;
+                    Ok(PendingSummary {
+                        count: u64::try_from(count).unwrap_or(0),
+                        oldest_created_at: oldest.map(Timestamp),
+                    })
+                },
+            )
+            .map_err(backend)
         })
         .await
     }
@@ -860,6 +919,36 @@ fn disable_destination(
     )
     .map_err(backend)?;
     Ok(())
+}
+
+/// Every merchant with its deliveries counted by state (portable SQL: `SUM(CASE …)`).
+const DELIVERY_STATS: &str = "
+    SELECT m.id, m.name,
+      COALESCE(SUM(CASE WHEN d.state = 'delivered' THEN 1 ELSE 0 END), 0),
+      COALESCE(SUM(CASE WHEN d.state = 'pending' THEN 1 ELSE 0 END), 0),
+      COALESCE(SUM(CASE WHEN d.state = 'exhausted' THEN 1 ELSE 0 END), 0),
+      COALESCE(SUM(CASE WHEN d.state = 'cancelled' THEN 1 ELSE 0 END), 0),
+      COALESCE(SUM(CASE WHEN d.state = 'superseded' THEN 1 ELSE 0 END), 0),
+      MIN(CASE WHEN d.state = 'pending' THEN d.created_at END)
+    FROM merchants m LEFT JOIN deliveries d ON d.merchant_id = m.id
+    GROUP BY m.id, m.name, m.created_at
+    ORDER BY m.created_at, m.id";
+
+fn stats_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MerchantDeliveryStats> {
+    let count = |i: usize| r.get::<_, i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
+    let id: String = r.get(0)?;
+    Ok(MerchantDeliveryStats {
+        merchant_id: id.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        merchant_name: r.get(1)?,
+        delivered: count(2)?,
+        pending: count(3)?,
+        exhausted: count(4)?,
+        cancelled: count(5)?,
+        superseded: count(6)?,
+        oldest_pending_at: r.get::<_, Option<i64>>(7)?.map(Timestamp),
+    })
 }
 
 /// Used by the row helpers for hosts of new deliveries.

@@ -148,3 +148,34 @@ pub fn destination_host(url: &str) -> String {
 pub fn mint_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::now_v7().simple())
 }
+
+/// One merchant's deliveries by state, for the dashboard (`Store::delivery_stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantDeliveryStats {
+    pub merchant_id: MerchantId,
+    pub merchant_name: String,
+    pub delivered: u64,
+    pub pending: u64,
+    pub exhausted: u64,
+    pub cancelled: u64,
+    pub superseded: u64,
+    /// When the oldest pending delivery was created (how long the merchant has been waiting).
+    pub oldest_pending_at: Option<Timestamp>,
+}
+
+impl MerchantDeliveryStats {
+    /// Delivered among the deliveries that ended (delivered, exhausted, cancelled); superseded
+    /// ones are left out (nothing was owed any more). `None` before any ended.
+    pub fn success_rate(&self) -> Option<f64> {
+        let ended = self.delivered + self.exhausted + self.cancelled;
+        (ended > 0).then(|| self.delivered as f64 / ended as f64)
+    }
+}
+
+/// The pending backlog of the whole installation (the metrics gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PendingSummary {
+    pub count: u64,
+    /// Creation time of the oldest pending delivery.
+    pub oldest_created_at: Option<Timestamp>,
+}

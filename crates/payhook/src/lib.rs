@@ -5,8 +5,10 @@
 //! - [`app`]: opens the store, builds the dispatcher and the API, runs them until shutdown.
 //! - [`listen`]: the local receiver of `payhook listen`.
 //! - [`bench`]: `payhook bench`, the measurements behind BENCHMARKS.md.
+//! - [`demo`]: `payhook demo`, the walk-through of every dialect.
 
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod listen;

@@ -1,4 +1,4 @@
-//! The `payhook` command: `serve`, `migrate`, `listen` and `bench`.
+//! The `payhook` command: `serve`, `migrate`, `listen`, `demo` and `bench`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -22,15 +22,22 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(ServeArgs),
-    /// Run a local receiver that prints (and verifies) every callback.
+    /// Run a local receiver that verifies, prints and answers the callbacks of one dialect.
     Listen(payhook::listen::ListenArgs),
+    /// Start payhook and a receiver, and walk one operation per dialect to success.
+    Demo(payhook::demo::DemoArgs),
     /// Measure throughput, latency, memory and claim time on this machine.
     Bench(payhook::bench::BenchArgs),
 }
 
 fn init_tracing(format: LogFormat) {
+    init_tracing_with(format, "info");
+}
+
+/// Logs to stderr, at `PAYHOOK_LOG`'s level, else `default_level`.
+fn init_tracing_with(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYHOOK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -106,6 +113,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Listen(args) => payhook::listen::run(args).await,
+        Command::Demo(args) => {
+            init_tracing_with(LogFormat::Text, "warn");
+            payhook::demo::run(args).await
+        }
         Command::Bench(args) => payhook::bench::run(args).await,
     }
 }

@@ -242,6 +242,17 @@ pub(crate) async fn query_operation<C: GenericClient>(
     query_opt(c, &sql, p).await?.as_ref().map(operation_from_row).transpose()
 }
 
+/// Operations (without request hashes) by a `WHERE … ORDER BY … LIMIT` clause.
+pub(crate) async fn query_operations<C: GenericClient>(
+    c: &C,
+    clause: &str,
+    p: Params<'_>,
+) -> Result<Vec<Operation>, StoreError> {
+    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}");
+    let rows = query(c, &sql, p).await?;
+    rows.iter().map(|r| operation_from_row(r).map(|(op, _)| op)).collect()
+}
+
 /// Inserts a new operation unless (merchant, external id) is taken; `false` when it was.
 pub(crate) async fn insert_operation<C: GenericClient>(
     c: &C,

@@ -183,6 +183,19 @@ pub(crate) fn query_operation<P: Params>(
     stmt.query_row(p, operation_from_row).optional().map_err(backend)
 }
 
+/// Operations (without request hashes) by a `WHERE … ORDER BY … LIMIT` clause.
+pub(crate) fn query_operations<P: Params>(
+    c: &Connection,
+    clause: &str,
+    p: P,
+) -> Result<Vec<Operation>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}"))
+        .map_err(backend)?;
+    let rows = stmt.query_map(p, |r| operation_from_row(r).map(|(op, _)| op)).map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+}
+
 pub(crate) fn insert_operation(
     c: &Connection,
     id: &str,

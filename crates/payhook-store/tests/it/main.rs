@@ -7,6 +7,7 @@
 
 mod attempts;
 mod claims;
+mod dashboard;
 mod fixtures;
 mod harness;
 mod merchants;
@@ -71,4 +72,8 @@ conformance! {
     watches::a_final_status_finishes_the_watch,
     watches::an_exhausted_ws2mpi_watch_sends_a_poll_timeout,
     watches::concurrent_poll_claims_never_share_a_watch,
+    dashboard::operations_are_listed_by_cursor,
+    dashboard::operation_events_in_seq_order,
+    dashboard::delivery_stats_count_states_per_merchant,
+    dashboard::pending_backlog_counts_and_finds_the_oldest,
 }

@@ -1,5 +1,6 @@
 //! Standard Webhooks signatures (<https://www.standardwebhooks.com/>), the one implementation
-//! shared by the sender and by the merchant-side verifier.
+//! shared by the sender (payhook-core re-exports this module as `payhook_core::signing`) and by
+//! the merchant side ([`crate::standard`], [`crate::ecom`], `payhook listen`).
 //!
 //! `webhook-signature: v1,<base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))>`, where the key is
 //! the base64-decoded part of a `whsec_…` secret. During a rotation, several signatures are sent

@@ -1,0 +1,26 @@
+//! The operator's dashboard at `/ui`: static HTML, JS and CSS compiled into the binary
+//! (`include_str!`), no build step. The page logs in with the admin token (kept in the tab's
+//! sessionStorage) and calls the JSON API with it, like any other client.
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::IntoResponse;
+
+const INDEX: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const STYLE: &str = include_str!("../ui/style.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    ([(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")], body)
+}
+
+pub async fn index() -> impl IntoResponse {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+pub async fn app_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub async fn style() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}

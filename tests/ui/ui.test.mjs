@@ -1,0 +1,205 @@
+// payhook's dashboard end to end: real payhook and receiver processes, Debian's headless
+// Chromium driven by playwright-core. Prints one line per check and "N passed, N failed".
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { PNG } from "pngjs";
+
+const arg = (name) => {
+  const i = process.argv.indexOf(name);
+  if (i < 0 || !process.argv[i + 1]) throw new Error(`missing ${name}`);
+  return process.argv[i + 1];
+};
+const PAYHOOK = arg("--payhook");
+const OUT = arg("--out");
+const ADMIN = "ui-test-admin-token-0123456789";
+const ORDER = "ui-order-42";
+const children = [];
+let passed = 0;
+
+function check(what, ok, detail = "") {
+  if (!ok) throw new Error(`${what}${detail ? `: ${detail}` : ""}`);
+  passed += 1;
+  console.log(`ok   ${what}`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function start(name, args, env = {}) {
+  const child = spawn(PAYHOOK, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  child.stdout.on("data", (d) => { log += d; });
+  child.stderr.on("data", (d) => { log += d; });
+  child.on("exit", (code) => { if (code) log += `\n[${name} exited ${code}]`; });
+  children.push({ name, child, log: () => log });
+  return child;
+}
+
+async function until(what, fn, ms = 15000) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? ` (${last.message})` : ""}`);
+}
+
+async function api(base, method, path, body) {
+  const resp = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+    body: body && JSON.stringify(body),
+  });
+  const json = await resp.json().catch(() => null);
+  if (!resp.ok) throw new Error(`${method} ${path}: ${resp.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/// Seeds one merchant whose callbacks go to `payhook listen`, and one delivered operation.
+async function seed(dir) {
+  const [apiPort, rxPort] = [await freePort(), await freePort()];
+  const base = `http://127.0.0.1:${apiPort}`;
+  start("serve", ["serve", "--listen", `127.0.0.1:${apiPort}`, "--database", join(dir, "payhook.db"),
+    "--allow-private-targets", "--poll-interval", "100ms"], { PAYHOOK_ADMIN_TOKEN: ADMIN });
+  await until("payhook serve", async () => (await fetch(`${base}/readyz`)).ok);
+  const m = await api(base, "POST", "/v1/merchants",
+    { name: "UI Test Shop", callback_url: `http://127.0.0.1:${rxPort}/hook` });
+  start("listen", ["listen", "--port", String(rxPort), "--secret", m.signing_secret]);
+  await until("payhook listen", async () => {
+    try { await fetch(`http://127.0.0.1:${rxPort}/`); return true; } catch { return false; }
+  });
+  const op = await api(base, "POST", "/v1/operations", { merchant_id: m.id, external_id: ORDER,
+    amount: 4200, currency: "UAH", kind: "purchase" });
+  await api(base, "POST", "/v1/operations", { merchant_id: m.id, external_id: "ui-order-other",
+    amount: 100, currency: "UAH", kind: "purchase" });
+  await api(base, "POST", `/v1/operations/${op.id}/status`, { status: "success" });
+  await until("the callback to be delivered", async () => {
+    const { data } = await api(base, "GET", `/v1/operations/${op.id}/deliveries`);
+    return data.length === 1 && data[0].state === "delivered";
+  });
+  check("seeded a delivered callback through payhook serve and payhook listen", true);
+  return { base, op };
+}
+
+/// Not blank: many pixels, several distinct colours, and real variance in brightness.
+function checkScreenshot(path) {
+  const png = PNG.sync.read(readFileSync(path));
+  const colours = new Set();
+  let sum = 0;
+  let sumSq = 0;
+  const n = png.width * png.height;
+  for (let i = 0; i < png.data.length; i += 4) {
+    const [r, g, b] = [png.data[i], png.data[i + 1], png.data[i + 2]];
+    colours.add((r << 16) | (g << 8) | b);
+    const y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    sum += y;
+    sumSq += y * y;
+  }
+  const variance = sumSq / n - (sum / n) ** 2;
+  check(`screenshot ${png.width}x${png.height} is not blank`,
+    png.width >= 800 && colours.size > 50 && variance > 100,
+    `${colours.size} colours, brightness variance ${variance.toFixed(1)}`);
+}
+
+async function browse({ base, op }) {
+  const profile = mkdtempSync(join(tmpdir(), "payhook-ui-chromium-"));
+  // A fresh profile per run: playwright passes it to Chromium as --user-data-dir.
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1280, height: 1000 },
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(`${base}/ui`);
+    check("the login form is shown", await page.isVisible("#login-form"));
+
+    await page.fill("#token", "wrong-token-that-is-long-enough");
+    await page.click("#login");
+    await page.waitForSelector("#login-error:not([hidden])");
+    check("a wrong token is refused", (await page.textContent("#login-error")).includes("refused"));
+
+    await page.fill("#token", ADMIN);
+    await page.click("#login");
+    await page.waitForSelector("#stats tbody tr[data-merchant]");
+    const stats = await page.textContent("#stats tbody");
+    check("merchant stats show the shop and its success rate",
+      stats.includes("UI Test Shop") && stats.includes("100.0%"), stats);
+    check("the admin token is kept in sessionStorage",
+      (await page.evaluate(() => sessionStorage.getItem("payhook.adminToken"))) === ADMIN);
+    await page.waitForSelector(`#ops tr[data-op="${op.id}"]`);
+    check("the operations list shows both operations", (await page.$$("#ops tr[data-op]")).length === 2);
+
+    await page.fill("#search-external", ORDER);
+    await page.click("#search-btn");
+    await page.waitForSelector("#timeline:not([hidden]) #events");
+    const rows = await page.$$("#ops tr[data-op]");
+    check("searching the order id finds exactly that operation", rows.length === 1);
+    const timeline = await page.textContent("#timeline");
+    check("the timeline shows the operation, its events and the delivered attempt",
+      timeline.includes(op.id) && timeline.includes("created") && timeline.includes("success")
+        && timeline.includes("delivered") && /200/.test(timeline), timeline.slice(0, 400));
+
+    await page.click("#timeline button.resend");
+    await page.waitForSelector("#flash:not([hidden])");
+    check("resend is confirmed", (await page.textContent("#flash")).includes("Resent"),
+      await page.textContent("#flash"));
+    await until("the resent attempt in the timeline", async () => {
+      await page.click(`#ops tr[data-op="${op.id}"]`);
+      await page.waitForSelector("#timeline .attempts");
+      return (await page.$$("#timeline .attempts tbody tr")).length === 2
+        && !(await page.textContent("#timeline [data-delivery-card]")).includes(" pending ");
+    });
+    check("the timeline shows the second attempt after resend", true);
+    check("the page raised no script errors", errors.length === 0, errors.join("; "));
+
+    mkdirSync(OUT, { recursive: true });
+    const shot = join(OUT, "dashboard.png");
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`     screenshot: ${shot}`);
+    checkScreenshot(shot);
+  } finally {
+    await browser.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), "payhook-ui-"));
+  try {
+    await browse(await seed(dir));
+    console.log(`ui: ${passed} passed, 0 failed`);
+  } catch (e) {
+    console.error(`FAILED: ${e.message}`);
+    for (const c of children) console.error(`--- ${c.name} output ---\n${c.log().slice(-3000)}`);
+    console.log(`ui: ${passed} passed, 1 failed`);
+    process.exitCode = 1;
+  } finally {
+    for (const c of children) c.child.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
