@@ -77,7 +77,11 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Ser
     }
     let sender = Sender::new(&SenderConfig {
         timeout: config.request_timeout,
-        targets: TargetPolicy { allow_private: config.allow_private_targets },
+        targets: TargetPolicy {
+            allow_private: config.allow_private_targets,
+            allow_cidrs: config.allow_cidrs.clone(),
+            https_only: config.https_only,
+        },
         ..SenderConfig::default()
     })
     .context("building the HTTP client")?;

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +26,13 @@ pub struct ServeArgs {
     /// Allow callbacks to loopback, private and link-local addresses (development only).
     #[arg(long, env = "PAYHOOK_ALLOW_PRIVATE_TARGETS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_targets: Option<bool>,
+    /// Open one forbidden range to callbacks and status sources, e.g. `10.0.0.0/8`
+    /// (repeatable; the environment variable takes a comma-separated list).
+    #[arg(long = "allow-cidr", env = "PAYHOOK_ALLOW_CIDRS", value_delimiter = ',')]
+    pub allow_cidrs: Vec<String>,
+    /// Refuse `http://` callback URLs and status sources: only `https://`.
+    #[arg(long, env = "PAYHOOK_HTTPS_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    pub https_only: Option<bool>,
     /// Timeout of one callback request, e.g. `15s`.
     #[arg(long, env = "PAYHOOK_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
@@ -53,6 +61,8 @@ struct FileConfig {
     database: Option<String>,
     admin_token: Option<String>,
     allow_private_targets: Option<bool>,
+    allow_cidrs: Option<Vec<String>>,
+    https_only: Option<bool>,
     request_timeout: Option<String>,
     max_in_flight: Option<usize>,
     per_host_limit: Option<usize>,
@@ -74,6 +84,9 @@ pub struct Config {
     pub database: String,
     pub admin_token: Option<String>,
     pub allow_private_targets: bool,
+    /// Forbidden ranges the operator opened anyway.
+    pub allow_cidrs: Vec<IpNet>,
+    pub https_only: bool,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub per_host_limit: usize,
@@ -93,6 +106,8 @@ impl std::fmt::Debug for Config {
             .field("database", &redact_url(&self.database))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("allow_private_targets", &self.allow_private_targets)
+            .field("allow_cidrs", &self.allow_cidrs)
+            .field("https_only", &self.https_only)
             .field("request_timeout", &self.request_timeout)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
@@ -110,6 +125,19 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Parses the operator's CIDR allow-list (`10.0.0.0/8`, `fd00::/8`, or a bare address).
+fn cidrs(list: &[String]) -> anyhow::Result<Vec<IpNet>> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .with_context(|| format!("allow_cidrs: {s:?} is not a CIDR like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 fn duration(key: &str, v: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(v).with_context(|| format!("{key}: {v:?} is not a duration like 15s"))
 }
@@ -121,6 +149,8 @@ impl Config {
             database: "payhook.db".into(),
             admin_token: None,
             allow_private_targets: false,
+            allow_cidrs: Vec::new(),
+            https_only: false,
             request_timeout: Duration::from_secs(15),
             max_in_flight: 64,
             per_host_limit: 8,
@@ -153,6 +183,12 @@ impl Config {
                 .allow_private_targets
                 .or(file.allow_private_targets)
                 .unwrap_or(d.allow_private_targets),
+            allow_cidrs: cidrs(if args.allow_cidrs.is_empty() {
+                file.allow_cidrs.as_deref().unwrap_or_default()
+            } else {
+                &args.allow_cidrs
+            })?,
+            https_only: args.https_only.or(file.https_only).unwrap_or(d.https_only),
             request_timeout: match pick(&args.request_timeout, file.request_timeout) {
                 Some(v) => duration("request_timeout", &v)?,
                 None => d.request_timeout,
@@ -229,6 +265,8 @@ mod tests {
         assert_eq!(file.listen.as_deref(), Some(d.listen.as_str()));
         assert_eq!(file.database.as_deref(), Some(d.database.as_str()));
         assert_eq!(file.allow_private_targets, Some(d.allow_private_targets));
+        assert_eq!(file.https_only, Some(d.https_only));
+        assert_eq!(file.allow_cidrs.map(|l| cidrs(&l).expect("valid")), Some(d.allow_cidrs));
         assert_eq!(file.max_in_flight, Some(d.max_in_flight));
         assert_eq!(file.per_host_limit, Some(d.per_host_limit));
         let timeout = file.request_timeout.expect("request_timeout is listed");
@@ -241,6 +279,54 @@ mod tests {
         assert!(Config::resolve(&args).is_err());
         let args = ServeArgs { admin_token: Some("short".into()), ..Default::default() };
         assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn target_settings_come_from_flags_env_or_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.toml");
+        std::fs::write(&path, "https_only = true\nallow_cidrs = [\"10.0.0.0/8\", \"fd00::/8\"]\n")
+            .expect("write config");
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        let c = Config::resolve(&args).expect("valid config");
+        assert!(c.https_only);
+        let want: Vec<IpNet> =
+            vec!["10.0.0.0/8".parse().expect("cidr"), "fd00::/8".parse().expect("cidr")];
+        assert_eq!(c.allow_cidrs, want);
+        let args = ServeArgs {
+            config: Some(path),
+            allow_cidrs: vec!["192.168.10.0/24".into(), "127.0.0.1".into()],
+            https_only: Some(false),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("valid config");
+        assert!(!c.https_only, "the flag beats the file");
+        let want: Vec<IpNet> =
+            vec!["192.168.10.0/24".parse().expect("cidr"), "127.0.0.1/32".parse().expect("cidr")];
+        assert_eq!(c.allow_cidrs, want);
+        let bad = ServeArgs { allow_cidrs: vec!["10.0.0.0/33".into()], ..Default::default() };
+        assert!(Config::resolve(&bad).is_err());
+    }
+
+    #[test]
+    fn the_cidr_flag_repeats_and_the_env_splits_on_commas() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "payhook",
+            "--allow-cidr",
+            "10.0.0.0/8",
+            "--allow-cidr",
+            "172.16.0.0/12,192.168.0.0/16",
+            "--https-only",
+        ])
+        .expect("flags parse");
+        assert_eq!(cli.serve.allow_cidrs, ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]);
+        assert_eq!(cli.serve.https_only, Some(true));
     }
 
     #[test]

@@ -9,4 +9,5 @@ mod dialects;
 mod helpers;
 mod ordering;
 mod retry;
+mod security;
 mod watchdog;

@@ -1,0 +1,122 @@
+//! Security end to end (issue #7): the SSRF guard on real deliveries and polls, the access
+//! matrix, and bad input that must store nothing.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn id_of(v: &Value) -> &str {
+    v["id"].as_str().expect("an id")
+}
+
+/// `http://localhost:<port>/cb`: a host name (so the resolver decides) that resolves to
+/// loopback addresses only.
+fn via_localhost(rx: &TestReceiver) -> String {
+    rx.url.replace("127.0.0.1", "localhost")
+}
+
+/// Registers an operation whose callback goes to `url`, reports `success` and makes one
+/// dispatch round; returns the settled delivery.
+async fn deliver_once(app: &TestApp, url: &str) -> Value {
+    let m = app.merchant(json!({"name": "Shop", "callback_url": url})).await;
+    let op = app.operation(id_of(&m), "ssrf-1", json!({})).await;
+    assert_eq!(app.report(id_of(&op), "success").await.status, 202);
+    assert_eq!(app.dispatcher.run_once().await, 1);
+    let list = app.deliveries(id_of(&op)).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    list[0].clone()
+}
+
+#[tokio::test]
+async fn a_host_name_resolving_to_loopback_is_refused_after_dns() {
+    let app = spawn_app_with(Mode::Manual, |c| c.allow_private_targets = false).await;
+    let rx = TestReceiver::start().await;
+    let d = deliver_once(&app, &format!("{}/cb", via_localhost(&rx))).await;
+    assert_eq!(d["state"], "cancelled", "{d}");
+    let attempt = &d["attempts"][0];
+    assert_eq!(attempt["error_kind"], "blocked_target", "{attempt}");
+    assert_eq!(attempt["outcome"], "permanent");
+    let why = attempt["error"].as_str().expect("a reason");
+    assert!(why.contains("localhost") && why.contains("loopback"), "{why}");
+    assert_eq!(rx.received().len(), 0, "nothing reached the loopback receiver");
+}
+
+#[tokio::test]
+async fn ip_literals_metadata_and_mapped_forms_are_refused() {
+    let app = spawn_app_with(Mode::Manual, |c| c.allow_private_targets = false).await;
+    let rx = TestReceiver::start().await;
+    let port = rx.url.rsplit(':').next().expect("port").to_owned();
+    for (i, url) in [
+        format!("http://127.0.0.1:{port}/cb"),
+        format!("http://[::ffff:127.0.0.1]:{port}/cb"),
+        format!("http://[::1]:{port}/cb"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let m = app.merchant(json!({"name": "Shop", "callback_url": url})).await;
+        let op = app.operation(id_of(&m), &format!("lit-{i}"), json!({})).await;
+        assert_eq!(app.report(id_of(&op), "success").await.status, 202);
+        app.dispatcher.run_once().await;
+        let d = &app.deliveries(id_of(&op)).await[0];
+        assert_eq!(
+            (d["state"].as_str(), d["attempts"][0]["error_kind"].as_str()),
+            (Some("cancelled"), Some("blocked_target")),
+            "{url}: {d}"
+        );
+    }
+    assert_eq!(rx.received().len(), 0);
+}
+
+#[tokio::test]
+async fn the_operator_allow_list_opens_exactly_its_ranges() {
+    let app = spawn_app_with(Mode::Manual, |c| {
+        c.allow_private_targets = false;
+        c.allow_cidrs = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    let rx = TestReceiver::start().await;
+    // localhost resolves to 127.0.0.1 (allowed by the list) and perhaps ::1 (still refused):
+    // the connection goes to the address that passed.
+    let d = deliver_once(&app, &format!("{}/cb", via_localhost(&rx))).await;
+    assert_eq!(d["state"], "delivered", "{d}");
+    assert_eq!(rx.received().len(), 1);
+}
+
+#[tokio::test]
+async fn https_only_refuses_http_callbacks() {
+    let app = spawn_app_with(Mode::Manual, |c| c.https_only = true).await;
+    let rx = TestReceiver::start().await;
+    let d = deliver_once(&app, &format!("{}/cb", rx.url)).await;
+    assert_eq!(d["state"], "cancelled", "{d}");
+    assert_eq!(d["attempts"][0]["error_kind"], "blocked_target");
+    assert!(d["attempts"][0]["error"].as_str().is_some_and(|e| e.contains("https_only")));
+    assert_eq!(rx.received().len(), 0);
+}
+
+#[tokio::test]
+async fn status_sources_go_through_the_same_guard() {
+    let app = spawn_app_with(Mode::Manual, |c| c.allow_private_targets = false).await;
+    let source = TestReceiver::start().await;
+    source.set_default(200, r#"{"orderStatus":2}"#);
+    let m = app.merchant(json!({"name": "Shop", "callback_url": "https://shop.example/cb"})).await;
+    let op = app
+        .operation(
+            id_of(&m),
+            "watched-1",
+            json!({"status_source": {"url": format!("{}/status", via_localhost(&source)),
+                "schedule": ["1s"]}}),
+        )
+        .await;
+    app.advance(Duration::from_secs(1));
+    assert_eq!(app.watchdog.run_once().await, 1);
+    let log = app.admin("GET", &format!("/v1/operations/{}/polls", id_of(&op)), None).await;
+    let poll = &log.body["data"][0];
+    assert_eq!(
+        (poll["outcome"].as_str(), poll["error_kind"].as_str()),
+        (Some("failed"), Some("blocked_target")),
+        "{poll}"
+    );
+    assert_eq!(source.received().len(), 0, "the status source on loopback was never asked");
+}
