@@ -120,3 +120,51 @@ async fn status_sources_go_through_the_same_guard() {
     );
     assert_eq!(source.received().len(), 0, "the status source on loopback was never asked");
 }
+
+/// The merchant allow-list at registration compares normalized URLs: host case and default
+/// ports do not matter, `..` segments cannot climb out of an approved path, and a URL removed
+/// by PATCH is refused from then on.
+#[tokio::test]
+async fn the_allow_list_compares_urls_as_the_sender_will_see_them() {
+    let app = spawn_app(Mode::Manual).await;
+    let m = app
+        .merchant(json!({"name": "Shop", "dialect": "uapay",
+            "allowed_callback_urls": ["https://Shop.Example/uapay/", "https://old.example/cb/"]}))
+        .await;
+    let mid = id_of(&m).to_owned();
+    let register = |external_id: String, callback_url: &str| {
+        let body = json!({"merchant_id": mid, "external_id": external_id, "amount": 100,
+            "currency": "UAH", "kind": "purchase", "callback_url": callback_url});
+        app.admin("POST", "/v1/operations", Some(body))
+    };
+    for (i, url) in ["https://SHOP.example/uapay/cb", "https://shop.example:443/uapay/x"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = register(format!("ok-{i}"), url).await;
+        assert_eq!(r.status, 201, "{url}: {:?}", r.body);
+    }
+    for (i, url) in [
+        "https://shop.example/uapay/../admin",
+        "https://shop.example/uapay/%2e%2e/admin",
+        "https://shop.example/UAPAY/cb",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = register(format!("no-{i}"), url).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (422, Some("callback_url_not_allowed")),
+            "{url}"
+        );
+        let find = format!("/v1/operations?merchant_id={mid}&external_id=no-{i}");
+        assert_eq!(app.admin("GET", &find, None).await.status, 404, "nothing stored for {url}");
+    }
+    assert_eq!(register("old-1".into(), "https://old.example/cb/1").await.status, 201);
+    let patch = json!({"allowed_callback_urls": ["https://shop.example/uapay/"]});
+    let r = app.admin("PATCH", &format!("/v1/merchants/{mid}"), Some(patch)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = register("old-2".into(), "https://old.example/cb/2").await;
+    assert_eq!(r.body["error"]["code"], "callback_url_not_allowed", "removed by PATCH");
+}
