@@ -70,7 +70,7 @@ impl From<StoreError> for ApiError {
                  stale status",
             ),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Backend(_) => ApiError::internal(e),
+            StoreError::Backend(_) | StoreError::MasterKey(_) => ApiError::internal(e),
         }
     }
 }

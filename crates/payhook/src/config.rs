@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// The admin token. When unset, one is generated on first start and printed once.
     #[arg(long, env = "PAYHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The master key that seals merchants' secrets at rest: base64 of 32 random bytes. When
+    /// unset with SQLite, the key file beside the database is used, created on first start.
+    #[arg(long, env = "PAYHOOK_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
     /// Allow callbacks to loopback, private and link-local addresses (development only).
     #[arg(long, env = "PAYHOOK_ALLOW_PRIVATE_TARGETS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_targets: Option<bool>,
@@ -60,6 +64,7 @@ struct FileConfig {
     listen: Option<String>,
     database: Option<String>,
     admin_token: Option<String>,
+    master_key: Option<String>,
     allow_private_targets: Option<bool>,
     allow_cidrs: Option<Vec<String>>,
     https_only: Option<bool>,
@@ -83,6 +88,8 @@ pub struct Config {
     pub listen: String,
     pub database: String,
     pub admin_token: Option<String>,
+    /// Base64 of the 32-byte master key; `None`: the SQLite key file.
+    pub master_key: Option<String>,
     pub allow_private_targets: bool,
     /// Forbidden ranges the operator opened anyway.
     pub allow_cidrs: Vec<IpNet>,
@@ -105,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("database", &redact_url(&self.database))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .field("allow_private_targets", &self.allow_private_targets)
             .field("allow_cidrs", &self.allow_cidrs)
             .field("https_only", &self.https_only)
@@ -148,6 +156,7 @@ impl Config {
             listen: "127.0.0.1:8080".into(),
             database: "payhook.db".into(),
             admin_token: None,
+            master_key: None,
             allow_private_targets: false,
             allow_cidrs: Vec::new(),
             https_only: false,
@@ -179,6 +188,7 @@ impl Config {
             listen: pick(&args.listen, file.listen).unwrap_or(d.listen),
             database: pick(&args.database, file.database).unwrap_or(d.database),
             admin_token: pick(&args.admin_token, file.admin_token),
+            master_key: pick(&args.master_key, file.master_key),
             allow_private_targets: args
                 .allow_private_targets
                 .or(file.allow_private_targets)
@@ -223,6 +233,10 @@ impl Config {
             if t.len() < 16 || t.starts_with("pk_") {
                 bail!("the admin token must be at least 16 characters and not start with pk_");
             }
+        }
+        if let Some(key) = &self.master_key {
+            payhook_store::seal::Sealer::from_base64(key)
+                .map_err(|e| anyhow::anyhow!("master_key: {e}"))?;
         }
         Ok(())
     }
@@ -279,6 +293,9 @@ mod tests {
         assert!(Config::resolve(&args).is_err());
         let args = ServeArgs { admin_token: Some("short".into()), ..Default::default() };
         assert!(Config::resolve(&args).is_err());
+        let args = ServeArgs { master_key: Some("c2hvcnQ=".into()), ..Default::default() };
+        let err = Config::resolve(&args).expect_err("a 5-byte key");
+        assert!(format!("{err:#}").contains("32 bytes"), "{err:#}");
     }
 
     #[test]
@@ -333,8 +350,10 @@ mod tests {
     fn debug_hides_secrets() {
         let mut c = Config::defaults();
         c.admin_token = Some("super-secret-admin-token".into());
+        c.master_key = Some("bWFzdGVyLWtleS1tYXN0ZXIta2V5LW1hc3Rlci1rZXk=".into());
         c.database = "postgres://u:hunter2@db/payhook".into();
         let text = format!("{c:?}");
         assert!(!text.contains("super-secret") && !text.contains("hunter2"), "{text}");
+        assert!(!text.contains("bWFzdGVy"), "{text}");
     }
 }

@@ -107,6 +107,11 @@ async fn start(
 }
 
 impl TestApp {
+    /// The directory holding the database (and its master key file).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("the app owns its directory").path()
+    }
+
     /// Stops this app and starts a new one on the same database (and the same manual clock),
     /// as a restart of the process would.
     pub async fn restart(mut self, tune: impl FnOnce(&mut Config)) -> TestApp {

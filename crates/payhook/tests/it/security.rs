@@ -168,3 +168,63 @@ async fn the_allow_list_compares_urls_as_the_sender_will_see_them() {
     let r = register("old-2".into(), "https://old.example/cb/2").await;
     assert_eq!(r.body["error"]["code"], "callback_url_not_allowed", "removed by PATCH");
 }
+
+/// A config for `app::build` on the database in `dir`.
+fn config_in(dir: &std::path::Path) -> payhook::config::Config {
+    let mut c = payhook::config::Config::defaults();
+    c.database = dir.join("payhook.db").to_string_lossy().into_owned();
+    c.admin_token = Some(ADMIN.into());
+    c.dispatch = false;
+    c
+}
+
+async fn build_error(config: &payhook::config::Config) -> String {
+    let clock = std::sync::Arc::new(payhook_core::clock::SystemClock);
+    match payhook::app::build(config, clock).await {
+        Ok(_) => panic!("payhook started against {}", config.database),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Secrets at rest: the first start creates the master key file (0600) beside the database;
+/// a later start without it, or with another key, is refused with a clear error; the right
+/// key, from the file or from the setting, opens the merchants' secrets.
+#[tokio::test]
+async fn the_master_key_file_is_made_once_and_a_missing_or_wrong_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app(Mode::Manual).await;
+    let key_file = app.dir().join("payhook.db.key");
+    let mode = std::fs::metadata(&key_file).expect("key file made").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let m = app.merchant(json!({"name": "Shop", "callback_url": "https://shop.example/cb"})).await;
+    let secret = m["signing_secret"].as_str().expect("secret").to_owned();
+    app.shutdown.cancel();
+    let dir = app.dir().to_owned();
+    let key = std::fs::read_to_string(&key_file).expect("key");
+    let db = std::fs::read(dir.join("payhook.db")).expect("db");
+    assert!(!String::from_utf8_lossy(&db).contains(&secret[6..]), "secret in the file");
+
+    let wrong = payhook_store::seal::Sealer::generate_key();
+    let mut config = config_in(&dir);
+    config.master_key = Some(wrong);
+    let err = build_error(&config).await;
+    assert!(err.contains("is not the master key"), "{err}");
+
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = build_error(&config_in(&dir)).await;
+    assert!(err.contains("readable by others"), "{err}");
+
+    std::fs::rename(&key_file, dir.join("backup.key")).expect("move the key away");
+    let err = build_error(&config_in(&dir)).await;
+    assert!(err.contains("no master key was given") && err.contains("payhook.db.key"), "{err}");
+    assert!(!key_file.exists(), "no new key file was left behind");
+
+    let mut config = config_in(&dir);
+    config.master_key = Some(key.trim().to_owned());
+    let clock = std::sync::Arc::new(payhook_core::clock::SystemClock);
+    let services = payhook::app::build(&config, clock).await.expect("the right key opens");
+    let id = m["id"].as_str().expect("id").parse().expect("merchant id");
+    let stored = services.store.get_merchant(&id).await.expect("read").expect("found");
+    assert_eq!(stored.signing_secret.expose(), secret);
+    assert!(services.generated_key_file.is_none());
+}
