@@ -2,9 +2,9 @@
 //!
 //! [`router`] takes an [`AppState`] and returns the whole API. Modules, one per resource:
 //! [`merchants`], [`operations`], [`deliveries`], [`events`], [`health`]; cross-cutting:
-//! [`auth`] (admin token and merchant API keys), [`error`] (the one `ApiError`), [`extract`]
-//! (JSON bodies with errors in the spec's form), [`validate`] (input rules), [`views`]
-//! (response shapes).
+//! [`auth`] (admin token and merchant API keys), [`limits`] (per-caller rate limits),
+//! [`error`] (the one `ApiError`), [`extract`] (JSON bodies: size, depth, errors in the spec's
+//! form), [`validate`] (input rules), [`views`] (response shapes).
 
 pub mod auth;
 pub mod deliveries;
@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod merchants;
 pub mod operations;
 pub mod validate;
@@ -38,6 +39,8 @@ pub struct AppState {
     /// Wakes this node's dispatcher when new work is stored (absent on `--no-dispatch`
     /// nodes: other nodes find the work by polling).
     pub wake: Option<Arc<Notify>>,
+    /// Per-caller rate limits, checked after authentication.
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl AppState {

@@ -81,6 +81,7 @@ fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
     validate::opt_url("success_url", &body.success_url)?;
     validate::opt_url("fail_url", &body.fail_url)?;
     validate::opt_url("return_url", &body.return_url)?;
+    validate::data("data", &body.data)?;
     if let Some(source) = &body.status_source {
         StatusSource::from_json(source).map_err(|e| {
             ApiError::invalid("invalid_status_source", "status_source", e.to_string())
@@ -282,6 +283,7 @@ pub async fn report_status(
     if let Some(key) = &body.event_key {
         validate::text("event_key", key, validate::MAX_EVENT_KEY)?;
     }
+    validate::data("data", &body.data)?;
     let report = StatusReport { operation_id, status, data: body.data, event_key: body.event_key };
     let reported =
         state.store.report_status(report, state.clock.now()).await.map_err(|e| match e {

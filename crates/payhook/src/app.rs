@@ -6,6 +6,7 @@
 use crate::config::Config;
 use anyhow::Context;
 use payhook_api::auth::token_hash;
+use payhook_api::limits::{RateLimit, RateLimits};
 use payhook_api::AppState;
 use payhook_core::clock::Clock;
 use payhook_dispatch::{
@@ -217,6 +218,10 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Ser
         clock,
         admin_token_hash: Arc::new(hash),
         wake: config.dispatch.then(|| dispatcher.waker()),
+        limits: Arc::new(RateLimits::new(
+            RateLimit::new(config.rate_limit, config.rate_limit_burst),
+            RateLimit::new(config.admin_rate_limit, config.rate_limit_burst),
+        )),
     };
     Ok(Services {
         store,

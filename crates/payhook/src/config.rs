@@ -37,6 +37,15 @@ pub struct ServeArgs {
     /// Refuse `http://` callback URLs and status sources: only `https://`.
     #[arg(long, env = "PAYHOOK_HTTPS_ONLY", num_args = 0..=1, default_missing_value = "true")]
     pub https_only: Option<bool>,
+    /// API requests per second allowed per merchant (its API keys together); 0: no limit.
+    #[arg(long, env = "PAYHOOK_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Requests a caller may make at once above the rate (default: twice the rate).
+    #[arg(long, env = "PAYHOOK_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// API requests per second allowed for the admin token; 0 (the default): no limit.
+    #[arg(long, env = "PAYHOOK_ADMIN_RATE_LIMIT")]
+    pub admin_rate_limit: Option<u32>,
     /// Timeout of one callback request, e.g. `15s`.
     #[arg(long, env = "PAYHOOK_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
@@ -68,6 +77,9 @@ struct FileConfig {
     allow_private_targets: Option<bool>,
     allow_cidrs: Option<Vec<String>>,
     https_only: Option<bool>,
+    rate_limit: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    admin_rate_limit: Option<u32>,
     request_timeout: Option<String>,
     max_in_flight: Option<usize>,
     per_host_limit: Option<usize>,
@@ -94,6 +106,11 @@ pub struct Config {
     /// Forbidden ranges the operator opened anyway.
     pub allow_cidrs: Vec<IpNet>,
     pub https_only: bool,
+    /// Per-merchant API requests per second (0: none), and the burst (0: twice the rate).
+    pub rate_limit: u32,
+    pub rate_limit_burst: u32,
+    /// Admin-token requests per second (0: none); bursts like the merchants' limit.
+    pub admin_rate_limit: u32,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub per_host_limit: usize,
@@ -160,6 +177,9 @@ impl Config {
             allow_private_targets: false,
             allow_cidrs: Vec::new(),
             https_only: false,
+            rate_limit: 100,
+            rate_limit_burst: 0,
+            admin_rate_limit: 0,
             request_timeout: Duration::from_secs(15),
             max_in_flight: 64,
             per_host_limit: 8,
@@ -199,6 +219,15 @@ impl Config {
                 &args.allow_cidrs
             })?,
             https_only: args.https_only.or(file.https_only).unwrap_or(d.https_only),
+            rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(d.rate_limit),
+            rate_limit_burst: args
+                .rate_limit_burst
+                .or(file.rate_limit_burst)
+                .unwrap_or(d.rate_limit_burst),
+            admin_rate_limit: args
+                .admin_rate_limit
+                .or(file.admin_rate_limit)
+                .unwrap_or(d.admin_rate_limit),
             request_timeout: match pick(&args.request_timeout, file.request_timeout) {
                 Some(v) => duration("request_timeout", &v)?,
                 None => d.request_timeout,
@@ -280,6 +309,9 @@ mod tests {
         assert_eq!(file.database.as_deref(), Some(d.database.as_str()));
         assert_eq!(file.allow_private_targets, Some(d.allow_private_targets));
         assert_eq!(file.https_only, Some(d.https_only));
+        assert_eq!(file.rate_limit, Some(d.rate_limit));
+        assert_eq!(file.rate_limit_burst, Some(d.rate_limit_burst));
+        assert_eq!(file.admin_rate_limit, Some(d.admin_rate_limit));
         assert_eq!(file.allow_cidrs.map(|l| cidrs(&l).expect("valid")), Some(d.allow_cidrs));
         assert_eq!(file.max_in_flight, Some(d.max_in_flight));
         assert_eq!(file.per_host_limit, Some(d.per_host_limit));

@@ -228,3 +228,152 @@ async fn the_master_key_file_is_made_once_and_a_missing_or_wrong_key_is_refused(
     assert_eq!(stored.signing_secret.expose(), secret);
     assert!(services.generated_key_file.is_none());
 }
+
+/// `n` levels of nested arrays.
+fn nested(n: usize) -> Value {
+    (0..n).fold(json!(1), |inner, _| json!([inner]))
+}
+
+/// Posts a raw body to `path` as the admin.
+async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: String) -> Resp {
+    let resp = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    Resp { status, body: resp.json().await.unwrap_or(Value::Null) }
+}
+
+/// The merchant's events feed, as a list of statuses.
+async fn feed(app: &TestApp, mid: &str) -> Vec<Value> {
+    let r = app.admin("GET", &format!("/v1/events?merchant_id={mid}"), None).await;
+    r.body["data"].as_array().expect("events").iter().map(|e| e["status"].clone()).collect()
+}
+
+#[tokio::test]
+async fn every_class_of_bad_registration_has_its_code_and_stores_nothing() {
+    let app = spawn_app(Mode::Manual).await;
+    let m = app.merchant(json!({"name": "Shop", "callback_url": "https://shop.example/cb"})).await;
+    let w = app
+        .merchant(json!({"name": "W", "dialect": "ws2mpi", "callback_url": "https://w.example/"}))
+        .await;
+    let mid = id_of(&m).to_owned();
+    let base = json!({"merchant_id": mid, "external_id": "bad-1", "amount": 100,
+        "currency": "UAH", "kind": "purchase"});
+    let long_url = format!("https://shop.example/{}", "p".repeat(2048));
+    let many: serde_json::Map<String, Value> =
+        (0..300).map(|i| (format!("k{i}"), json!(i))).collect();
+    let cases = [
+        (json!({"data": {"deep": nested(40)}}), 400, "too_deep"),
+        (json!({"amount": 9_223_372_036_854_775_808_u64}), 400, "malformed_request"),
+        (json!({"amount": 0}), 422, "invalid_amount"),
+        (json!({"amount": -100}), 422, "invalid_amount"),
+        (json!({"currency": "XYZ"}), 422, "invalid_currency"),
+        (json!({"currency": "123"}), 422, "invalid_currency"),
+        (json!({"currency": "XXX"}), 422, "invalid_currency"),
+        (json!({"currency": "uah"}), 422, "invalid_currency"),
+        (json!({"kind": "k".repeat(65)}), 422, "field_too_long"),
+        (json!({"kind": "purchase\nFAKE LOG LINE"}), 422, "invalid_field"),
+        (json!({"external_id": "order\u{0}1"}), 422, "invalid_field"),
+        (json!({"external_id": " "}), 422, "invalid_field"),
+        (json!({"callback_url": long_url}), 422, "field_too_long"),
+        (json!({"callback_url": "https://shop.exa\nmple/cb"}), 422, "invalid_field"),
+        (json!({"callback_url": "javascript:alert(1)"}), 422, "invalid_url"),
+        (json!({"return_url": "//evil.example/"}), 422, "invalid_url"),
+        (json!({"data": {"k".repeat(65): 1}}), 422, "invalid_data"),
+        (json!({"data": {"rrn": "9".repeat(2049)}}), 422, "invalid_data"),
+        (json!({"data": many}), 422, "invalid_data"),
+        (json!({"status_source": {"url": "file:///etc/passwd"}}), 422, "invalid_status_source"),
+        (json!({"merchant_id": id_of(&w), "external_id": "x".repeat(33)}), 422, "field_too_long"),
+    ];
+    for (patch, status, code) in cases {
+        let mut body = base.clone();
+        body.as_object_mut().expect("object").extend(patch.as_object().expect("object").clone());
+        let r = app.admin("POST", "/v1/operations", Some(body)).await;
+        let shown = patch.to_string().chars().take(80).collect::<String>();
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{shown}");
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let raw = [
+        ("text/plain", base.to_string(), 415, "unsupported_media_type"),
+        ("application/json", "{\"merchant_id\":".into(), 400, "malformed_request"),
+        ("application/json", format!("{}{}", "{\"a\":".repeat(100), "1"), 400, "too_deep"),
+        ("application/json", format!("[{}]", "0,".repeat(40_000)), 413, "body_too_large"),
+    ];
+    for (content_type, body, status, code) in raw {
+        let r = post_raw(&app, "/v1/operations", content_type, body).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{code}");
+    }
+    for (merchant, external_id) in [(mid.as_str(), "bad-1"), (id_of(&w), &"x".repeat(33))] {
+        let find = format!("/v1/operations?merchant_id={merchant}&external_id={external_id}");
+        assert_eq!(app.admin("GET", &find, None).await.status, 404, "nothing stored");
+        assert_eq!(feed(&app, merchant).await, Vec::<Value>::new(), "no event stored");
+    }
+}
+
+#[tokio::test]
+async fn bad_status_reports_have_their_code_and_change_nothing() {
+    let app = spawn_app(Mode::Manual).await;
+    let m = app.merchant(json!({"name": "Shop", "callback_url": "https://shop.example/cb"})).await;
+    let op = app.operation(id_of(&m), "o-1", json!({"data": {"rrn": "1"}})).await;
+    let path = format!("/v1/operations/{}/status", id_of(&op));
+    let cases = [
+        (json!({"status": "success", "event_key": "k".repeat(129)}), 422, "field_too_long"),
+        (json!({"status": "success", "event_key": "a\r\nb"}), 422, "invalid_field"),
+        (json!({"status": "success", "data": {"rrn": "9".repeat(5000)}}), 422, "invalid_data"),
+        (json!({"status": "success", "data": {"d": nested(33)}}), 400, "too_deep"),
+        (json!({"status": "paid"}), 422, "unknown_status"),
+        (json!({"status": "success", "extra": 1}), 400, "malformed_request"),
+    ];
+    for (body, status, code) in cases {
+        let r = app.admin("POST", &path, Some(body.clone())).await;
+        let shown = body.to_string().chars().take(80).collect::<String>();
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{shown}");
+    }
+    let now = app.admin("GET", &format!("/v1/operations/{}", id_of(&op)), None).await;
+    assert_eq!((now.body["status"].as_str(), now.body["seq"].as_i64()), (Some("created"), Some(0)));
+    assert_eq!(now.body["data"], json!({"rrn": "1"}), "data untouched");
+    assert_eq!(feed(&app, id_of(&m)).await, [json!("created")]);
+    assert_eq!(app.deliveries(id_of(&op)).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn merchants_are_rate_limited_per_token_with_retry_after() {
+    let app = spawn_app_with(Mode::Manual, |c| {
+        c.rate_limit = 1;
+        c.rate_limit_burst = 3;
+    })
+    .await;
+    let a = app.merchant(json!({"name": "A", "callback_url": "https://a.example/cb"})).await;
+    let b = app.merchant(json!({"name": "B", "callback_url": "https://b.example/cb"})).await;
+    let key_a = a["api_key"].as_str().expect("key");
+    let get = |key: &str| {
+        app.http.get(format!("{}/v1/events", app.base)).bearer_auth(key.to_owned()).send()
+    };
+    let mut statuses = Vec::new();
+    let limited = loop {
+        let resp = get(key_a).await.expect("request");
+        statuses.push(resp.status().as_u16());
+        if resp.status().as_u16() == 429 || statuses.len() == 10 {
+            break resp;
+        }
+    };
+    assert_eq!(&statuses[..3], [200, 200, 200], "the burst passes");
+    assert_eq!(limited.status().as_u16(), 429, "then the limit: {statuses:?}");
+    let retry_after: u64 =
+        limited.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: Value = limited.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let b_status = get(b["api_key"].as_str().expect("key")).await.expect("request").status();
+    assert_eq!(b_status.as_u16(), 200, "another merchant has its own bucket");
+    for _ in 0..10 {
+        let r = app.admin("GET", &format!("/v1/events?merchant_id={}", id_of(&a)), None).await;
+        assert_eq!(r.status, 200, "the admin token is not limited by default");
+    }
+}
