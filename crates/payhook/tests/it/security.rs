@@ -377,3 +377,155 @@ async fn merchants_are_rate_limited_per_token_with_retry_after() {
         assert_eq!(r.status, 200, "the admin token is not limited by default");
     }
 }
+
+/// Who calls, in the access matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Admin,
+    Owner,
+    Other,
+    NoToken,
+    Malformed,
+}
+
+/// Which callers an endpoint admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    AdminOnly,
+    AdminOrOwner,
+    Public,
+}
+
+/// One row of the matrix: an endpoint, who may call it, and its success status.
+struct Endpoint {
+    method: &'static str,
+    /// With `{mer}`, `{op}`, `{dlv}` and `{ext}` filled in from the fixture.
+    path: &'static str,
+    access: Access,
+    ok: u16,
+    body: Option<Value>,
+}
+
+/// Every route of the API (SPEC §3), in the order the matrix calls them.
+fn endpoints() -> Vec<Endpoint> {
+    use Access::*;
+    let e = |method, path, access, ok, body| Endpoint { method, path, access, ok, body };
+    vec![
+        e("POST", "/v1/merchants", AdminOnly, 201, Some(json!({"name": "New"}))),
+        e("GET", "/v1/merchants/{mer}", AdminOnly, 200, None),
+        e("PATCH", "/v1/merchants/{mer}", AdminOnly, 200, Some(json!({"name": "Owner"}))),
+        e("POST", "/v1/merchants/{mer}/rotate-secret", AdminOnly, 200, None),
+        e("POST", "/v1/operations", AdminOnly, 200, None),
+        e("GET", "/v1/operations?merchant_id={mer}&external_id={ext}", AdminOrOwner, 200, None),
+        e("GET", "/v1/operations/{op}", AdminOrOwner, 200, None),
+        e("POST", "/v1/operations/{op}/status", AdminOnly, 202, Some(json!({"status": "success"}))),
+        e("GET", "/v1/operations/{op}/deliveries", AdminOrOwner, 200, None),
+        e("GET", "/v1/operations/{op}/polls", AdminOrOwner, 200, None),
+        e("GET", "/v1/operations/{op}/return", Public, 303, None),
+        e("POST", "/v1/deliveries/{dlv}/resend", AdminOrOwner, 202, None),
+        e("GET", "/v1/events?merchant_id={mer}", AdminOrOwner, 200, None),
+        e("GET", "/healthz", Public, 200, None),
+        e("GET", "/readyz", Public, 200, None),
+    ]
+}
+
+/// Authorization headers that must never authenticate anyone.
+fn malformed_tokens(owner_key: &str) -> Vec<String> {
+    vec![
+        "Bearer".into(),
+        "Bearer ".into(),
+        "Bearer    ".into(),
+        format!("Basic {ADMIN}"),
+        format!("Token {ADMIN}"),
+        ADMIN.into(),
+        format!("Bearer {ADMIN}x"),
+        format!("Bearer {}", &ADMIN[..ADMIN.len() - 1]),
+        format!("Bearer {}", &owner_key[..owner_key.len() - 1]),
+        format!("Bearer {owner_key}x"),
+        "Bearer pk_".into(),
+        "Bearer pk_forged".into(),
+        "Bearer pk_\u{e9}t\u{e9}".into(),
+    ]
+}
+
+fn expected(access: Access, who: Who, ok: u16) -> u16 {
+    match (access, who) {
+        (Access::Public, _) => ok,
+        (_, Who::NoToken | Who::Malformed) => 401,
+        (_, Who::Admin) => ok,
+        (Access::AdminOrOwner, Who::Owner) => ok,
+        (_, Who::Owner | Who::Other) => 403,
+    }
+}
+
+/// Every endpoint × {admin, owning merchant, other merchant, no token, malformed tokens}.
+#[tokio::test]
+async fn access_matrix_covers_every_endpoint_and_caller() {
+    let app = spawn_app(Mode::Manual).await;
+    let owner = app
+        .merchant(
+            json!({"name": "Owner", "dialect": "ws2mpi", "callback_url": "https://o.example/cb"}),
+        )
+        .await;
+    let other =
+        app.merchant(json!({"name": "Other", "callback_url": "https://x.example/cb"})).await;
+    let register = json!({"merchant_id": id_of(&owner), "external_id": "matrix-1", "amount": 100,
+        "currency": "UAH", "kind": "purchase", "return_url": "https://o.example/back",
+        "status_source": {"url": "https://o.example/status"}});
+    let r = app.admin("POST", "/v1/operations", Some(register.clone())).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let op = id_of(&r.body).to_owned();
+    assert_eq!(app.report(&op, "success").await.status, 202);
+    let owner_key = owner["api_key"].as_str().expect("key").to_owned();
+    let other_key = other["api_key"].as_str().expect("key").to_owned();
+
+    let fill = |p: &str, dlv: &str| {
+        p.replace("{mer}", id_of(&owner))
+            .replace("{op}", &op)
+            .replace("{dlv}", dlv)
+            .replace("{ext}", "matrix-1")
+    };
+    // The return route redirects the customer: look at the 303, do not follow it.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut checked = 0;
+    for ep in endpoints() {
+        // The newest delivery: resending an older one would be refused as superseded.
+        let newest = app.deliveries(&op).await.last().cloned().expect("a delivery");
+        let path = fill(ep.path, newest["id"].as_str().expect("id"));
+        let body = if ep.path == "/v1/operations" { Some(register.clone()) } else { ep.body };
+        let mut callers: Vec<(Who, Option<String>)> = vec![
+            (Who::NoToken, None),
+            (Who::Other, Some(format!("Bearer {other_key}"))),
+            (Who::Owner, Some(format!("Bearer {owner_key}"))),
+        ];
+        callers.extend(malformed_tokens(&owner_key).into_iter().map(|t| (Who::Malformed, Some(t))));
+        callers.push((Who::Admin, Some(format!("Bearer {ADMIN}"))));
+        for (who, auth) in callers {
+            let method = reqwest::Method::from_bytes(ep.method.as_bytes()).expect("method");
+            let mut req = http.request(method, format!("{}{path}", app.base));
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let got: Value = resp.json().await.unwrap_or(Value::Null);
+            let want = expected(ep.access, who, ep.ok);
+            assert_eq!(status, want, "{} {path} as {who:?} ({auth:?}): {got}", ep.method);
+            if want == 401 || want == 403 {
+                let code = if want == 401 { "unauthorized" } else { "forbidden" };
+                assert_eq!(got["error"]["code"], code, "{} {path} as {who:?}", ep.method);
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, endpoints().len() * (4 + malformed_tokens(&owner_key).len()));
+    // Nothing the refused callers sent took effect.
+    let m = app.admin("GET", &format!("/v1/merchants/{}", id_of(&owner)), None).await;
+    assert_eq!(m.body["name"], "Owner");
+}
