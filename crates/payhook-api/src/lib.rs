@@ -14,17 +14,21 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod merchants;
+pub mod openapi;
 pub mod operations;
 pub mod validate;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 use payhook_core::clock::Clock;
 use payhook_store::Store;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Request bodies over this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -51,22 +55,40 @@ impl AppState {
     }
 }
 
+/// The documented routes: each comes with its `#[utoipa::path]`, so the router and the
+/// OpenAPI document cannot disagree.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(merchants::create))
+        .routes(routes!(merchants::read, merchants::patch))
+        .routes(routes!(merchants::rotate_secret))
+        .routes(routes!(operations::register, operations::find))
+        .routes(routes!(operations::read))
+        .routes(routes!(operations::report_status))
+        .routes(routes!(deliveries::of_operation))
+        .routes(routes!(operations::client_return))
+        .routes(routes!(operations::polls))
+        .routes(routes!(deliveries::resend))
+        .routes(routes!(events::feed))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(openapi::serve))
+}
+
+/// The OpenAPI 3 document of [`router`].
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+/// [`openapi_document`] as JSON, built once.
+pub fn openapi_value() -> serde_json::Value {
+    static DOC: LazyLock<serde_json::Value> = LazyLock::new(|| {
+        serde_json::to_value(openapi_document()).expect("the OpenAPI document serializes")
+    });
+    DOC.clone()
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/merchants", post(merchants::create))
-        .route("/v1/merchants/{id}", get(merchants::read).patch(merchants::patch))
-        .route("/v1/merchants/{id}/rotate-secret", post(merchants::rotate_secret))
-        .route("/v1/operations", post(operations::register).get(operations::find))
-        .route("/v1/operations/{id}", get(operations::read))
-        .route("/v1/operations/{id}/status", post(operations::report_status))
-        .route("/v1/operations/{id}/deliveries", get(deliveries::of_operation))
-        .route("/v1/operations/{id}/return", get(operations::client_return))
-        .route("/v1/operations/{id}/polls", get(operations::polls))
-        .route("/v1/deliveries/{id}/resend", post(deliveries::resend))
-        .route("/v1/events", get(events::feed))
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .fallback(error::not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+    let (router, _) = documented().split_for_parts();
+    router.fallback(error::not_found).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
 }

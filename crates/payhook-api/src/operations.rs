@@ -19,8 +19,10 @@ use payhook_store::{NewOperation, Registered, StatusReport};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/operations`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterOperation {
     merchant_id: String,
@@ -40,11 +42,16 @@ pub struct RegisterOperation {
     return_url: Option<String>,
     #[serde(default)]
     encrypt: bool,
+    /// Where the re-poll watchdog asks for the status (see docs/watchdog.md).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     status_source: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     retry: Option<Value>,
+    /// Provider fields the dialects copy (rrn, approvalCode, …).
     #[serde(default)]
+    #[schema(value_type = Object)]
     data: Map<String, Value>,
 }
 
@@ -144,6 +151,19 @@ fn check_destinations(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/operations", tag = "operations", security(("bearer" = [])),
+    request_body = RegisterOperation,
+    responses(
+        (status = 201, description = "Registered", body = crate::openapi::OperationView),
+        (status = 200, description = "Already registered with the same body", body = crate::openapi::OperationView),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
@@ -220,6 +240,14 @@ async fn operation_view(state: &AppState, op: &Operation) -> Result<Value, ApiEr
     Ok(views::operation(op, merchant.as_ref()))
 }
 
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 200, description = "The operation's current state", body = crate::openapi::OperationView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -229,13 +257,24 @@ pub async fn read(
     Ok(axum::Json(operation_view(&state, &op).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FindQuery {
+    /// Required for the admin; a merchant may leave out its own.
     merchant_id: Option<String>,
     external_id: String,
 }
 
 /// `GET /v1/operations?merchant_id=&external_id=`; a merchant may leave out its own id.
+#[utoipa::path(get, path = "/v1/operations", tag = "operations", security(("bearer" = [])),
+    params(FindQuery),
+    responses(
+        (status = 200, description = "The operation with this order id", body = crate::openapi::OperationView),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn find(
     State(state): State<AppState>,
     caller: Caller,
@@ -257,17 +296,37 @@ pub async fn find(
     Ok(axum::Json(operation_view(&state, &op).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/operations/{id}/status`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
+    /// `pending`, `requires_3ds`, `success`, `failed`, `expired`, `reversed`, `refunded`.
     status: String,
+    /// Merged into the operation's data.
     #[serde(default)]
+    #[schema(value_type = Object)]
     data: Map<String, Value>,
+    /// Idempotency: the same status with the same key is recorded once.
     #[serde(default)]
     event_key: Option<String>,
 }
 
 /// Records a status change durably, then answers 202: the callback follows.
+#[utoipa::path(post, path = "/v1/operations/{id}/status", tag = "operations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    request_body = ReportBody,
+    responses(
+        (status = 202, description = "Recorded durably; the callback follows", body = crate::openapi::EventAccepted),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn report_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -301,6 +360,12 @@ pub async fn report_status(
 
 /// The customer's browser comes back here (XPAY's CallbackURL): 303 to `return_url` once the
 /// operation has a final status.
+#[utoipa::path(get, path = "/v1/operations/{id}/return", tag = "operations",
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 303, description = "Redirect to the operation's return_url"),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = crate::openapi::ErrorBody)))]
 pub async fn client_return(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -322,6 +387,15 @@ pub async fn client_return(
 }
 
 /// `GET /v1/operations/{id}/polls`: the re-poll watch and every poll it made.
+#[utoipa::path(get, path = "/v1/operations/{id}/polls", tag = "operations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 200, description = "The re-poll watch and every poll", body = crate::openapi::WatchView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn polls(
     State(state): State<AppState>,
     caller: Caller,

@@ -390,24 +390,24 @@ enum Who {
 
 /// Which callers an endpoint admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     AdminOnly,
     AdminOrOwner,
     Public,
 }
 
 /// One row of the matrix: an endpoint, who may call it, and its success status.
-struct Endpoint {
-    method: &'static str,
+pub(crate) struct Endpoint {
+    pub method: &'static str,
     /// With `{mer}`, `{op}`, `{dlv}` and `{ext}` filled in from the fixture.
-    path: &'static str,
+    pub path: &'static str,
     access: Access,
     ok: u16,
     body: Option<Value>,
 }
 
 /// Every route of the API (SPEC §3), in the order the matrix calls them.
-fn endpoints() -> Vec<Endpoint> {
+pub(crate) fn endpoints() -> Vec<Endpoint> {
     use Access::*;
     let e = |method, path, access, ok, body| Endpoint { method, path, access, ok, body };
     vec![
@@ -426,6 +426,7 @@ fn endpoints() -> Vec<Endpoint> {
         e("GET", "/v1/events?merchant_id={mer}", AdminOrOwner, 200, None),
         e("GET", "/healthz", Public, 200, None),
         e("GET", "/readyz", Public, 200, None),
+        e("GET", "/openapi.json", Public, 200, None),
     ]
 }
 
