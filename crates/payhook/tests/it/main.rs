@@ -7,6 +7,7 @@ mod crosscheck;
 mod delivery;
 mod dialects;
 mod helpers;
+mod logs;
 mod openapi;
 mod ordering;
 mod retry;
