@@ -30,5 +30,7 @@ pub mod time;
 pub(crate) mod fixtures;
 #[cfg(test)]
 pub(crate) mod golden;
+#[cfg(test)]
+mod props;
 
 pub use crate::time::Timestamp;

@@ -10,6 +10,7 @@ mod helpers;
 mod logs;
 mod openapi;
 mod ordering;
+mod props;
 mod retry;
 mod security;
 mod watchdog;
