@@ -44,26 +44,34 @@ pub fn token_hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The token of `Authorization: Bearer <token>` (the scheme name is case-insensitive).
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?.trim();
-    (!token.is_empty()).then_some(token)
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let hash = token_hash(token);
-        if token.starts_with("pk_") {
-            let merchant = state.store.merchant_by_api_key(&hash).await?;
-            return merchant.map(Caller::Merchant).ok_or_else(ApiError::unauthorized);
-        }
-        if bool::from(hash.as_bytes().ct_eq(state.admin_token_hash.as_bytes())) {
-            Ok(Caller::Admin)
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        let caller = authenticate(parts, state).await?;
+        state.limits.check(&caller)?;
+        Ok(caller)
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+    let hash = token_hash(token);
+    if token.starts_with("pk_") {
+        let merchant = state.store.merchant_by_api_key(&hash).await?;
+        return merchant.map(Caller::Merchant).ok_or_else(ApiError::unauthorized);
+    }
+    if bool::from(hash.as_bytes().ct_eq(state.admin_token_hash.as_bytes())) {
+        Ok(Caller::Admin)
+    } else {
+        Err(ApiError::unauthorized())
     }
 }

@@ -9,6 +9,15 @@ use axum::http::StatusCode;
 use payhook_core::ids::DeliveryId;
 use serde_json::{json, Value};
 
+#[utoipa::path(get, path = "/v1/operations/{id}/deliveries", tag = "deliveries",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 200, description = "Deliveries with every attempt", body = crate::openapi::DeliveryList),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn of_operation(
     State(state): State<AppState>,
     caller: Caller,
@@ -21,6 +30,16 @@ pub async fn of_operation(
 }
 
 /// Starts a new attempt series now, under the same delivery id.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/resend", tag = "deliveries",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Delivery id (dlv_…)")),
+    responses(
+        (status = 202, description = "A new attempt series starts now", body = crate::openapi::DeliveryView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn resend(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,7 +1,8 @@
 //! `ApiError`: every failure leaves as `{"error":{"code","message","field?"}}` with its status.
 //! 5xx causes are logged, never shown.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use payhook_store::StoreError;
@@ -13,15 +14,22 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None }
     }
 
     pub fn on(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -70,7 +78,7 @@ impl From<StoreError> for ApiError {
                  stale status",
             ),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Backend(_) => ApiError::internal(e),
+            StoreError::Backend(_) | StoreError::MasterKey(_) => ApiError::internal(e),
         }
     }
 }
@@ -88,7 +96,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.body() }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.body() }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 

@@ -8,18 +8,33 @@ use axum::extract::State;
 use payhook_core::ids::MerchantId;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// Required for the admin; a merchant may leave out its own.
     merchant_id: Option<String>,
+    /// A feed position (`next_after` of the previous page); 0 from the start.
     #[serde(default)]
     after: i64,
+    /// 1..=1000, default 100.
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = [])),
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "The merchant's events in order", body = crate::openapi::EventFeed),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,
     caller: Caller,

@@ -4,8 +4,9 @@
 //! [`merchants`], [`operations`], [`deliveries`], [`events`], [`stats`], [`health`]; for
 //! operators: [`dashboard`] (the static UI at `/ui`) and [`metrics`] (`/metrics`, and the
 //! request observer that counts and logs each request by route); cross-cutting: [`auth`] (admin
-//! token and merchant API keys), [`error`] (the one `ApiError`), [`extract`] (JSON bodies with
-//! errors in the spec's form), [`validate`] (input rules), [`views`] (response shapes).
+//! token and merchant API keys), [`limits`] (per-caller rate limits), [`error`] (the one
+//! `ApiError`), [`extract`] (JSON bodies: size, depth, errors in the spec's form), [`openapi`]
+//! (the generated document), [`validate`] (input rules), [`views`] (response shapes).
 
 pub mod auth;
 pub mod dashboard;
@@ -14,20 +15,26 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod merchants;
 pub mod metrics;
+pub mod openapi;
 pub mod operations;
 pub mod stats;
 pub mod validate;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use payhook_core::clock::Clock;
 use payhook_store::Store;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Request bodies over this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -42,6 +49,8 @@ pub struct AppState {
     /// Wakes this node's dispatcher when new work is stored (absent on `--no-dispatch`
     /// nodes: other nodes find the work by polling).
     pub wake: Option<Arc<Notify>>,
+    /// Per-caller rate limits, checked after authentication.
+    pub limits: Arc<limits::RateLimits>,
 }
 
 impl AppState {
@@ -52,31 +61,54 @@ impl AppState {
     }
 }
 
+/// The documented routes: each comes with its `#[utoipa::path]`, so the router and the
+/// OpenAPI document cannot disagree.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(merchants::create))
+        .routes(routes!(merchants::read, merchants::patch))
+        .routes(routes!(merchants::rotate_secret))
+        .routes(routes!(operations::register, operations::find_or_list))
+        .routes(routes!(operations::report_status_batch))
+        .routes(routes!(operations::read))
+        .routes(routes!(operations::report_status))
+        .routes(routes!(operations::events))
+        .routes(routes!(deliveries::of_operation))
+        .routes(routes!(operations::client_return))
+        .routes(routes!(operations::polls))
+        .routes(routes!(deliveries::resend))
+        .routes(routes!(events::feed))
+        .routes(routes!(stats::deliveries))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(openapi::serve))
+}
+
+/// The OpenAPI 3 document of [`router`].
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+/// [`openapi_document`] as JSON, built once.
+pub fn openapi_value() -> serde_json::Value {
+    static DOC: LazyLock<serde_json::Value> = LazyLock::new(|| {
+        serde_json::to_value(openapi_document()).expect("the OpenAPI document serializes")
+    });
+    DOC.clone()
+}
+
 /// The whole API, the dashboard and `/metrics`, every request observed (see [`metrics`]).
+/// The dashboard's static files and `/metrics` are not JSON API routes and stay out of the
+/// OpenAPI document.
 pub fn router(state: AppState) -> Router {
     metrics::install();
-    Router::new()
-        .route("/v1/merchants", post(merchants::create))
-        .route("/v1/merchants/{id}", get(merchants::read).patch(merchants::patch))
-        .route("/v1/merchants/{id}/rotate-secret", post(merchants::rotate_secret))
-        .route("/v1/operations", post(operations::register).get(operations::find_or_list))
-        .route("/v1/operations/status:batch", post(operations::report_status_batch))
-        .route("/v1/operations/{id}", get(operations::read))
-        .route("/v1/operations/{id}/status", post(operations::report_status))
-        .route("/v1/operations/{id}/deliveries", get(deliveries::of_operation))
-        .route("/v1/operations/{id}/return", get(operations::client_return))
-        .route("/v1/operations/{id}/polls", get(operations::polls))
-        .route("/v1/operations/{id}/events", get(operations::events))
-        .route("/v1/deliveries/{id}/resend", post(deliveries::resend))
-        .route("/v1/events", get(events::feed))
-        .route("/v1/stats/deliveries", get(stats::deliveries))
+    let (router, _) = documented().split_for_parts();
+    router
         .route("/metrics", get(metrics::scrape))
         .route("/ui", get(dashboard::index))
         .route("/ui/", get(dashboard::index))
         .route("/ui/app.js", get(dashboard::app_js))
         .route("/ui/style.css", get(dashboard::style))
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(metrics::observe))

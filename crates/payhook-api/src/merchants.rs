@@ -18,6 +18,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// How long the old secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
@@ -25,21 +26,30 @@ pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// Merchant settings payhook understands (anything else is refused).
 const KNOWN_SETTINGS: &[&str] = &["ecom_operations_field"];
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/merchants`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMerchant {
     name: String,
+    /// Default `standard`.
     #[serde(default)]
     dialect: Option<String>,
     #[serde(default)]
     callback_url: Option<String>,
+    /// Approved callback URL prefixes (required for `uapay`).
     #[serde(default)]
     allowed_callback_urls: Vec<String>,
+    /// `{"schedule":["5s","5m"]}` or `{"interval":"500ms","max_attempts":10}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     retry: Option<Value>,
+    /// A public EC P-384 JWK, for ECOM's encrypted callbacks.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     encryption_key: Option<Value>,
+    /// Dialect switches, e.g. `{"ecom_operations_field":"operations"}`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     settings: Map<String, Value>,
 }
 
@@ -123,6 +133,17 @@ pub(crate) fn callback_not_allowed(field: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(post, path = "/v1/merchants", tag = "merchants", security(("bearer" = [])),
+    request_body = CreateMerchant,
+    responses(
+        (status = 201, description = "Created; secrets shown once", body = crate::openapi::MerchantCreated),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,6 +184,14 @@ async fn load(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
     state.store.get_merchant(&id).await?.ok_or_else(|| ApiError::not_found("merchant"))
 }
 
+#[utoipa::path(get, path = "/v1/merchants/{id}", tag = "merchants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Merchant id (mer_…)")),
+    responses(
+        (status = 200, description = "The merchant, without secrets", body = crate::openapi::MerchantView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -216,6 +245,19 @@ fn apply_patch(m: &mut Merchant, key: &str, v: &Value) -> Result<bool, ApiError>
 
 /// Merge-patch: present keys replace, `null` clears. Changing `callback_url` (or sending
 /// `"reenable_destinations": true`) re-enables destinations disabled by a 410.
+#[utoipa::path(patch, path = "/v1/merchants/{id}", tag = "merchants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Merchant id (mer_…)")),
+    request_body = crate::openapi::MerchantPatch,
+    responses(
+        (status = 200, description = "The changed merchant", body = crate::openapi::MerchantView),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -235,6 +277,15 @@ pub async fn patch(
 }
 
 /// A new secret; the old one keeps signing beside it for 24 hours.
+#[utoipa::path(post, path = "/v1/merchants/{id}/rotate-secret", tag = "merchants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Merchant id (mer_…)")),
+    responses(
+        (status = 200, description = "The new secret, shown once; the old one signs beside it for 24 h", body = crate::openapi::RotatedSecret),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,

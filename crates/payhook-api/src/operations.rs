@@ -20,8 +20,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/operations`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterOperation {
     merchant_id: String,
@@ -41,11 +43,16 @@ pub struct RegisterOperation {
     return_url: Option<String>,
     #[serde(default)]
     encrypt: bool,
+    /// Where the re-poll watchdog asks for the status (see docs/watchdog.md).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     status_source: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     retry: Option<Value>,
+    /// Provider fields the dialects copy (rrn, approvalCode, …).
     #[serde(default)]
+    #[schema(value_type = Object)]
     data: Map<String, Value>,
 }
 
@@ -82,6 +89,7 @@ fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
     validate::opt_url("success_url", &body.success_url)?;
     validate::opt_url("fail_url", &body.fail_url)?;
     validate::opt_url("return_url", &body.return_url)?;
+    validate::data("data", &body.data)?;
     if let Some(source) = &body.status_source {
         StatusSource::from_json(source).map_err(|e| {
             ApiError::invalid("invalid_status_source", "status_source", e.to_string())
@@ -144,6 +152,19 @@ fn check_destinations(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/operations", tag = "operations", security(("bearer" = [])),
+    request_body = RegisterOperation,
+    responses(
+        (status = 201, description = "Registered", body = crate::openapi::OperationView),
+        (status = 200, description = "Already registered with the same body", body = crate::openapi::OperationView),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
@@ -221,6 +242,14 @@ async fn operation_view(state: &AppState, op: &Operation) -> Result<Value, ApiEr
     Ok(views::operation(op, merchant.as_ref()))
 }
 
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 200, description = "The operation's current state", body = crate::openapi::OperationView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -230,8 +259,10 @@ pub async fn read(
     Ok(axum::Json(operation_view(&state, &op).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FindQuery {
+    /// Required for the admin; a merchant may leave out its own.
     merchant_id: Option<String>,
     external_id: Option<String>,
     #[serde(default)]
@@ -242,6 +273,15 @@ pub struct FindQuery {
 /// `GET /v1/operations?merchant_id=&external_id=` finds one operation by the merchant's order
 /// id; without `external_id` it lists operations in creation order by cursor
 /// (`?merchant_id=&after=&limit=`): a merchant sees its own, the admin any merchant's or all.
+#[utoipa::path(get, path = "/v1/operations", tag = "operations", security(("bearer" = [])),
+    params(FindQuery),
+    responses(
+        (status = 200, description = "The operation with this order id, or (without external_id) a page of operations: {\"data\":[…],\"next_after\":N}", body = crate::openapi::OperationView),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn find_or_list(
     State(state): State<AppState>,
     caller: Caller,
@@ -301,6 +341,16 @@ async fn list(
 }
 
 /// `GET /v1/operations/{id}/events`: the operation's status changes, registration first.
+#[utoipa::path(get, path = "/v1/operations/{id}/events", tag = "operations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 200, description = "The operation's events", body = crate::openapi::EventList),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -312,17 +362,37 @@ pub async fn events(
     Ok(axum::Json(json!({ "data": data })))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/operations/{id}/status`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
+    /// `pending`, `requires_3ds`, `success`, `failed`, `expired`, `reversed`, `refunded`.
     status: String,
+    /// Merged into the operation's data.
     #[serde(default)]
+    #[schema(value_type = Object)]
     data: Map<String, Value>,
+    /// Idempotency: the same status with the same key is recorded once.
     #[serde(default)]
     event_key: Option<String>,
 }
 
 /// Records a status change durably, then answers 202: the callback follows.
+#[utoipa::path(post, path = "/v1/operations/{id}/status", tag = "operations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    request_body = ReportBody,
+    responses(
+        (status = 202, description = "Recorded durably; the callback follows", body = crate::openapi::EventAccepted),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn report_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -344,6 +414,7 @@ async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Va
     if let Some(key) = &body.event_key {
         validate::text("event_key", key, validate::MAX_EVENT_KEY)?;
     }
+    validate::data("data", &body.data)?;
     let report = StatusReport { operation_id, status, data: body.data, event_key: body.event_key };
     let reported =
         state.store.report_status(report, state.clock.now()).await.map_err(|e| match e {
@@ -363,18 +434,21 @@ async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Va
 /// Items per batch at most.
 pub const MAX_BATCH: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+/// One item of `POST /v1/operations/status:batch`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchItem {
     operation_id: String,
     status: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     data: Map<String, Value>,
     #[serde(default)]
     event_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/operations/status:batch`: 1 to 1000 items.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     items: Vec<BatchItem>,
@@ -383,6 +457,17 @@ pub struct BatchBody {
 /// `POST /v1/operations/status:batch`: many reports in one request. Each item is all or
 /// nothing on its own (its own transaction savepoint) and gets its own result; the store commits
 /// the items together, so a batch costs about one durable write.
+#[utoipa::path(post, path = "/v1/operations/status:batch", tag = "operations",
+    security(("bearer" = [])),
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "One result per item, in order", body = crate::openapi::BatchResults),
+        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Empty or oversized batch", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn report_status_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -417,6 +502,12 @@ pub async fn report_status_batch(
 
 /// The customer's browser comes back here (XPAY's CallbackURL): 303 to `return_url` once the
 /// operation has a final status.
+#[utoipa::path(get, path = "/v1/operations/{id}/return", tag = "operations",
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 303, description = "Redirect to the operation's return_url"),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Conflict", body = crate::openapi::ErrorBody)))]
 pub async fn client_return(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -438,6 +529,15 @@ pub async fn client_return(
 }
 
 /// `GET /v1/operations/{id}/polls`: the re-poll watch and every poll it made.
+#[utoipa::path(get, path = "/v1/operations/{id}/polls", tag = "operations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Operation id (op_…)")),
+    responses(
+        (status = 200, description = "The re-poll watch and every poll", body = crate::openapi::WatchView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn polls(
     State(state): State<AppState>,
     caller: Caller,

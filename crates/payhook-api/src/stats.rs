@@ -23,6 +23,13 @@ fn row(s: &MerchantDeliveryStats, now: payhook_core::Timestamp) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/stats/deliveries", tag = "deliveries",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Per-merchant delivery health", body = crate::openapi::DeliveryStats),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Admin only", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,

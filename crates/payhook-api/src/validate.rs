@@ -1,6 +1,10 @@
-//! Input rules, applied once at the edge.
+//! Input rules, applied once at the edge. Every rule answers with a machine-readable code
+//! (`field_too_long`, `invalid_field`, `invalid_url`, `invalid_amount`, `invalid_currency`,
+//! `invalid_data`) and the field it is about; nothing is stored when one fails.
 
 use crate::error::ApiError;
+use iso_currency::Currency;
+use serde_json::{Map, Value};
 
 pub const MAX_NAME: usize = 200;
 /// A merchant's order id, in any dialect. Dialects with a tighter field add their own limit at
@@ -9,8 +13,15 @@ pub const MAX_EXTERNAL_ID: usize = 64;
 pub const MAX_URL: usize = 2048;
 pub const MAX_KIND: usize = 64;
 pub const MAX_EVENT_KEY: usize = 128;
+/// `data`: at most this many entries in all (keys of every object and items of every array).
+pub const MAX_DATA_ENTRIES: usize = 256;
+/// `data`: object keys, at any depth.
+pub const MAX_DATA_KEY: usize = 64;
+/// `data`: string values, at any depth.
+pub const MAX_DATA_STRING: usize = 2048;
 
-/// A non-empty string of at most `max` characters.
+/// A non-empty string of at most `max` characters, without control characters (they would
+/// forge lines in logs and, in URLs, are silently dropped by URL parsers).
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::invalid(
@@ -26,7 +37,56 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
             format!("{field} is limited to {max} characters"),
         ));
     }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
     Ok(())
+}
+
+/// Provider fields passed through `data`: bounded in entries, key and string lengths (the
+/// body limit and the JSON depth limit bound the rest).
+pub fn data(field: &str, map: &Map<String, Value>) -> Result<(), ApiError> {
+    let mut entries = 0;
+    data_object(field, map, &mut entries)
+}
+
+fn data_error(field: &str, message: String) -> ApiError {
+    ApiError::invalid("invalid_data", field, message)
+}
+
+fn data_object(field: &str, map: &Map<String, Value>, entries: &mut usize) -> Result<(), ApiError> {
+    for (key, value) in map {
+        if key.chars().count() > MAX_DATA_KEY || key.chars().any(char::is_control) {
+            return Err(data_error(
+                field,
+                format!(
+                    "{field} keys are 1..={MAX_DATA_KEY} characters without control characters"
+                ),
+            ));
+        }
+        data_value(field, value, entries)?;
+    }
+    Ok(())
+}
+
+fn data_value(field: &str, value: &Value, entries: &mut usize) -> Result<(), ApiError> {
+    *entries += 1;
+    if *entries > MAX_DATA_ENTRIES {
+        return Err(data_error(field, format!("{field} holds at most {MAX_DATA_ENTRIES} entries")));
+    }
+    match value {
+        Value::String(s) if s.chars().count() > MAX_DATA_STRING => Err(data_error(
+            field,
+            format!("{field} strings are limited to {MAX_DATA_STRING} characters"),
+        )),
+        Value::Object(map) => data_object(field, map, entries),
+        Value::Array(items) => items.iter().try_for_each(|v| data_value(field, v, entries)),
+        _ => Ok(()),
+    }
 }
 
 /// An absolute http(s) URL.
@@ -60,11 +120,15 @@ pub fn amount(value: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// ISO 4217: three capital letters (`UAH`) or three digits (`980`).
+/// A current ISO 4217 code, alphabetic (`UAH`) or numeric (`980`), that names money: `XXX`
+/// (no currency) and `XTS` (testing) are refused.
 pub fn currency(value: &str) -> Result<(), ApiError> {
-    let ok = value.len() == 3
-        && (value.bytes().all(|b| b.is_ascii_uppercase())
-            || value.bytes().all(|b| b.is_ascii_digit()));
+    let found = if value.len() == 3 && value.bytes().all(|b| b.is_ascii_digit()) {
+        value.parse::<u16>().ok().and_then(Currency::from_numeric)
+    } else {
+        Currency::from_code(value)
+    };
+    let ok = found.is_some_and(|c| !matches!(c, Currency::XXX | Currency::XTS));
     if !ok {
         return Err(ApiError::invalid(
             "invalid_currency",
@@ -83,20 +147,56 @@ mod tests {
     fn urls() {
         assert!(url("u", "https://m.example/cb?x=1").is_ok());
         assert!(url("u", "http://127.0.0.1:8080/").is_ok());
-        for bad in ["", "ftp://x.example/", "/relative", "https://", "not a url"] {
+        for bad in [
+            "",
+            "ftp://x.example/",
+            "/relative",
+            "https://",
+            "not a url",
+            "https://shop.exa\nmple/cb",
+            "https://shop.example/\tcb",
+        ] {
             assert!(url("u", bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn currencies_and_amounts() {
-        assert!(currency("UAH").is_ok());
-        assert!(currency("980").is_ok());
-        for bad in ["uah", "UA", "98A", "EURO"] {
+        for good in ["UAH", "980", "EUR", "978", "USD", "840", "JPY", "392"] {
+            assert!(currency(good).is_ok(), "{good}");
+        }
+        for bad in ["uah", "UA", "98A", "EURO", "ABC", "QQQ", "000", "123", "XXX", "999", "XTS"] {
             assert!(currency(bad).is_err(), "{bad}");
         }
         assert!(amount(1).is_ok());
         assert!(amount(0).is_err());
         assert!(amount(-5).is_err());
+    }
+
+    #[test]
+    fn text_refuses_control_characters() {
+        assert!(text("kind", "purchase", 64).is_ok());
+        assert!(text("kind", "покупка", 64).is_ok());
+        for bad in ["a\nb", "a\rb", "\u{0}", "x\u{1b}[31m"] {
+            let e = text("kind", bad, 64).expect_err(bad);
+            assert_eq!(e.code, "invalid_field");
+        }
+    }
+
+    #[test]
+    fn data_is_bounded() {
+        let ok: Map<String, Value> =
+            serde_json::from_str(r#"{"rrn":"123","operation":{"type":"PURCHASE"},"n":[1,2]}"#)
+                .expect("json");
+        assert!(data("data", &ok).is_ok());
+        let long_key: Map<String, Value> = [("k".repeat(65), Value::Null)].into_iter().collect();
+        let long_string: Map<String, Value> =
+            [("k".into(), Value::String("v".repeat(2049)))].into_iter().collect();
+        let nested_long: Map<String, Value> =
+            [("k".into(), serde_json::json!({"deep": ["x".repeat(2049)]}))].into_iter().collect();
+        let many: Map<String, Value> = (0..300).map(|i| (format!("k{i}"), Value::Null)).collect();
+        for bad in [long_key, long_string, nested_long, many] {
+            assert_eq!(data("data", &bad).expect_err("refused").code, "invalid_data");
+        }
     }
 }

@@ -32,5 +32,7 @@ pub use payhook_receiver::signing;
 pub(crate) mod fixtures;
 #[cfg(test)]
 pub(crate) mod golden;
+#[cfg(test)]
+mod props;
 
 pub use crate::time::Timestamp;

@@ -64,22 +64,29 @@ impl Merchant {
     }
 
     /// Whether `url` is under one of the approved prefixes (or no list is configured).
-    /// Prefixes compare as text, except that one ending inside the host (`https://shop.example`)
-    /// approves that host and port only, not `https://shop.example.evil.net`,
-    /// `https://shop.example@evil.net` or `https://shop.example:8443`.
+    ///
+    /// Both sides are compared in the normalized form the sender will use (WHATWG URL
+    /// parsing: scheme and host lowercased, default port dropped, `.`/`..` segments and their
+    /// percent-encoded forms resolved, `/` after the host), then as text. So a prefix that ends
+    /// at the host (`https://shop.example`) approves that host and port only — not
+    /// `https://shop.example.evil.net`, `https://shop.example@evil.net` or
+    /// `https://shop.example:8443` — and `https://b.example/cb/../admin` is not under
+    /// `https://b.example/cb`. A URL that does not parse is never allowed.
     pub fn allows_url(&self, url: &str) -> bool {
-        self.allowed_callback_urls.is_empty()
-            || self.allowed_callback_urls.iter().any(|p| under_prefix(url, p))
+        if self.allowed_callback_urls.is_empty() {
+            return true;
+        }
+        let Some(url) = normalized(url) else { return false };
+        self.allowed_callback_urls
+            .iter()
+            .filter_map(|p| normalized(p))
+            .any(|prefix| url.starts_with(&prefix))
     }
 }
 
-/// `url` starts with `prefix`; when `prefix` ends within the authority (nothing after the host
-/// yet), the URL's authority must end there too.
-fn under_prefix(url: &str, prefix: &str) -> bool {
-    let Some(rest) = url.strip_prefix(prefix) else { return false };
-    let after_scheme = prefix.split_once("://").map_or(prefix, |(_, r)| r);
-    let past_authority = after_scheme.contains(['/', '?', '#']);
-    past_authority || rest.is_empty() || rest.starts_with(['/', '?', '#'])
+/// The URL as the sender will see it, or `None` when it does not parse.
+fn normalized(url: &str) -> Option<String> {
+    url::Url::parse(url.trim()).ok().map(String::from)
 }
 
 /// Where and how an operation's callbacks go.
@@ -414,8 +421,30 @@ mod tests {
             "http://shop.example/",
             "https://b.example/",
             "https://evil.net/https://shop.example",
+            "https://b.example/cb/../admin",
+            "https://b.example/cb/%2e%2e/admin",
+            "https://b.example/cb/%2E%2E/%2e%2e/admin",
+            "https://b.example/cb/./../admin",
+            "not a url",
         ] {
             assert!(!m.allows_url(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn allow_list_hosts_compare_case_insensitively_in_normal_form() {
+        let mut m = merchant(Dialect::Uapay);
+        m.allowed_callback_urls = vec!["HTTPS://Shop.Example/CB".into()];
+        for ok in [
+            "https://shop.example/CB",
+            "https://SHOP.EXAMPLE/CB/1",
+            "HTTPS://shop.example:443/CB?x=1",
+            "https://shop.example/x/../CB",
+        ] {
+            assert!(m.allows_url(ok), "{ok}");
+        }
+        for refused in ["https://shop.example/cb", "https://shop.example:444/CB"] {
+            assert!(!m.allows_url(refused), "paths stay case-sensitive, ports exact: {refused}");
         }
     }
 }

@@ -7,7 +7,9 @@ use payhook_core::dialect::{Method, Outgoing};
 use payhook_core::model::{ErrorKind, ATTEMPT_BODY_LIMIT};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::error::Error as StdError;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,42 +60,97 @@ impl SendResult {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    targets: TargetPolicy,
+    /// The same policy the client's resolver applies; checked here for IP-literal hosts.
+    targets: Arc<TargetPolicy>,
 }
 
 /// Raised by the resolver when every address of a host is forbidden.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves only to forbidden addresses")]
-struct Blocked {
-    host: String,
+#[error("{host} resolves only to forbidden addresses ({why})")]
+pub struct Blocked {
+    pub host: String,
+    pub why: String,
 }
 
 /// Raised by the resolver when the name does not resolve.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resolve {host}: {cause}")]
-struct DnsFailure {
-    host: String,
-    cause: String,
+pub struct DnsFailure {
+    pub host: String,
+    pub cause: String,
 }
 
-struct GuardedResolver {
-    targets: TargetPolicy,
+/// A resolver failure: the name is unknown, or it names only forbidden addresses.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Dns(#[from] DnsFailure),
+    #[error(transparent)]
+    Blocked(#[from] Blocked),
+}
+
+/// Name resolution, replaceable so tests can make a host resolve to whatever they need.
+pub type LookupFuture = Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+/// Resolves a host name to its addresses (the system resolver unless a test supplies one).
+pub type Lookup = Arc<dyn Fn(&str) -> LookupFuture + Send + Sync>;
+
+/// The system resolver (getaddrinfo on a blocking thread, through tokio).
+pub fn system_lookup() -> Lookup {
+    Arc::new(|host: &str| {
+        let host = host.to_owned();
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    })
+}
+
+/// The resolver reqwest uses: it resolves once, drops every address the policy forbids, and
+/// hands reqwest only the addresses that passed. reqwest connects to one of exactly those, so
+/// an answer that changes between a check and the connection (DNS rebinding) cannot matter:
+/// there is no second resolution.
+#[derive(Clone)]
+pub struct GuardedResolver {
+    targets: Arc<TargetPolicy>,
+    lookup: Lookup,
+}
+
+impl GuardedResolver {
+    pub fn new(targets: TargetPolicy, lookup: Lookup) -> Self {
+        GuardedResolver { targets: Arc::new(targets), lookup }
+    }
+
+    /// The addresses of `host` that may be connected to, in resolver order; an error when
+    /// the name does not resolve or every address is forbidden.
+    pub async fn resolve_checked(&self, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
+        let addrs = (self.lookup)(host)
+            .await
+            .map_err(|e| DnsFailure { host: host.to_owned(), cause: e.to_string() })?;
+        let mut refused = Vec::new();
+        let mut allowed = Vec::new();
+        for ip in addrs {
+            match self.targets.refusal(ip) {
+                None => allowed.push(SocketAddr::new(ip, 0)),
+                Some(why) => refused.push(why),
+            }
+        }
+        if allowed.is_empty() {
+            let why =
+                if refused.is_empty() { "no addresses".to_owned() } else { refused.join("; ") };
+            return Err(Blocked { host: host.to_owned(), why }.into());
+        }
+        Ok(allowed)
+    }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let targets = self.targets;
+        let this = self.clone();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|e| DnsFailure { host: host.clone(), cause: e.to_string() })?
-                .collect();
-            let allowed: Vec<SocketAddr> =
-                addrs.into_iter().filter(|a| targets.permits(a.ip())).collect();
-            if allowed.is_empty() {
-                return Err(Box::new(Blocked { host }) as Box<dyn StdError + Send + Sync>);
-            }
+            let allowed = this.resolve_checked(name.as_str()).await.map_err(|e| match e {
+                ResolveError::Dns(d) => Box::new(d) as Box<dyn StdError + Send + Sync>,
+                ResolveError::Blocked(b) => Box::new(b) as Box<dyn StdError + Send + Sync>,
+            })?;
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
@@ -101,31 +158,42 @@ impl Resolve for GuardedResolver {
 
 impl Sender {
     pub fn new(config: &SenderConfig) -> Result<Self, reqwest::Error> {
+        Sender::with_lookup(config, system_lookup())
+    }
+
+    /// A sender whose host names resolve through `lookup` (tests; production uses the system
+    /// resolver through [`Sender::new`]).
+    pub fn with_lookup(config: &SenderConfig, lookup: Lookup) -> Result<Self, reqwest::Error> {
+        let resolver = GuardedResolver::new(config.targets.clone(), lookup);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve and connect on its own, past the guard.
+            .no_proxy()
+            .https_only(config.targets.https_only)
             .timeout(config.timeout)
             .user_agent(config.user_agent.clone())
-            .dns_resolver(Arc::new(GuardedResolver { targets: config.targets }))
+            .dns_resolver(Arc::new(resolver))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Sender { client, targets: config.targets })
+        Ok(Sender { client, targets: Arc::new(config.targets.clone()) })
     }
 
     /// Checks the URL's scheme and, for an IP-literal host (which skips the resolver), the
     /// address itself.
     fn precheck(&self, url: &str) -> Result<reqwest::Url, (ErrorKind, String)> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| (ErrorKind::BlockedTarget, format!("invalid URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err((ErrorKind::BlockedTarget, format!("scheme {} refused", parsed.scheme())));
+        let blocked = |why: String| (ErrorKind::BlockedTarget, why);
+        let parsed = reqwest::Url::parse(url).map_err(|e| blocked(format!("invalid URL: {e}")))?;
+        if let Some(why) = self.targets.scheme_refusal(parsed.scheme()) {
+            return Err(blocked(why));
         }
         let literal = match parsed.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(blocked("the URL has no host".to_owned())),
         };
-        if let Some(ip) = literal.filter(|ip| !self.targets.permits(*ip)) {
-            return Err((ErrorKind::BlockedTarget, format!("{ip} is a forbidden address")));
+        if let Some(why) = literal.and_then(|ip| self.targets.refusal(ip)) {
+            return Err(blocked(why));
         }
         Ok(parsed)
     }
@@ -218,4 +286,200 @@ fn classify_error(e: &reqwest::Error) -> SendResult {
         }
     };
     SendResult::Failed { kind, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The guard end to end at the sender: what the resolver hands reqwest, and where the
+    //! connection really goes. Every address used is on loopback (127.0.0.0/8).
+
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    /// A lookup answering `addrs` for every name, counting its calls.
+    fn table(addrs: &[&str], calls: Arc<AtomicUsize>) -> Lookup {
+        let addrs: Vec<IpAddr> = addrs.iter().map(|a| ip(a)).collect();
+        Arc::new(move |_host: &str| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let addrs = addrs.clone();
+            Box::pin(async move { Ok(addrs) })
+        })
+    }
+
+    fn policy_allowing(cidrs: &[&str]) -> TargetPolicy {
+        TargetPolicy {
+            allow_cidrs: cidrs.iter().map(|c| c.parse().expect("cidr")).collect(),
+            ..TargetPolicy::default()
+        }
+    }
+
+    /// A bare HTTP/1.1 server on `addr` that answers every request with `reply` and counts
+    /// the connections it accepted.
+    async fn server(addr: &str, reply: &'static str) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind(addr).await.expect("bind loopback");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+    fn get(url: String) -> Outgoing {
+        Outgoing { method: Method::Get, url, headers: Vec::new(), body: Vec::new() }
+    }
+
+    fn blocked(result: &SendResult) -> bool {
+        matches!(result, SendResult::Failed { kind: ErrorKind::BlockedTarget, .. })
+    }
+
+    #[tokio::test]
+    async fn the_resolver_hands_on_only_permitted_addresses() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let lookup = table(
+            &[
+                "10.0.0.1",
+                "93.184.216.34",
+                "127.0.0.1",
+                "::1",
+                "169.254.169.254",
+                "2606:4700::1111",
+            ],
+            calls.clone(),
+        );
+        let resolver = GuardedResolver::new(TargetPolicy::default(), lookup);
+        let got = resolver.resolve_checked("shop.example").await.expect("public addresses");
+        let got: Vec<IpAddr> = got.iter().map(SocketAddr::ip).collect();
+        assert_eq!(got, vec![ip("93.184.216.34"), ip("2606:4700::1111")]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one resolution per connection");
+    }
+
+    #[tokio::test]
+    async fn a_host_resolving_only_to_private_addresses_is_refused() {
+        let lookup = table(&["10.0.0.1", "::ffff:192.168.0.1", "fd00::1"], Arc::default());
+        let resolver = GuardedResolver::new(TargetPolicy::default(), lookup);
+        match resolver.resolve_checked("rebind.example").await {
+            Err(ResolveError::Blocked(b)) => {
+                assert_eq!(b.host, "rebind.example");
+                assert!(b.why.contains("RFC 1918") && b.why.contains("ULA"), "{}", b.why);
+            }
+            other => panic!("expected Blocked, got {other:?}"),
+        }
+        let allowed = GuardedResolver::new(
+            policy_allowing(&["10.0.0.0/8"]),
+            table(&["10.0.0.1", "fd00::1"], Arc::default()),
+        );
+        let got = allowed.resolve_checked("internal.example").await.expect("allow-listed");
+        assert_eq!(got, vec![SocketAddr::new(ip("10.0.0.1"), 0)]);
+    }
+
+    #[tokio::test]
+    async fn the_connection_goes_to_the_checked_address_only() {
+        // Two servers on one port: 127.0.0.1 (allow-listed) and 127.0.0.2 (forbidden loopback).
+        let (port, good) = server("127.0.0.1:0", OK).await;
+        let (_, bad) = server(&format!("127.0.0.2:{port}"), OK).await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        // The forbidden address comes first, as a rebinding DNS server would put it.
+        let lookup = table(&["127.0.0.2", "127.0.0.1"], calls.clone());
+        let config =
+            SenderConfig { targets: policy_allowing(&["127.0.0.1/32"]), ..Default::default() };
+        let sender = Sender::with_lookup(&config, lookup).expect("client");
+        let result = sender.send(&get(format!("http://merchant.test:{port}/cb"))).await;
+        assert!(matches!(result, SendResult::Response { status: 200, .. }), "{result:?}");
+        assert_eq!(good.load(Ordering::SeqCst), 1, "the checked address got the connection");
+        assert_eq!(bad.load(Ordering::SeqCst), 0, "the forbidden address was never contacted");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "resolved once, checked once, used once");
+
+        // Now the name resolves to the forbidden address alone: nothing is sent anywhere.
+        let only_bad = table(&["127.0.0.2"], Arc::default());
+        let sender = Sender::with_lookup(&config, only_bad).expect("client");
+        let result = sender.send(&get(format!("http://rebound.test:{port}/cb"))).await;
+        assert!(blocked(&result), "{result:?}");
+        assert_eq!(bad.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn ip_literals_are_checked_without_the_resolver() {
+        let (port, hits) = server("127.0.0.1:0", OK).await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let sender =
+            Sender::with_lookup(&SenderConfig::default(), table(&["8.8.8.8"], calls.clone()))
+                .expect("client");
+        for url in [
+            format!("http://127.0.0.1:{port}/"),
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
+            format!("http://0x7f000001:{port}/"),
+            format!("http://2130706433:{port}/"),
+            format!("http://127.1:{port}/"),
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "http://[fd00::1]/".to_owned(),
+            "http://[64:ff9b::a9fe:a9fe]/".to_owned(),
+            "http://[2002:a9fe:a9fe::1]/".to_owned(),
+        ] {
+            let result = sender.send(&get(url.clone())).await;
+            assert!(blocked(&result), "{url}: {result:?}");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "IP literals never reach the resolver");
+    }
+
+    #[tokio::test]
+    async fn only_http_and_https_and_with_https_only_only_https() {
+        let sender = Sender::new(&SenderConfig::default()).expect("client");
+        for url in ["ftp://files.example/x", "file:///etc/passwd", "gopher://x.example/"] {
+            assert!(blocked(&sender.send(&get(url.into())).await), "{url}");
+        }
+        let (port, hits) = server("127.0.0.1:0", OK).await;
+        let config = SenderConfig {
+            targets: TargetPolicy { allow_private: true, https_only: true, ..Default::default() },
+            ..Default::default()
+        };
+        let strict = Sender::new(&config).expect("client");
+        let result = strict.send(&get(format!("http://127.0.0.1:{port}/"))).await;
+        assert!(blocked(&result), "{result:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_never_followed() {
+        let (target, followed) = server("127.0.0.1:0", OK).await;
+        let reply: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{target}/inner\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            .into_boxed_str(),
+        );
+        let (port, _) = server("127.0.0.1:0", reply).await;
+        let config = SenderConfig {
+            targets: TargetPolicy { allow_private: true, ..Default::default() },
+            ..Default::default()
+        };
+        let sender = Sender::new(&config).expect("client");
+        let result = sender.send(&get(format!("http://127.0.0.1:{port}/"))).await;
+        assert!(matches!(result, SendResult::Response { status: 302, .. }), "{result:?}");
+        assert_eq!(followed.load(Ordering::SeqCst), 0);
+    }
 }

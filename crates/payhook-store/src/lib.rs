@@ -5,12 +5,16 @@
 //! - [`postgres::PgStore`]: shared by several nodes (`FOR UPDATE SKIP LOCKED` claims with
 //!   expiring leases), pooled, migrated at connect.
 //!
+//! [`seal`] holds the [`seal::Sealer`]: merchants' secrets are sealed with the master key in
+//! every store's row mapping, never written in plain text.
+//!
 //! Every method that answers `Ok` for a write has committed it durably: the API may answer 2xx
 //! on the strength of it. Status transitions, supersede and delivery planning happen inside the
 //! store's transaction, using the pure rules of `payhook-core`, so concurrent reports on one
 //! operation cannot interleave.
 
 pub mod postgres;
+pub mod seal;
 pub mod sqlite;
 mod types;
 

@@ -19,6 +19,7 @@ mod migrate;
 mod rows;
 mod watch;
 
+use crate::seal::{self, Sealer};
 use crate::{
     mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, MerchantDeliveryStats,
     NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered, Reported,
@@ -48,6 +49,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
     pool: Pool,
+    /// Seals merchants' secrets on write and opens them on read (see [`crate::seal`]).
+    sealer: Sealer,
 }
 
 impl PgStore {
@@ -55,7 +58,15 @@ impl PgStore {
     /// `?options=-csearch_path%3Dxyz` included) and applies pending migrations. `schema`, when
     /// given, becomes the `search_path` of every connection; the schema is created if missing
     /// (tests use a fresh one each for isolation).
-    pub async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+    ///
+    /// `sealer` must hold the master key the database's secrets were sealed with (every node
+    /// of a cluster is given the same key): another key is refused with
+    /// [`StoreError::MasterKey`] before anything is read.
+    pub async fn connect(
+        url: &str,
+        schema: Option<&str>,
+        sealer: Sealer,
+    ) -> Result<PgStore, StoreError> {
         let config = migrate::config(url, schema)?;
         let manager = Manager::from_config(
             config,
@@ -66,10 +77,48 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
-        let store = PgStore { pool };
+        let store = PgStore { pool, sealer };
         let mut client = store.client().await?;
         migrate::apply(&mut client).await?;
+        store.check_master_key(&mut client).await?;
         Ok(store)
+    }
+
+    /// Records the master key's check value on first use (two nodes racing at first start agree
+    /// on one: `ON CONFLICT DO NOTHING`, then read back), and refuses a key that does not match.
+    async fn check_master_key(
+        &self,
+        client: &mut deadpool_postgres::Client,
+    ) -> Result<(), StoreError> {
+        let tx = client.transaction().await.map_err(pg)?;
+        let sealed_exists = query_opt(
+            &tx,
+            "SELECT 1 FROM merchants WHERE signing_secret LIKE $1 LIMIT 1",
+            &[&format!("{}%", seal::PREFIX)],
+        )
+        .await?
+        .is_some();
+        let inserted = exec(
+            &tx,
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&seal::CHECK_SETTING, &self.sealer.check_value()],
+        )
+        .await?;
+        if inserted == 1 && sealed_exists {
+            return Err(StoreError::MasterKey(
+                "the database holds sealed secrets but no master key check".into(),
+            ));
+        }
+        let row =
+            query_opt(&tx, "SELECT value FROM settings WHERE key = $1", &[&seal::CHECK_SETTING])
+                .await?
+                .ok_or_else(|| StoreError::Backend("the master key check vanished".into()))?;
+        if !self.sealer.verify_check(row.get::<_, &str>(0)) {
+            return Err(StoreError::MasterKey(
+                "the master key does not open this database's sealed secrets".into(),
+            ));
+        }
+        tx.commit().await.map_err(pg)
     }
 
     /// The schema version after migrations.
@@ -143,7 +192,7 @@ impl Store for PgStore {
     async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
-        insert_merchant(&tx, m).await?;
+        insert_merchant(&tx, &self.sealer, m).await?;
         exec(
             &tx,
             "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES ($1, $2, $3)",
@@ -154,13 +203,13 @@ impl Store for PgStore {
     }
 
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
-        load_merchant(&self.client().await?, id).await
+        load_merchant(&self.client().await?, &self.sealer, id).await
     }
 
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
-        if update_merchant_row(&tx, m).await? == 0 {
+        if update_merchant_row(&tx, &self.sealer, m).await? == 0 {
             return Err(StoreError::NotFound);
         }
         if reenable {
@@ -221,7 +270,7 @@ impl Store for PgStore {
     ) -> Result<Reported, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
-        let reported = apply_report(&tx, report, now).await?;
+        let reported = apply_report(&tx, &self.sealer, report, now).await?;
         tx.commit().await.map_err(pg)?;
         Ok(reported)
     }
@@ -298,7 +347,7 @@ impl Store for PgStore {
     async fn claim_due(&self, claim: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
-        let claimed = claim_in(&tx, claim).await?;
+        let claimed = claim_in(&tx, &self.sealer, claim).await?;
         tx.commit().await.map_err(pg)?;
         Ok(claimed)
     }
@@ -339,7 +388,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
-        watch::record_in(&tx, poll, next, now).await?;
+        watch::record_in(&tx, &self.sealer, poll, next, now).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -427,6 +476,7 @@ async fn register_in<C: GenericClient>(
 
 async fn apply_report<C: GenericClient>(
     tx: &C,
+    sealer: &Sealer,
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
@@ -452,7 +502,7 @@ async fn apply_report<C: GenericClient>(
     let mut event = new_event(&op, previous_status, report.event_key, now)?;
     // The delivery refers to the event before it is inserted: the foreign key is deferred to
     // commit, so the feed lock below is held only for the event insert and the commit.
-    let delivery = plan_delivery(tx, &op, &event, now).await?;
+    let delivery = plan_delivery(tx, sealer, &op, &event, now).await?;
     if op.status.is_final() {
         watch::finish(tx, &op.id, now).await?;
     }
@@ -478,11 +528,12 @@ async fn lock_feed<C: GenericClient>(tx: &C, merchant: &MerchantId) -> Result<()
 /// event's delivery, if its dialect sends one.
 async fn plan_delivery<C: GenericClient>(
     tx: &C,
+    sealer: &Sealer,
     op: &Operation,
     event: &Event,
     now: Timestamp,
 ) -> Result<Option<Delivery>, StoreError> {
-    let merchant = load_merchant(tx, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
+    let merchant = load_merchant(tx, sealer, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
     let dialect = effective_dialect(&merchant, op);
     let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
     exec(
@@ -558,6 +609,7 @@ struct Candidate {
 
 async fn claim_in<C: GenericClient>(
     tx: &C,
+    sealer: &Sealer,
     claim: &ClaimRequest<'_>,
 ) -> Result<Vec<Claimed>, StoreError> {
     let mut in_flight: HashMap<String, usize> = claim.in_flight.clone();
@@ -583,7 +635,7 @@ async fn claim_in<C: GenericClient>(
         )
         .await?;
         *n += 1;
-        claimed.push(load_claimed(tx, &c.id).await?);
+        claimed.push(load_claimed(tx, sealer, &c.id).await?);
     }
     Ok(claimed)
 }
@@ -634,10 +686,15 @@ async fn due_candidates<C: GenericClient>(
         .collect()
 }
 
-async fn load_claimed<C: GenericClient>(tx: &C, id: &str) -> Result<Claimed, StoreError> {
+async fn load_claimed<C: GenericClient>(
+    tx: &C,
+    sealer: &Sealer,
+    id: &str,
+) -> Result<Claimed, StoreError> {
     let delivery = load_delivery(tx, id, false).await?.ok_or(StoreError::NotFound)?;
     let event = load_event(tx, delivery.event_id.as_str()).await?.ok_or(StoreError::NotFound)?;
-    let merchant = load_merchant(tx, &delivery.merchant_id).await?.ok_or(StoreError::NotFound)?;
+    let merchant =
+        load_merchant(tx, sealer, &delivery.merchant_id).await?.ok_or(StoreError::NotFound)?;
     Ok(Claimed { delivery, event, merchant })
 }
 

@@ -5,6 +5,7 @@
 mod rows;
 mod writer;
 
+use crate::seal::{self, Sealer};
 use crate::{
     destination_host, mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
     MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered,
@@ -21,7 +22,7 @@ use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rows::*;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,6 +41,8 @@ pub struct SqliteStore {
     /// held only inside `spawn_blocking`, never across an await.
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    /// Seals merchants' secrets on write and opens them on read (see [`crate::seal`]).
+    sealer: Sealer,
 }
 
 /// Read connections per store: enough for the API's reads to run beside the dispatcher's.
@@ -59,16 +62,21 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies pending migrations.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the database file, applies pending migrations, and checks
+    /// that `sealer` holds the master key the database's secrets were sealed with: a wrong
+    /// key is refused with [`StoreError::MasterKey`] before anything else happens. Secrets
+    /// stored in plain text by versions before sealing are sealed in place.
+    pub fn open(path: &Path, sealer: Sealer) -> Result<Self, StoreError> {
         let mut conn = connect(path)?;
         migrate(&mut conn)?;
+        check_master_key(&mut conn, &sealer)?;
         let readers =
             (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>()?;
         Ok(SqliteStore {
             writer: writer::Writer::start(conn)?,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
+            sealer,
         })
     }
 
@@ -136,6 +144,82 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Refuses a master key other than the one the database's secrets were sealed with (the check
+/// value in `settings` tells), records the check value on first use, and seals secrets left
+/// in plain text by versions before sealing — all in one transaction.
+fn check_master_key(conn: &mut Connection, sealer: &Sealer) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+    let check: Option<String> = tx
+        .query_row("SELECT value FROM settings WHERE key = ?1", [seal::CHECK_SETTING], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    match check {
+        Some(check) if !sealer.verify_check(&check) => {
+            return Err(StoreError::MasterKey(
+                "the master key does not open this database's sealed secrets".into(),
+            ));
+        }
+        Some(_) => {}
+        None => {
+            if any_sealed(&tx)? {
+                return Err(StoreError::MasterKey(
+                    "the database holds sealed secrets but no master key check".into(),
+                ));
+            }
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+                params![seal::CHECK_SETTING, sealer.check_value()],
+            )
+            .map_err(backend)?;
+        }
+    }
+    let sealed = seal_plaintext_secrets(&tx, sealer)?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed merchant secrets stored in plain text by an older version");
+    }
+    tx.commit().map_err(backend)
+}
+
+fn any_sealed(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    let like = format!("{}%", seal::PREFIX);
+    for column in SEALED_MERCHANT_COLUMNS {
+        let mut stmt = tx
+            .prepare(&format!("SELECT 1 FROM merchants WHERE {column} LIKE ?1 LIMIT 1"))
+            .map_err(backend)?;
+        if stmt.exists([&like]).map_err(backend)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Seals every secret column still in plain text; returns how many values it sealed.
+fn seal_plaintext_secrets(tx: &Transaction<'_>, sealer: &Sealer) -> Result<usize, StoreError> {
+    let like = format!("{}%", seal::PREFIX);
+    let mut count = 0;
+    for column in SEALED_MERCHANT_COLUMNS {
+        let plain: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT id, {column} FROM merchants
+                     WHERE {column} IS NOT NULL AND {column} NOT LIKE ?1"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([&like], |r| Ok((r.get(0)?, r.get(1)?))).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)?
+        };
+        for (id, value) in plain {
+            tx.execute(
+                &format!("UPDATE merchants SET {column} = ?2 WHERE id = ?1"),
+                params![id, sealer.seal(&value)],
+            )
+            .map_err(backend)?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -168,9 +252,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError> {
-        let (m, hash) = (m.clone(), api_key_hash.to_owned());
+        let (m, hash, sealer) = (m.clone(), api_key_hash.to_owned(), self.sealer.clone());
         self.write(move |tx| {
-            insert_merchant(tx, &m)?;
+            insert_merchant(tx, &sealer, &m)?;
             exec(
                 tx,
                 "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES (?1, ?2, ?3)",
@@ -184,14 +268,15 @@ impl Store for SqliteStore {
 
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
         let id = id.clone();
-        self.run(move |c| load_merchant(c, &id)).await
+        let sealer = self.sealer.clone();
+        self.run(move |c| load_merchant(c, &sealer, &id)).await
     }
 
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {
-        let m = m.clone();
+        let (m, sealer) = (m.clone(), self.sealer.clone());
         self.write(move |tx| {
             forget_merchant(&m.id);
-            let n = update_merchant_row(tx, &m)?;
+            let n = update_merchant_row(tx, &sealer, &m)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
@@ -283,7 +368,8 @@ impl Store for SqliteStore {
         report: StatusReport,
         now: Timestamp,
     ) -> Result<Reported, StoreError> {
-        self.write(move |tx| apply_report(tx, report, now)).await
+        let sealer = self.sealer.clone();
+        self.write(move |tx| apply_report(tx, &sealer, report, now)).await
     }
 
     async fn events(
@@ -412,9 +498,10 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         // The leases are committed: load the rows on a reader, off the writer thread.
+        let sealer = self.sealer.clone();
         self.run(move |c| {
             let mut merchants = HashMap::new();
-            ids.iter().map(|id| load_claimed(c, id, &mut merchants)).collect()
+            ids.iter().map(|id| load_claimed(c, &sealer, id, &mut merchants)).collect()
         })
         .await
     }
@@ -485,7 +572,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let poll = poll.clone();
-        self.write(move |tx| record_poll_in(tx, &poll, next, now)).await
+        let sealer = self.sealer.clone();
+        self.write(move |tx| record_poll_in(tx, &sealer, &poll, next, now)).await
     }
 
     async fn watch_of(&self, op: &OperationId) -> Result<Option<(Watch, Vec<Poll>)>, StoreError> {
@@ -574,6 +662,7 @@ impl Store for SqliteStore {
 
 fn apply_report(
     tx: &Connection,
+    sealer: &Sealer,
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
@@ -595,7 +684,7 @@ fn apply_report(
     op.updated_at = now;
     save_operation_status(tx, &op)?;
     let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
-    let delivery = plan_delivery(tx, &op, &event, now)?;
+    let delivery = plan_delivery(tx, sealer, &op, &event, now)?;
     if op.status.is_final() {
         exec(
             tx,
@@ -612,11 +701,12 @@ fn apply_report(
 /// event's delivery, if its dialect sends one.
 fn plan_delivery(
     tx: &Connection,
+    sealer: &Sealer,
     op: &Operation,
     event: &Event,
     now: Timestamp,
 ) -> Result<Option<Delivery>, StoreError> {
-    let merchant = writer_merchant(tx, &op.merchant_id)?;
+    let merchant = writer_merchant(tx, sealer, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, op);
     let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
     exec(
@@ -657,11 +747,15 @@ thread_local! {
 }
 
 /// A merchant, from the writer thread's cache (status reports need it on every call).
-fn writer_merchant(c: &Connection, id: &MerchantId) -> Result<Merchant, StoreError> {
+fn writer_merchant(
+    c: &Connection,
+    sealer: &Sealer,
+    id: &MerchantId,
+) -> Result<Merchant, StoreError> {
     if let Some(m) = MERCHANTS.with(|cache| cache.borrow().get(id).cloned()) {
         return Ok(m);
     }
-    let m = load_merchant(c, id)?.ok_or(StoreError::NotFound)?;
+    let m = load_merchant(c, sealer, id)?.ok_or(StoreError::NotFound)?;
     MERCHANTS.with(|cache| cache.borrow_mut().insert(id.clone(), m.clone()));
     Ok(m)
 }
@@ -691,6 +785,7 @@ fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, StoreError> 
 
 fn record_poll_in(
     tx: &Connection,
+    sealer: &Sealer,
     poll: &Poll,
     next: PollNext,
     now: Timestamp,
@@ -710,7 +805,7 @@ fn record_poll_in(
     )
     .map_err(backend)?;
     if changed == 1 && state == WatchState::Exhausted {
-        plan_poll_timeout(tx, &poll.operation_id, now)?;
+        plan_poll_timeout(tx, sealer, &poll.operation_id, now)?;
     }
     Ok(())
 }
@@ -719,12 +814,13 @@ fn record_poll_in(
 /// (ws2mpi's `respStatus` 408). It rides on the operation's latest event.
 fn plan_poll_timeout(
     tx: &Connection,
+    sealer: &Sealer,
     op_id: &OperationId,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let (op, _) = query_operation(tx, "WHERE id = ?1", params![op_id.as_str()])?
         .ok_or(StoreError::NotFound)?;
-    let merchant = writer_merchant(tx, &op.merchant_id)?;
+    let merchant = writer_merchant(tx, sealer, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, &op);
     let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
     let event_id: String = tx
@@ -818,6 +914,7 @@ fn due_candidates(
 /// A claimed delivery with its event and merchant (merchants loaded once per batch).
 fn load_claimed(
     c: &Connection,
+    sealer: &Sealer,
     id: &str,
     merchants: &mut HashMap<MerchantId, Merchant>,
 ) -> Result<Claimed, StoreError> {
@@ -826,7 +923,7 @@ fn load_claimed(
     let merchant = match merchants.get(&delivery.merchant_id) {
         Some(m) => m.clone(),
         None => {
-            let m = load_merchant(c, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
+            let m = load_merchant(c, sealer, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
             merchants.insert(m.id.clone(), m.clone());
             m
         }
@@ -954,4 +1051,120 @@ fn stats_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MerchantDeliverySta
 /// Used by the row helpers for hosts of new deliveries.
 pub(crate) fn host_of(url: &str) -> String {
     destination_host(url)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Secrets at rest in the SQLite file: sealed, opened only with the right master key.
+
+    use super::*;
+    use payhook_core::dialect::Dialect;
+    use payhook_core::signing::SigningSecret;
+    use serde_json::json;
+
+    const SECRET: &str = "whsec_c2VjcmV0LXNpZ25pbmcta2V5LTAxMjM0NTY3ODk=";
+    const OLD: &str = "whsec_b2xkLXNpZ25pbmcta2V5LTAxMjM0NTY3ODk=";
+
+    fn merchant() -> Merchant {
+        Merchant {
+            id: "mer_sealed".parse().expect("id"),
+            name: "Shop".into(),
+            dialect: Dialect::Ecom,
+            callback_url: Some("https://shop.example/cb".into()),
+            allowed_callback_urls: vec![],
+            retry: None,
+            encryption_key: Some(json!({"kty": "EC", "crv": "P-384", "x": "XKEY", "y": "YKEY"})),
+            settings: Default::default(),
+            signing_secret: SigningSecret::parse(SECRET).expect("secret"),
+            previous_secret: Some((SigningSecret::parse(OLD).expect("old"), Timestamp(9))),
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+        }
+    }
+
+    /// The secret columns exactly as stored in the file.
+    fn raw_columns(path: &Path) -> Vec<Option<String>> {
+        let c = Connection::open(path).expect("open raw");
+        c.query_row(
+            "SELECT signing_secret, previous_secret, encryption_key FROM merchants",
+            [],
+            |r| Ok(vec![r.get(0)?, r.get(1)?, r.get(2)?]),
+        )
+        .expect("one merchant")
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_in_the_file_and_open_with_the_right_key_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.db");
+        let key = Sealer::generate_key();
+        let store =
+            SqliteStore::open(&path, Sealer::from_base64(&key).expect("key")).expect("open");
+        store.create_merchant(&merchant(), "hash").await.expect("create");
+        drop(store);
+
+        for value in raw_columns(&path) {
+            let value = value.expect("every secret column is set");
+            assert!(seal::is_sealed(&value), "{value}");
+            for plain in [SECRET, OLD, "XKEY", "c2VjcmV0", "b2xk"] {
+                assert!(!value.contains(plain), "{plain} in plain text: {value}");
+            }
+        }
+        let file = std::fs::read(&path).expect("read db");
+        let text = String::from_utf8_lossy(&file);
+        assert!(!text.contains(SECRET) && !text.contains(OLD), "a secret in the file");
+
+        match SqliteStore::open(&path, Sealer::random()) {
+            Err(StoreError::MasterKey(why)) => assert!(why.contains("does not open"), "{why}"),
+            Err(e) => panic!("expected MasterKey, got {e}"),
+            Ok(_) => panic!("expected MasterKey, got a store"),
+        }
+        let store =
+            SqliteStore::open(&path, Sealer::from_base64(&key).expect("key")).expect("open");
+        let m = store.get_merchant(&merchant().id).await.expect("read").expect("found");
+        assert_eq!(m.signing_secret.expose(), SECRET);
+        assert_eq!(m.previous_secret.as_ref().map(|(s, _)| s.expose()), Some(OLD));
+        assert_eq!(m.encryption_key, merchant().encryption_key);
+    }
+
+    #[tokio::test]
+    async fn secrets_written_in_plain_text_by_older_versions_are_sealed_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.db");
+        let sealer = Sealer::random();
+        let store = SqliteStore::open(&path, sealer.clone()).expect("open");
+        store.create_merchant(&merchant(), "hash").await.expect("create");
+        drop(store);
+        // What a version before sealing left behind: plain columns, no check value.
+        let c = Connection::open(&path).expect("raw");
+        c.execute(
+            "UPDATE merchants SET signing_secret = ?1, previous_secret = ?2, encryption_key = ?3",
+            params![SECRET, OLD, r#"{"kty":"EC","crv":"P-384","x":"XKEY","y":"YKEY"}"#],
+        )
+        .expect("downgrade");
+        c.execute("DELETE FROM settings WHERE key = ?1", [seal::CHECK_SETTING]).expect("no check");
+        drop(c);
+
+        let store = SqliteStore::open(&path, sealer).expect("open upgrades");
+        assert!(raw_columns(&path).iter().flatten().all(|v| seal::is_sealed(v)));
+        let m = store.get_merchant(&merchant().id).await.expect("read").expect("found");
+        assert_eq!(m.signing_secret.expose(), SECRET);
+        assert_eq!(m.encryption_key, merchant().encryption_key);
+    }
+
+    #[tokio::test]
+    async fn sealed_secrets_without_a_check_value_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.db");
+        let store = SqliteStore::open(&path, Sealer::random()).expect("open");
+        store.create_merchant(&merchant(), "hash").await.expect("create");
+        drop(store);
+        let c = Connection::open(&path).expect("raw");
+        c.execute("DELETE FROM settings WHERE key = ?1", [seal::CHECK_SETTING]).expect("no check");
+        drop(c);
+        assert!(matches!(
+            SqliteStore::open(&path, Sealer::random()),
+            Err(StoreError::MasterKey(_))
+        ));
+    }
 }

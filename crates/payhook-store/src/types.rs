@@ -20,6 +20,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("store failure: {0}")]
     Backend(String),
+    /// The master key is missing or is not the one the stored secrets were sealed with.
+    #[error("master key: {0}")]
+    MasterKey(String),
 }
 
 /// An operation to register, already validated by the API.

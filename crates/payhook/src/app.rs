@@ -6,16 +6,20 @@
 use crate::config::Config;
 use anyhow::Context;
 use payhook_api::auth::token_hash;
+use payhook_api::limits::{RateLimit, RateLimits};
 use payhook_api::AppState;
 use payhook_core::clock::Clock;
 use payhook_dispatch::{
     DispatchConfig, Dispatcher, Sender, SenderConfig, TargetPolicy, Watchdog, WatchdogConfig,
 };
 use payhook_store::postgres::PgStore;
+use payhook_store::seal::Sealer;
 use payhook_store::sqlite::SqliteStore;
-use payhook_store::{lease_for, Store};
+use payhook_store::{lease_for, Store, StoreError};
 use rand::RngCore;
-use std::path::Path;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,24 +35,134 @@ pub struct Services {
     pub state: AppState,
     /// The admin token when this start generated it (to print once).
     pub generated_admin_token: Option<String>,
+    /// The master key file when this start created it (its path is printed once).
+    pub generated_key_file: Option<PathBuf>,
 }
 
-/// Opens the store named by `database`: a `postgres://` URL or a SQLite file path.
-pub async fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
+/// A store opened with its master key.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    /// The key file this start created (SQLite without a configured key): printed once.
+    pub generated_key_file: Option<PathBuf>,
+}
+
+/// Opens the store named by `database` (a `postgres://` URL or a SQLite file path) with the
+/// master key: `master_key` when given, else (SQLite) the key file beside the database,
+/// created on first start.
+pub async fn open_store(database: &str, master_key: Option<&str>) -> anyhow::Result<OpenedStore> {
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let store = PgStore::connect(database, None).await.with_context(|| {
-            format!("opening PostgreSQL database {}", crate::config::redact_url(database))
-        })?;
-        return Ok(Arc::new(store));
+        // Every node must seal and open with the same key: no key file on a shared database.
+        let key = master_key.context(
+            "PostgreSQL nodes must all be given the same master key: --master-key / \
+             PAYHOOK_MASTER_KEY (base64 of 32 bytes, e.g. `openssl rand -base64 32`)",
+        )?;
+        let sealer = Sealer::from_base64(key).map_err(|e| anyhow::anyhow!("master key: {e}"))?;
+        let redacted = crate::config::redact_url(database);
+        let store = PgStore::connect(database, None, sealer)
+            .await
+            .map_err(anyhow::Error::new)
+            .with_context(|| format!("opening PostgreSQL database {redacted}"))?;
+        return Ok(OpenedStore { store: Arc::new(store), generated_key_file: None });
     }
-    let path = database.strip_prefix("sqlite://").unwrap_or(database);
+    let path = PathBuf::from(database.strip_prefix("sqlite://").unwrap_or(database));
+    if let Some(key) = master_key {
+        let sealer = Sealer::from_base64(key).map_err(|e| anyhow::anyhow!("master key: {e}"))?;
+        let store = open_sqlite(&path, sealer).await.map_err(|e| {
+            key_error(e, &path, "the configured master key (PAYHOOK_MASTER_KEY / --master-key)")
+        })?;
+        return Ok(OpenedStore { store, generated_key_file: None });
+    }
+    let key_file = key_file_for(&path);
+    if key_file.exists() {
+        let sealer = read_key_file(&key_file)?;
+        let store = open_sqlite(&path, sealer)
+            .await
+            .map_err(|e| key_error(e, &path, &format!("the key file {}", key_file.display())))?;
+        return Ok(OpenedStore { store, generated_key_file: None });
+    }
+    let sealer = write_key_file(&key_file)?;
+    match open_sqlite(&path, sealer).await {
+        Ok(store) => Ok(OpenedStore { store, generated_key_file: Some(key_file) }),
+        Err(e) => {
+            // Nothing was sealed with the new key: the check failed before any write.
+            if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::MasterKey(_))) {
+                let _ = std::fs::remove_file(&key_file);
+                anyhow::bail!(
+                    "{} holds secrets sealed with a master key, but no master key was given \
+                     (PAYHOOK_MASTER_KEY, --master-key or master_key) and the key file {} does \
+                     not exist: restore the key file or give the key",
+                    path.display(),
+                    key_file.display()
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn open_sqlite(path: &Path, sealer: Sealer) -> anyhow::Result<Arc<dyn Store>> {
     let store = tokio::task::spawn_blocking({
         let path = path.to_owned();
-        move || SqliteStore::open(Path::new(&path))
+        move || SqliteStore::open(&path, sealer)
     })
     .await?
-    .with_context(|| format!("opening SQLite database {path}"))?;
+    .map_err(anyhow::Error::new)
+    .with_context(|| format!("opening SQLite database {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// A clear message for a master key that does not open the database.
+fn key_error(e: anyhow::Error, db: &Path, source: &str) -> anyhow::Error {
+    if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::MasterKey(_))) {
+        anyhow::anyhow!(
+            "{source} is not the master key that sealed the secrets in {}: refusing to start",
+            db.display()
+        )
+    } else {
+        e
+    }
+}
+
+/// `payhook.db` → `payhook.db.key`.
+pub fn key_file_for(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+fn read_key_file(path: &Path) -> anyhow::Result<Sealer> {
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the key file {} is readable by others (mode {:o}): chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?;
+    Sealer::from_base64(&text).map_err(|e| anyhow::anyhow!("the key file {}: {e}", path.display()))
+}
+
+/// Creates the key file (mode 0600, never overwriting) with a fresh key, durably.
+fn write_key_file(path: &Path) -> anyhow::Result<Sealer> {
+    let key = Sealer::generate_key();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating the key file {}", path.display()))?;
+    file.write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing the key file {}", path.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("generated key: {e}"))
 }
 
 /// The admin token's hash: from the configured token, or from the store, generating and
@@ -74,14 +188,19 @@ async fn admin_hash(
 }
 
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Services> {
-    let store = open_store(&config.database).await?;
+    let opened = open_store(&config.database, config.master_key.as_deref()).await?;
+    let store = opened.store;
     let released = store.release_leases(&config.node_id).await?;
     if released > 0 {
         tracing::info!(released, "released leases left by a previous run");
     }
     let sender = Sender::new(&SenderConfig {
         timeout: config.request_timeout,
-        targets: TargetPolicy { allow_private: config.allow_private_targets },
+        targets: TargetPolicy {
+            allow_private: config.allow_private_targets,
+            allow_cidrs: config.allow_cidrs.clone(),
+            https_only: config.https_only,
+        },
         ..SenderConfig::default()
     })
     .context("building the HTTP client")?;
@@ -111,8 +230,19 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Ser
         clock,
         admin_token_hash: Arc::new(hash),
         wake: config.dispatch.then(|| dispatcher.waker()),
+        limits: Arc::new(RateLimits::new(
+            RateLimit::new(config.rate_limit, config.rate_limit_burst),
+            RateLimit::new(config.admin_rate_limit, config.rate_limit_burst),
+        )),
     };
-    Ok(Services { store, dispatcher, watchdog, state, generated_admin_token: generated })
+    Ok(Services {
+        store,
+        dispatcher,
+        watchdog,
+        state,
+        generated_admin_token: generated,
+        generated_key_file: opened.generated_key_file,
+    })
 }
 
 /// Runs the API (when enabled) and the dispatcher (when enabled) until `shutdown`.

@@ -23,6 +23,10 @@ use tokio::sync::{Notify, Semaphore};
 
 const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 
+/// The master key of every database this bench run creates (given to each server it starts).
+static MASTER_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(payhook_store::seal::Sealer::generate_key);
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Print the results as one JSON document.
@@ -128,6 +132,7 @@ impl Server {
             .args(["--max-in-flight", "256", "--per-host-limit", "256"])
             .args(["--database", database])
             .env("PAYHOOK_ADMIN_TOKEN", ADMIN)
+            .env("PAYHOOK_MASTER_KEY", MASTER_KEY.as_str())
             .env("PAYHOOK_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -388,7 +393,7 @@ async fn latency(args: &BenchArgs, database: &str) -> anyhow::Result<(Value, Ser
 /// Phase 5: a backlog of deliveries scheduled for later, written straight through the store;
 /// then the time to claim one due delivery beside it, at 10k and at the full backlog.
 async fn backlog(args: &BenchArgs, database: &str) -> anyhow::Result<Value> {
-    let store = crate::app::open_store(database).await?;
+    let store = crate::app::open_store(database, Some(MASTER_KEY.as_str())).await?.store;
     let clock = SystemClock;
     let mid = bench_merchant(store.as_ref(), clock.now()).await?;
     let mut result = serde_json::Map::new();

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,9 +23,29 @@ pub struct ServeArgs {
     /// The admin token. When unset, one is generated on first start and printed once.
     #[arg(long, env = "PAYHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The master key that seals merchants' secrets at rest: base64 of 32 random bytes. When
+    /// unset with SQLite, the key file beside the database is used, created on first start.
+    #[arg(long, env = "PAYHOOK_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
     /// Allow callbacks to loopback, private and link-local addresses (development only).
     #[arg(long, env = "PAYHOOK_ALLOW_PRIVATE_TARGETS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_targets: Option<bool>,
+    /// Open one forbidden range to callbacks and status sources, e.g. `10.0.0.0/8`
+    /// (repeatable; the environment variable takes a comma-separated list).
+    #[arg(long = "allow-cidr", env = "PAYHOOK_ALLOW_CIDRS", value_delimiter = ',')]
+    pub allow_cidrs: Vec<String>,
+    /// Refuse `http://` callback URLs and status sources: only `https://`.
+    #[arg(long, env = "PAYHOOK_HTTPS_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    pub https_only: Option<bool>,
+    /// API requests per second allowed per merchant (its API keys together); 0: no limit.
+    #[arg(long, env = "PAYHOOK_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Requests a caller may make at once above the rate (default: twice the rate).
+    #[arg(long, env = "PAYHOOK_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// API requests per second allowed for the admin token; 0 (the default): no limit.
+    #[arg(long, env = "PAYHOOK_ADMIN_RATE_LIMIT")]
+    pub admin_rate_limit: Option<u32>,
     /// Timeout of one callback request, e.g. `15s`.
     #[arg(long, env = "PAYHOOK_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
@@ -60,7 +81,13 @@ struct FileConfig {
     listen: Option<String>,
     database: Option<String>,
     admin_token: Option<String>,
+    master_key: Option<String>,
     allow_private_targets: Option<bool>,
+    allow_cidrs: Option<Vec<String>>,
+    https_only: Option<bool>,
+    rate_limit: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    admin_rate_limit: Option<u32>,
     request_timeout: Option<String>,
     max_in_flight: Option<usize>,
     per_host_limit: Option<usize>,
@@ -85,7 +112,17 @@ pub struct Config {
     pub listen: String,
     pub database: String,
     pub admin_token: Option<String>,
+    /// Base64 of the 32-byte master key; `None`: the SQLite key file.
+    pub master_key: Option<String>,
     pub allow_private_targets: bool,
+    /// Forbidden ranges the operator opened anyway.
+    pub allow_cidrs: Vec<IpNet>,
+    pub https_only: bool,
+    /// Per-merchant API requests per second (0: none), and the burst (0: twice the rate).
+    pub rate_limit: u32,
+    pub rate_limit_burst: u32,
+    /// Admin-token requests per second (0: none); bursts like the merchants' limit.
+    pub admin_rate_limit: u32,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub per_host_limit: usize,
@@ -104,7 +141,10 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("database", &redact_url(&self.database))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .field("allow_private_targets", &self.allow_private_targets)
+            .field("allow_cidrs", &self.allow_cidrs)
+            .field("https_only", &self.https_only)
             .field("request_timeout", &self.request_timeout)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
@@ -122,6 +162,19 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Parses the operator's CIDR allow-list (`10.0.0.0/8`, `fd00::/8`, or a bare address).
+fn cidrs(list: &[String]) -> anyhow::Result<Vec<IpNet>> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .with_context(|| format!("allow_cidrs: {s:?} is not a CIDR like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 fn duration(key: &str, v: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(v).with_context(|| format!("{key}: {v:?} is not a duration like 15s"))
 }
@@ -132,7 +185,13 @@ impl Config {
             listen: "127.0.0.1:8080".into(),
             database: "payhook.db".into(),
             admin_token: None,
+            master_key: None,
             allow_private_targets: false,
+            allow_cidrs: Vec::new(),
+            https_only: false,
+            rate_limit: 100,
+            rate_limit_burst: 0,
+            admin_rate_limit: 0,
             request_timeout: Duration::from_secs(15),
             max_in_flight: 64,
             per_host_limit: 8,
@@ -161,10 +220,26 @@ impl Config {
             listen: pick(&args.listen, file.listen).unwrap_or(d.listen),
             database: pick(&args.database, file.database).unwrap_or(d.database),
             admin_token: pick(&args.admin_token, file.admin_token),
+            master_key: pick(&args.master_key, file.master_key),
             allow_private_targets: args
                 .allow_private_targets
                 .or(file.allow_private_targets)
                 .unwrap_or(d.allow_private_targets),
+            allow_cidrs: cidrs(if args.allow_cidrs.is_empty() {
+                file.allow_cidrs.as_deref().unwrap_or_default()
+            } else {
+                &args.allow_cidrs
+            })?,
+            https_only: args.https_only.or(file.https_only).unwrap_or(d.https_only),
+            rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(d.rate_limit),
+            rate_limit_burst: args
+                .rate_limit_burst
+                .or(file.rate_limit_burst)
+                .unwrap_or(d.rate_limit_burst),
+            admin_rate_limit: args
+                .admin_rate_limit
+                .or(file.admin_rate_limit)
+                .unwrap_or(d.admin_rate_limit),
             request_timeout: match pick(&args.request_timeout, file.request_timeout) {
                 Some(v) => duration("request_timeout", &v)?,
                 None => d.request_timeout,
@@ -202,6 +277,10 @@ impl Config {
             if t.len() < 16 || t.starts_with("pk_") {
                 bail!("the admin token must be at least 16 characters and not start with pk_");
             }
+        }
+        if let Some(key) = &self.master_key {
+            payhook_store::seal::Sealer::from_base64(key)
+                .map_err(|e| anyhow::anyhow!("master_key: {e}"))?;
         }
         Ok(())
     }
@@ -244,6 +323,11 @@ mod tests {
         assert_eq!(file.listen.as_deref(), Some(d.listen.as_str()));
         assert_eq!(file.database.as_deref(), Some(d.database.as_str()));
         assert_eq!(file.allow_private_targets, Some(d.allow_private_targets));
+        assert_eq!(file.https_only, Some(d.https_only));
+        assert_eq!(file.rate_limit, Some(d.rate_limit));
+        assert_eq!(file.rate_limit_burst, Some(d.rate_limit_burst));
+        assert_eq!(file.admin_rate_limit, Some(d.admin_rate_limit));
+        assert_eq!(file.allow_cidrs.map(|l| cidrs(&l).expect("valid")), Some(d.allow_cidrs));
         assert_eq!(file.max_in_flight, Some(d.max_in_flight));
         assert_eq!(file.per_host_limit, Some(d.per_host_limit));
         assert_eq!((file.api, file.dispatch), (Some(d.api), Some(d.dispatch)));
@@ -257,6 +341,57 @@ mod tests {
         assert!(Config::resolve(&args).is_err());
         let args = ServeArgs { admin_token: Some("short".into()), ..Default::default() };
         assert!(Config::resolve(&args).is_err());
+        let args = ServeArgs { master_key: Some("c2hvcnQ=".into()), ..Default::default() };
+        let err = Config::resolve(&args).expect_err("a 5-byte key");
+        assert!(format!("{err:#}").contains("32 bytes"), "{err:#}");
+    }
+
+    #[test]
+    fn target_settings_come_from_flags_env_or_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.toml");
+        std::fs::write(&path, "https_only = true\nallow_cidrs = [\"10.0.0.0/8\", \"fd00::/8\"]\n")
+            .expect("write config");
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        let c = Config::resolve(&args).expect("valid config");
+        assert!(c.https_only);
+        let want: Vec<IpNet> =
+            vec!["10.0.0.0/8".parse().expect("cidr"), "fd00::/8".parse().expect("cidr")];
+        assert_eq!(c.allow_cidrs, want);
+        let args = ServeArgs {
+            config: Some(path),
+            allow_cidrs: vec!["192.168.10.0/24".into(), "127.0.0.1".into()],
+            https_only: Some(false),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("valid config");
+        assert!(!c.https_only, "the flag beats the file");
+        let want: Vec<IpNet> =
+            vec!["192.168.10.0/24".parse().expect("cidr"), "127.0.0.1/32".parse().expect("cidr")];
+        assert_eq!(c.allow_cidrs, want);
+        let bad = ServeArgs { allow_cidrs: vec!["10.0.0.0/33".into()], ..Default::default() };
+        assert!(Config::resolve(&bad).is_err());
+    }
+
+    #[test]
+    fn the_cidr_flag_repeats_and_the_env_splits_on_commas() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "payhook",
+            "--allow-cidr",
+            "10.0.0.0/8",
+            "--allow-cidr",
+            "172.16.0.0/12,192.168.0.0/16",
+            "--https-only",
+        ])
+        .expect("flags parse");
+        assert_eq!(cli.serve.allow_cidrs, ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]);
+        assert_eq!(cli.serve.https_only, Some(true));
     }
 
     #[test]
@@ -281,8 +416,10 @@ mod tests {
     fn debug_hides_secrets() {
         let mut c = Config::defaults();
         c.admin_token = Some("super-secret-admin-token".into());
+        c.master_key = Some("bWFzdGVyLWtleS1tYXN0ZXIta2V5LW1hc3Rlci1rZXk=".into());
         c.database = "postgres://u:hunter2@db/payhook".into();
         let text = format!("{c:?}");
         assert!(!text.contains("super-secret") && !text.contains("hunter2"), "{text}");
+        assert!(!text.contains("bWFzdGVy"), "{text}");
     }
 }

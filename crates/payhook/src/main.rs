@@ -63,6 +63,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::resolve(&args)?;
     init_tracing(config.log_format);
     let services = app::build(&config, Arc::new(SystemClock)).await?;
+    if let Some(path) = &services.generated_key_file {
+        println!(
+            "Generated the master key sealing merchants' secrets: {} (mode 0600; back it up with \
+             the database)",
+            path.display()
+        );
+    }
     if let Some(token) = &services.generated_admin_token {
         println!("Generated admin token (shown once, keep it): {token}");
     }
@@ -102,7 +109,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::resolve(&args)?;
     init_tracing(config.log_format);
-    app::open_store(&config.database).await?;
+    let opened = app::open_store(&config.database, config.master_key.as_deref()).await?;
+    if let Some(path) = &opened.generated_key_file {
+        println!("Generated the master key sealing merchants' secrets: {}", path.display());
+    }
     println!("migrations applied to {}", payhook::config::redact_url(&config.database));
     Ok(())
 }

@@ -15,7 +15,7 @@ CREATE TABLE merchants (
     callback_url           TEXT,
     allowed_callback_urls  JSON NOT NULL,  -- array of prefixes
     retry                  JSON,           -- retry policy
-    encryption_key         JSON,           -- public JWK
+    encryption_key         TEXT,           -- public JWK (JSON), sealed with the master key
     settings               JSON NOT NULL,  -- object
     signing_secret         TEXT NOT NULL,
     previous_secret        TEXT,

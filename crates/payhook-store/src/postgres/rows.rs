@@ -1,6 +1,7 @@
 //! Row mapping for the PostgreSQL store: column lists, `from_row` functions, inserts and
 //! updates. The twin of `sqlite/rows.rs`; the columns and their meaning are the same.
 
+use crate::seal::Sealer;
 use crate::{destination_host, mint_id, NewOperation, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::{EventId, MerchantId, OperationId};
@@ -122,11 +123,19 @@ const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, allowed_callbac
     encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
     updated_at";
 
-fn merchant_from_row(r: &Row) -> Result<Merchant, StoreError> {
+/// A sealed column's plaintext (see [`crate::seal`]).
+fn unseal(sealer: &Sealer, sealed: &str) -> Result<String, StoreError> {
+    sealer.open(sealed).map_err(|e| StoreError::Backend(format!("opening a sealed secret: {e}")))
+}
+
+fn merchant_from_row(sealer: &Sealer, r: &Row) -> Result<Merchant, StoreError> {
     let previous = match (get::<Option<String>>(r, 9)?, get::<Option<i64>>(r, 10)?) {
-        (Some(s), Some(exp)) => Some((secret(&s)?, Timestamp(exp))),
+        (Some(s), Some(exp)) => Some((secret(&unseal(sealer, &s)?)?, Timestamp(exp))),
         _ => None,
     };
+    let encryption_key = get::<Option<String>>(r, 6)?
+        .map(|s| serde_json::from_str(&unseal(sealer, &s)?).map_err(bad_data))
+        .transpose()?;
     Ok(Merchant {
         id: text(r, 0)?,
         name: get(r, 1)?,
@@ -134,9 +143,9 @@ fn merchant_from_row(r: &Row) -> Result<Merchant, StoreError> {
         callback_url: get(r, 3)?,
         allowed_callback_urls: json(r, 4)?,
         retry: opt_json(r, 5)?,
-        encryption_key: opt_json(r, 6)?,
+        encryption_key,
         settings: json(r, 7)?,
-        signing_secret: secret(&get::<String>(r, 8)?)?,
+        signing_secret: secret(&unseal(sealer, &get::<String>(r, 8)?)?)?,
         previous_secret: previous,
         created_at: Timestamp(get(r, 11)?),
         updated_at: Timestamp(get(r, 12)?),
@@ -145,25 +154,30 @@ fn merchant_from_row(r: &Row) -> Result<Merchant, StoreError> {
 
 pub(crate) async fn load_merchant<C: GenericClient>(
     c: &C,
+    sealer: &Sealer,
     id: &MerchantId,
 ) -> Result<Option<Merchant>, StoreError> {
     let sql = format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1");
-    query_opt(c, &sql, &[&id.as_str()]).await?.as_ref().map(merchant_from_row).transpose()
+    let row = query_opt(c, &sql, &[&id.as_str()]).await?;
+    row.as_ref().map(|r| merchant_from_row(sealer, r)).transpose()
 }
 
 /// Writes all of a merchant's columns: `INSERT` for a new one, `UPDATE` (all but `created_at`)
 /// for an existing one. Returns the rows changed.
+/// Secrets are sealed with the master key before they reach the database.
 async fn write_merchant<C: GenericClient>(
     c: &C,
+    sealer: &Sealer,
     sql: &str,
     m: &Merchant,
 ) -> Result<u64, StoreError> {
     let (prev, exp) = match &m.previous_secret {
-        Some((s, exp)) => (Some(s.expose()), Some(exp.0)),
+        Some((s, exp)) => (Some(sealer.seal(s.expose())), Some(exp.0)),
         None => (None, None),
     };
     let retry = m.retry.as_ref().map(Json);
-    let key = m.encryption_key.as_ref().map(Json);
+    let key = m.encryption_key.as_ref().map(|k| sealer.seal(&k.to_string()));
+    let secret = sealer.seal(m.signing_secret.expose());
     exec(
         c,
         sql,
@@ -176,7 +190,7 @@ async fn write_merchant<C: GenericClient>(
             &retry,
             &key,
             &Json(&m.settings),
-            &m.signing_secret.expose(),
+            &secret,
             &prev,
             &exp,
             &m.created_at.0,
@@ -188,17 +202,19 @@ async fn write_merchant<C: GenericClient>(
 
 pub(crate) async fn insert_merchant<C: GenericClient>(
     c: &C,
+    sealer: &Sealer,
     m: &Merchant,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO merchants ({MERCHANT_COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     );
-    write_merchant(c, &sql, m).await.map(|_| ())
+    write_merchant(c, sealer, &sql, m).await.map(|_| ())
 }
 
 pub(crate) async fn update_merchant_row<C: GenericClient>(
     c: &C,
+    sealer: &Sealer,
     m: &Merchant,
 ) -> Result<u64, StoreError> {
     // `$12` (created_at) never changes; the comparison only gives the parameter a type.
@@ -207,7 +223,7 @@ pub(crate) async fn update_merchant_row<C: GenericClient>(
            signing_secret = $9, previous_secret = $10, previous_expires_at = $11,
            updated_at = $13
          WHERE id = $1 AND $12::BIGINT IS NOT NULL";
-    write_merchant(c, sql, m).await
+    write_merchant(c, sealer, sql, m).await
 }
 
 const OPERATION_COLUMNS: &str = "id, number, merchant_id, external_id, amount, currency, kind, \

@@ -2,6 +2,7 @@
 //! SKIP LOCKED` and a lease), polls logged like attempts. Semantics as in `sqlite.rs`.
 
 use super::rows::*;
+use crate::seal::Sealer;
 use crate::{mint_id, ClaimedWatch, PollClaim, PollNext, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::dialect::{effective_dialect, effective_policy};
@@ -72,6 +73,7 @@ pub(super) async fn claim_in<C: GenericClient>(
 /// finished (the update only touches active watches).
 pub(super) async fn record_in<C: GenericClient>(
     tx: &C,
+    sealer: &Sealer,
     poll: &Poll,
     next: PollNext,
     now: Timestamp,
@@ -97,7 +99,7 @@ pub(super) async fn record_in<C: GenericClient>(
     )
     .await?;
     if changed == 1 && state == WatchState::Exhausted {
-        plan_poll_timeout(tx, &poll.operation_id, now).await?;
+        plan_poll_timeout(tx, sealer, &poll.operation_id, now).await?;
     }
     Ok(())
 }
@@ -108,13 +110,14 @@ pub(super) async fn record_in<C: GenericClient>(
 /// the other order here could deadlock.
 async fn plan_poll_timeout<C: GenericClient>(
     tx: &C,
+    sealer: &Sealer,
     op_id: &OperationId,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let (op, _) = query_operation(tx, "WHERE id = $1", &[&op_id.as_str()])
         .await?
         .ok_or(StoreError::NotFound)?;
-    let merchant = load_merchant(tx, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
+    let merchant = load_merchant(tx, sealer, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
     let dialect = effective_dialect(&merchant, &op);
     let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
     let sql = "SELECT id FROM events WHERE operation_id = $1 ORDER BY seq DESC LIMIT 1";

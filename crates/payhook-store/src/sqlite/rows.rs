@@ -1,6 +1,7 @@
 //! Row mapping for the SQLite store: column lists, `from_row` functions, inserts and updates.
 
 use super::host_of;
+use crate::seal::Sealer;
 use crate::{NewOperation, StoreError};
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{
@@ -58,21 +59,35 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("our records serialize to JSON")
 }
 
-fn secret(r: &Row<'_>, i: usize) -> rusqlite::Result<SigningSecret> {
-    SigningSecret::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i, e))
+/// A sealed column's plaintext.
+fn unseal(sealer: &Sealer, r: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    r.get::<_, Option<String>>(i)?.map(|s| sealer.open(&s).map_err(|e| conv(i, e))).transpose()
+}
+
+fn secret(sealer: &Sealer, r: &Row<'_>, i: usize) -> rusqlite::Result<Option<SigningSecret>> {
+    unseal(sealer, r, i)?.map(|s| SigningSecret::parse(&s).map_err(|e| conv(i, e))).transpose()
 }
 
 const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, allowed_callback_urls, retry, \
     encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
     updated_at";
 
-fn merchant_from_row(r: &Row<'_>) -> rusqlite::Result<Merchant> {
-    let previous = match (r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(10)?) {
-        (Some(s), Some(exp)) => {
-            Some((SigningSecret::parse(&s).map_err(|e| conv(9, e))?, Timestamp(exp)))
-        }
+/// The merchant columns that hold secrets, sealed with the master key: the signing secret,
+/// the previous one, and the encryption key (JSON text before sealing).
+pub(crate) const SEALED_MERCHANT_COLUMNS: [&str; 3] =
+    ["signing_secret", "previous_secret", "encryption_key"];
+
+fn merchant_from_row(sealer: &Sealer, r: &Row<'_>) -> rusqlite::Result<Merchant> {
+    let previous = match (secret(sealer, r, 9)?, r.get::<_, Option<i64>>(10)?) {
+        (Some(s), Some(exp)) => Some((s, Timestamp(exp))),
         _ => None,
     };
+    let encryption_key = unseal(sealer, r, 6)?
+        .map(|json| serde_json::from_str(&json).map_err(|e| conv(6, e)))
+        .transpose()?;
+    let signing_secret = secret(sealer, r, 8)?.ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(8, Type::Null, "no signing secret".into())
+    })?;
     Ok(Merchant {
         id: text(r, 0)?,
         name: r.get(1)?,
@@ -80,9 +95,9 @@ fn merchant_from_row(r: &Row<'_>) -> rusqlite::Result<Merchant> {
         callback_url: r.get(3)?,
         allowed_callback_urls: json(r, 4)?,
         retry: opt_json(r, 5)?,
-        encryption_key: opt_json(r, 6)?,
+        encryption_key,
         settings: json(r, 7)?,
-        signing_secret: secret(r, 8)?,
+        signing_secret,
         previous_secret: previous,
         created_at: Timestamp(r.get(11)?),
         updated_at: Timestamp(r.get(12)?),
@@ -91,17 +106,18 @@ fn merchant_from_row(r: &Row<'_>) -> rusqlite::Result<Merchant> {
 
 pub(crate) fn load_merchant(
     c: &Connection,
+    sealer: &Sealer,
     id: &MerchantId,
 ) -> Result<Option<Merchant>, StoreError> {
     let mut stmt = c
         .prepare_cached(&format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = ?1"))
         .map_err(backend)?;
-    stmt.query_row([id.as_str()], merchant_from_row).optional().map_err(backend)
+    stmt.query_row([id.as_str()], |r| merchant_from_row(sealer, r)).optional().map_err(backend)
 }
 
-fn merchant_params(m: &Merchant) -> [Box<dyn rusqlite::ToSql>; 13] {
+fn merchant_params(m: &Merchant, sealer: &Sealer) -> [Box<dyn rusqlite::ToSql>; 13] {
     let (prev, exp) = match &m.previous_secret {
-        Some((s, exp)) => (Some(s.expose().to_owned()), Some(exp.0)),
+        Some((s, exp)) => (Some(sealer.seal(s.expose())), Some(exp.0)),
         None => (None, None),
     };
     [
@@ -111,9 +127,9 @@ fn merchant_params(m: &Merchant) -> [Box<dyn rusqlite::ToSql>; 13] {
         Box::new(m.callback_url.clone()),
         Box::new(to_json(&m.allowed_callback_urls)),
         Box::new(m.retry.as_ref().map(to_json)),
-        Box::new(m.encryption_key.as_ref().map(to_json)),
+        Box::new(m.encryption_key.as_ref().map(|k| sealer.seal(&to_json(k)))),
         Box::new(to_json(&m.settings)),
-        Box::new(m.signing_secret.expose().to_owned()),
+        Box::new(sealer.seal(m.signing_secret.expose())),
         Box::new(prev),
         Box::new(exp),
         Box::new(m.created_at.0),
@@ -121,8 +137,12 @@ fn merchant_params(m: &Merchant) -> [Box<dyn rusqlite::ToSql>; 13] {
     ]
 }
 
-pub(crate) fn insert_merchant(c: &Connection, m: &Merchant) -> Result<(), StoreError> {
-    let p = merchant_params(m);
+pub(crate) fn insert_merchant(
+    c: &Connection,
+    sealer: &Sealer,
+    m: &Merchant,
+) -> Result<(), StoreError> {
+    let p = merchant_params(m, sealer);
     exec(
         c,
         &format!(
@@ -135,8 +155,12 @@ pub(crate) fn insert_merchant(c: &Connection, m: &Merchant) -> Result<(), StoreE
     Ok(())
 }
 
-pub(crate) fn update_merchant_row(c: &Connection, m: &Merchant) -> Result<usize, StoreError> {
-    let p = merchant_params(m);
+pub(crate) fn update_merchant_row(
+    c: &Connection,
+    sealer: &Sealer,
+    m: &Merchant,
+) -> Result<usize, StoreError> {
+    let p = merchant_params(m, sealer);
     exec(
         c,
         "UPDATE merchants SET name = ?2, dialect = ?3, callback_url = ?4,

@@ -2,6 +2,7 @@
 //! is dropped when the test ends.
 
 use payhook_store::postgres::{drop_schema, PgStore};
+use payhook_store::seal::Sealer;
 use payhook_store::sqlite::SqliteStore;
 use payhook_store::Store;
 use std::sync::Arc;
@@ -47,7 +48,8 @@ impl Drop for Cleanup {
 
 pub fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("payhook.db")).expect("open SQLite store");
+    let store = SqliteStore::open(&dir.path().join("payhook.db"), Sealer::random())
+        .expect("open SQLite store");
     TestStore { store: Arc::new(store), _cleanup: Cleanup::Dir(dir) }
 }
 
@@ -59,7 +61,7 @@ pub fn fresh_schema() -> String {
 pub async fn postgres() -> TestStore {
     let url = database_url();
     let schema = fresh_schema();
-    let store = match PgStore::connect(&url, Some(&schema)).await {
+    let store = match PgStore::connect(&url, Some(&schema), Sealer::random()).await {
         Ok(s) => s,
         Err(e) => panic!(
             "the PostgreSQL conformance tests need a server at {url} \

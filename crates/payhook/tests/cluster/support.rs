@@ -31,6 +31,10 @@ where
     }
 }
 
+/// The master key every node of a test cluster shares (and the test's own store view).
+pub static MASTER_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(payhook_store::seal::Sealer::generate_key);
+
 /// A schema of its own on the test server (`PAYHOOK_TEST_DATABASE_URL`, default the local
 /// `test` database), migrated, and dropped when the test ends.
 pub struct Database {
@@ -45,7 +49,8 @@ impl Database {
         let base = std::env::var("PAYHOOK_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let schema = payhook_store::mint_id("payhook_c_");
-        let store = match PgStore::connect(&base, Some(&schema)).await {
+        let sealer = payhook_store::seal::Sealer::from_base64(&MASTER_KEY).expect("test key");
+        let store = match PgStore::connect(&base, Some(&schema), sealer).await {
             Ok(s) => s,
             Err(e) => panic!(
                 "the cluster tests need PostgreSQL at {base} \
@@ -85,6 +90,7 @@ impl Node {
             .args(extra)
             .env("PAYHOOK_DATABASE", database)
             .env("PAYHOOK_ADMIN_TOKEN", ADMIN)
+            .env("PAYHOOK_MASTER_KEY", MASTER_KEY.as_str())
             .env("PAYHOOK_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -27,13 +27,23 @@ pub struct TestDb {
     schema: Option<(String, String)>,
 }
 
+/// The master key of PostgreSQL test databases (a shared database has no key file).
+static PG_MASTER_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(payhook_store::seal::Sealer::generate_key);
+
 impl TestDb {
-    fn new() -> TestDb {
+    /// A SQLite file, whatever the suite's backend (for tests of SQLite's own behaviour).
+    pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
+        let database = dir.path().join("payhook.db").to_string_lossy().into_owned();
+        TestDb { database, _dir: dir, schema: None }
+    }
+
+    fn new() -> TestDb {
         if std::env::var("PAYHOOK_TEST_BACKEND").as_deref() != Ok("postgres") {
-            let database = dir.path().join("payhook.db").to_string_lossy().into_owned();
-            return TestDb { database, _dir: dir, schema: None };
+            return TestDb::sqlite();
         }
+        let dir = tempfile::tempdir().expect("temp dir");
         let url = std::env::var("PAYHOOK_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let schema = payhook_store::mint_id("payhook_e2e_");
@@ -100,7 +110,11 @@ pub async fn spawn_app(mode: Mode) -> TestApp {
 
 /// Like [`spawn_app`], with settings adjusted by `tune`.
 pub async fn spawn_app_with(mode: Mode, tune: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = TestDb::new();
+    spawn_app_on(TestDb::new(), mode, tune).await
+}
+
+/// Like [`spawn_app_with`], on the given database.
+pub async fn spawn_app_on(dir: TestDb, mode: Mode, tune: impl FnOnce(&mut Config)) -> TestApp {
     let clock = match mode {
         Mode::Live => None,
         Mode::Manual => Some(Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)))),
@@ -117,6 +131,9 @@ async fn start(
 ) -> TestApp {
     let mut config = Config::defaults();
     config.database = dir.database.clone();
+    if dir.schema.is_some() {
+        config.master_key = Some(PG_MASTER_KEY.clone());
+    }
     config.admin_token = Some(ADMIN.into());
     config.allow_private_targets = true;
     config.request_timeout = Duration::from_secs(5);
@@ -148,6 +165,11 @@ async fn start(
 }
 
 impl TestApp {
+    /// The directory holding a SQLite database (and its master key file).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("the app owns its directory")._dir.path()
+    }
+
     /// Stops this app and starts a new one on the same database (and the same manual clock),
     /// as a restart of the process would.
     pub async fn restart(mut self, tune: impl FnOnce(&mut Config)) -> TestApp {
