@@ -406,6 +406,18 @@ pub async fn report_status(
 
 /// Validates and stores one report; the event's view on success.
 async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Value, ApiError> {
+    let report = parse_report(id, body)?;
+    let reported =
+        state.store.report_status(report, state.clock.now()).await.map_err(store_error)?;
+    if let Some(d) = &reported.delivery {
+        tracing::Span::current().record("delivery_id", d.id.as_str());
+        state.wake_dispatcher();
+    }
+    Ok(reported_view(&reported))
+}
+
+/// A report checked at the edge.
+fn parse_report(id: &str, body: ReportBody) -> Result<StatusReport, ApiError> {
     let operation_id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
     let status: Status =
         body.status.parse().map_err(|e: payhook_core::status::UnknownStatus| {
@@ -415,20 +427,25 @@ async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Va
         validate::text("event_key", key, validate::MAX_EVENT_KEY)?;
     }
     validate::data("data", &body.data)?;
-    let report = StatusReport { operation_id, status, data: body.data, event_key: body.event_key };
-    let reported =
-        state.store.report_status(report, state.clock.now()).await.map_err(|e| match e {
-            payhook_store::StoreError::NotFound => ApiError::not_found("operation"),
-            other => other.into(),
-        })?;
-    if let Some(d) = &reported.delivery {
-        tracing::Span::current().record("delivery_id", d.id.as_str());
-        state.wake_dispatcher();
+    Ok(StatusReport { operation_id, status, data: body.data, event_key: body.event_key })
+}
+
+fn store_error(e: payhook_store::StoreError) -> ApiError {
+    match e {
+        payhook_store::StoreError::NotFound => ApiError::not_found("operation"),
+        other => other.into(),
     }
+}
+
+fn reported_view(reported: &payhook_store::Reported) -> Value {
     let mut view = views::event(&reported.event);
     view["duplicate"] = json!(reported.duplicate);
     view["delivery_id"] = json!(reported.delivery.as_ref().map(|d| &d.id));
-    Ok(view)
+    view
+}
+
+fn item_error(index: usize, e: &ApiError) -> Value {
+    json!({"index": index, "ok": false, "status": e.status.as_u16(), "error": e.body()})
 }
 
 /// Items per batch at most.
@@ -455,8 +472,8 @@ pub struct BatchBody {
 }
 
 /// `POST /v1/operations/status:batch`: many reports in one request. Each item is all or
-/// nothing on its own (its own transaction savepoint) and gets its own result; the store commits
-/// the items together, so a batch costs about one durable write.
+/// nothing on its own (its own savepoint) and gets its own result; the store commits the items
+/// in one transaction, so a batch costs one durable write.
 #[utoipa::path(post, path = "/v1/operations/status:batch", tag = "operations",
     security(("bearer" = [])),
     request_body = BatchBody,
@@ -481,21 +498,33 @@ pub async fn report_status_batch(
             format!("a batch holds 1 to {MAX_BATCH} items"),
         ));
     }
-    let mut tasks = tokio::task::JoinSet::new();
+    // Checked one by one first; the valid items then go to the store as one batch.
+    let mut results = vec![Value::Null; body.items.len()];
+    let mut reports = Vec::new();
+    let mut positions = Vec::new();
     for (index, item) in body.items.into_iter().enumerate() {
-        let state = state.clone();
         let body = ReportBody { status: item.status, data: item.data, event_key: item.event_key };
-        tasks.spawn(async move { (index, apply_report(&state, &item.operation_id, body).await) });
-    }
-    let mut results = vec![Value::Null; tasks.len()];
-    while let Some(joined) = tasks.join_next().await {
-        let (index, outcome) = joined.map_err(ApiError::internal)?;
-        results[index] = match outcome {
-            Ok(event) => json!({"index": index, "ok": true, "event": event}),
-            Err(e) => {
-                json!({"index": index, "ok": false, "status": e.status.as_u16(), "error": e.body()})
+        match parse_report(&item.operation_id, body) {
+            Ok(report) => {
+                reports.push(report);
+                positions.push(index);
             }
+            Err(e) => results[index] = item_error(index, &e),
+        }
+    }
+    let outcomes = state.store.report_statuses(reports, state.clock.now()).await?;
+    let mut planned = false;
+    for (index, outcome) in positions.into_iter().zip(outcomes) {
+        results[index] = match outcome {
+            Ok(reported) => {
+                planned |= reported.delivery.is_some();
+                json!({"index": index, "ok": true, "event": reported_view(&reported)})
+            }
+            Err(e) => item_error(index, &store_error(e)),
         };
+    }
+    if planned {
+        state.wake_dispatcher();
     }
     Ok((StatusCode::OK, axum::Json(json!({ "results": results }))))
 }

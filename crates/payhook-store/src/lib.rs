@@ -66,6 +66,14 @@ pub trait Store: Send + Sync + 'static {
         report: StatusReport,
         now: Timestamp,
     ) -> Result<Reported, StoreError>;
+    /// Applies many status changes at once (`POST /v1/operations/status:batch`): each item
+    /// succeeds or fails on its own, with its own result, and the successful ones commit
+    /// together. `Err` only when the batch as a whole could not be stored.
+    async fn report_statuses(
+        &self,
+        reports: Vec<StatusReport>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Reported, StoreError>>, StoreError>;
     /// A merchant's events after `after` (a feed position), oldest first.
     async fn events(
         &self,

@@ -275,6 +275,18 @@ impl Store for PgStore {
         Ok(reported)
     }
 
+    async fn report_statuses(
+        &self,
+        reports: Vec<StatusReport>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let results = apply_reports(&tx, &self.sealer, reports, now).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(results)
+    }
+
     async fn events(
         &self,
         merchant: &MerchantId,
@@ -480,10 +492,95 @@ async fn apply_report<C: GenericClient>(
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
-    let (mut op, _) =
-        query_operation(tx, "WHERE id = $1 FOR UPDATE", &[&report.operation_id.as_str()])
-            .await?
-            .ok_or(StoreError::NotFound)?;
+    let mut reported = prepare_report(tx, sealer, report, now).await?;
+    if reported.duplicate {
+        return Ok(reported);
+    }
+    lock_feed(tx, &reported.event.merchant_id).await?;
+    store_event(tx, &mut reported.event).await?;
+    Ok(reported)
+}
+
+/// Everything of a status change but the event insert: the caller takes the feed lock and
+/// stores `reported.event` (positions come last, see [`lock_feed`]).
+async fn change_status<C: GenericClient>(
+    tx: &C,
+    sealer: &Sealer,
+    mut op: Operation,
+    report: StatusReport,
+    now: Timestamp,
+) -> Result<Reported, StoreError> {
+    op.status.check_transition(report.status)?;
+    let previous_status = op.status;
+    op.data.extend(report.data);
+    op.status = report.status;
+    op.seq += 1;
+    op.updated_at = now;
+    save_operation_status(tx, &op).await?;
+    let event = new_event(&op, previous_status, report.event_key, now)?;
+    // The delivery refers to the event before it is inserted: the foreign key is deferred to
+    // commit, so the feed lock is held only for the event insert and the commit.
+    let delivery = plan_delivery(tx, sealer, &op, &event, now).await?;
+    if op.status.is_final() {
+        watch::finish(tx, &op.id, now).await?;
+    }
+    Ok(Reported { event, duplicate: false, delivery })
+}
+
+/// The changes of a batch, in one transaction. Locks are taken in one global order — operation
+/// rows sorted by id, then the feed locks of the merchants sorted — the order every single
+/// report also follows (row, then feed), so batches and reports cannot deadlock. Each item runs
+/// in its own savepoint: a refused item changes nothing and the others go on.
+async fn apply_reports(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sealer: &Sealer,
+    reports: Vec<StatusReport>,
+    now: Timestamp,
+) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
+    let mut order: Vec<usize> = (0..reports.len()).collect();
+    order.sort_by(|a, b| reports[*a].operation_id.cmp(&reports[*b].operation_id));
+    let mut slots: Vec<Option<StatusReport>> = reports.into_iter().map(Some).collect();
+    let mut results: Vec<Option<Result<Reported, StoreError>>> = Vec::new();
+    results.resize_with(slots.len(), || None);
+    for i in order {
+        let report = slots[i].take().expect("each item once");
+        exec(tx, "SAVEPOINT item", &[]).await?;
+        let outcome = prepare_report(tx, sealer, report, now).await;
+        let undo =
+            if outcome.is_ok() { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item" };
+        exec(tx, undo, &[]).await?;
+        results[i] = Some(outcome);
+    }
+    let mut merchants: Vec<MerchantId> = results
+        .iter()
+        .flatten()
+        .filter_map(|r| {
+            r.as_ref().ok().filter(|r| !r.duplicate).map(|r| r.event.merchant_id.clone())
+        })
+        .collect();
+    merchants.sort();
+    merchants.dedup();
+    for m in &merchants {
+        lock_feed(tx, m).await?;
+    }
+    for reported in results.iter_mut().flatten().flatten() {
+        if !reported.duplicate {
+            store_event(tx, &mut reported.event).await?;
+        }
+    }
+    Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+}
+
+/// One report up to its event insert (duplicates by event key come back complete).
+async fn prepare_report<C: GenericClient>(
+    tx: &C,
+    sealer: &Sealer,
+    report: StatusReport,
+    now: Timestamp,
+) -> Result<Reported, StoreError> {
+    let (op, _) = query_operation(tx, "WHERE id = $1 FOR UPDATE", &[&report.operation_id.as_str()])
+        .await?
+        .ok_or(StoreError::NotFound)?;
     if let Some(key) = &report.event_key {
         if let Some(event) = event_by_key(tx, &op.id, key).await? {
             if event.status != report.status {
@@ -492,23 +589,7 @@ async fn apply_report<C: GenericClient>(
             return Ok(Reported { event, duplicate: true, delivery: None });
         }
     }
-    op.status.check_transition(report.status)?;
-    let previous_status = op.status;
-    op.data.extend(report.data);
-    op.status = report.status;
-    op.seq += 1;
-    op.updated_at = now;
-    save_operation_status(tx, &op).await?;
-    let mut event = new_event(&op, previous_status, report.event_key, now)?;
-    // The delivery refers to the event before it is inserted: the foreign key is deferred to
-    // commit, so the feed lock below is held only for the event insert and the commit.
-    let delivery = plan_delivery(tx, sealer, &op, &event, now).await?;
-    if op.status.is_final() {
-        watch::finish(tx, &op.id, now).await?;
-    }
-    lock_feed(tx, &op.merchant_id).await?;
-    store_event(tx, &mut event).await?;
-    Ok(Reported { event, duplicate: false, delivery })
+    change_status(tx, sealer, op, report, now).await
 }
 
 /// Serialises the merchant's event inserts until commit (taken as late as possible). A sequence hands out positions in

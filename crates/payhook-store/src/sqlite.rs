@@ -372,6 +372,28 @@ impl Store for SqliteStore {
         self.write(move |tx| apply_report(tx, &sealer, report, now)).await
     }
 
+    async fn report_statuses(
+        &self,
+        reports: Vec<StatusReport>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
+        let sealer = self.sealer.clone();
+        self.write(move |tx| {
+            reports
+                .into_iter()
+                .map(|report| {
+                    exec(tx, "SAVEPOINT item", []).map_err(backend)?;
+                    let outcome = apply_report(tx, &sealer, report, now);
+                    let undo =
+                        if outcome.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO item", []) };
+                    undo.and_then(|_| exec(tx, "RELEASE item", [])).map_err(backend)?;
+                    Ok(outcome)
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn events(
         &self,
         merchant: &MerchantId,
