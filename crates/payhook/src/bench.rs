@@ -390,17 +390,25 @@ async fn latency(args: &BenchArgs, database: &str) -> anyhow::Result<(Value, Ser
     Ok((result, server))
 }
 
+/// Merchants the backlog is spread over.
+const BACKLOG_MERCHANTS: usize = 64;
+
 /// Phase 5: a backlog of deliveries scheduled for later, written straight through the store;
 /// then the time to claim one due delivery beside it, at 10k and at the full backlog.
 async fn backlog(args: &BenchArgs, database: &str) -> anyhow::Result<Value> {
     let store = crate::app::open_store(database, Some(MASTER_KEY.as_str())).await?.store;
     let clock = SystemClock;
-    let mid = bench_merchant(store.as_ref(), clock.now()).await?;
+    // Spread over merchants as real traffic is (PostgreSQL orders each merchant's events).
+    let mut mids = Vec::new();
+    for _ in 0..BACKLOG_MERCHANTS {
+        mids.push(bench_merchant(store.as_ref(), clock.now()).await?);
+    }
+    let mid = mids[0].clone();
     let mut result = serde_json::Map::new();
     let mut made = 0usize;
     for target in [10_000usize.min(args.backlog), args.backlog] {
         let started = Instant::now();
-        fill(&store, &mid, made, target, clock.now().plus(Duration::from_secs(86_400))).await?;
+        fill(&store, &mids, made, target, clock.now().plus(Duration::from_secs(86_400))).await?;
         let fill_rate = (target - made) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         made = target;
         let claim = time_claims(&store, &mid, 200).await?;
@@ -440,13 +448,13 @@ async fn bench_merchant(
 /// Registers and reports operations `from..to`, their deliveries due at `due`.
 async fn fill(
     store: &Arc<dyn Store>,
-    mid: &payhook_core::ids::MerchantId,
+    mids: &[payhook_core::ids::MerchantId],
     from: usize,
     to: usize,
     due: payhook_core::Timestamp,
 ) -> anyhow::Result<()> {
     fan_out(to - from, 512, |i| {
-        let (store, mid) = (store.clone(), mid.clone());
+        let (store, mid) = (store.clone(), mids[(from + i) % mids.len()].clone());
         async move {
             let new = NewOperation {
                 merchant_id: mid,
