@@ -21,13 +21,13 @@ mod watch;
 
 use crate::seal::{self, Sealer};
 use crate::{
-    mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, MerchantDeliveryStats,
-    NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered, Reported,
-    StatusReport, Store, StoreError,
+    mint_id, new_delivery, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
+    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered,
+    Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use payhook_core::dialect::{effective_dialect, effective_policy};
+use payhook_core::dialect::effective_dialect;
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
 use payhook_core::model::{
     Attempt, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation, Poll, Watch,
@@ -626,24 +626,8 @@ async fn plan_delivery<C: GenericClient>(
     )
     .await?;
     let disabled = is_disabled(tx, &merchant.id, &url).await?;
-    let delivery = Delivery {
-        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
-        event_id: event.id.clone(),
-        operation_id: op.id.clone(),
-        merchant_id: op.merchant_id.clone(),
-        seq: op.seq,
-        dialect,
-        kind: DeliveryKind::Status,
-        url,
-        state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
-        attempts: 0,
-        series_attempts: 0,
-        next_attempt_at: (!disabled).then_some(now),
-        policy: effective_policy(&merchant, op, dialect),
-        last_error: disabled.then(|| "destination disabled after 410 Gone".to_owned()),
-        created_at: now,
-        updated_at: now,
-    };
+    let delivery =
+        new_delivery(&merchant, op, event.id.clone(), url, DeliveryKind::Status, disabled, now)?;
     insert_delivery(tx, &delivery).await?;
     Ok(Some(delivery))
 }

@@ -7,12 +7,12 @@ mod writer;
 
 use crate::seal::{self, Sealer};
 use crate::{
-    destination_host, mint_id, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
-    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered,
-    Reported, StatusReport, Store, StoreError,
+    destination_host, mint_id, new_delivery, ClaimRequest, Claimed, ClaimedWatch,
+    DeliveryStateChange, MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim,
+    PollNext, Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
-use payhook_core::dialect::{effective_dialect, effective_policy};
+use payhook_core::dialect::effective_dialect;
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
 use payhook_core::model::{
     Attempt, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation, Poll, Watch,
@@ -740,24 +740,8 @@ fn plan_delivery(
     )
     .map_err(backend)?;
     let disabled = is_disabled(tx, &merchant.id, &url)?;
-    let delivery = Delivery {
-        id: mint_id(DeliveryId::PREFIX).parse().map_err(|_| bad_id())?,
-        event_id: event.id.clone(),
-        operation_id: op.id.clone(),
-        merchant_id: op.merchant_id.clone(),
-        seq: op.seq,
-        dialect,
-        kind: DeliveryKind::Status,
-        url,
-        state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
-        attempts: 0,
-        series_attempts: 0,
-        next_attempt_at: (!disabled).then_some(now),
-        policy: effective_policy(&merchant, op, dialect),
-        last_error: disabled.then(|| "destination disabled after 410 Gone".to_owned()),
-        created_at: now,
-        updated_at: now,
-    };
+    let delivery =
+        new_delivery(&merchant, op, event.id.clone(), url, DeliveryKind::Status, disabled, now)?;
     insert_delivery(tx, &delivery)?;
     Ok(Some(delivery))
 }
@@ -852,24 +836,15 @@ fn plan_poll_timeout(
             |r| r.get(0),
         )
         .map_err(backend)?;
-    let delivery = Delivery {
-        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
-        event_id: parse_id(&event_id)?,
-        operation_id: op.id.clone(),
-        merchant_id: op.merchant_id.clone(),
-        seq: op.seq,
-        dialect,
-        kind: DeliveryKind::PollTimeout,
+    let delivery = new_delivery(
+        &merchant,
+        &op,
+        parse_id(&event_id)?,
         url,
-        state: DeliveryState::Pending,
-        attempts: 0,
-        series_attempts: 0,
-        next_attempt_at: Some(now),
-        policy: effective_policy(&merchant, &op, dialect),
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+        DeliveryKind::PollTimeout,
+        false,
+        now,
+    )?;
     insert_delivery(tx, &delivery)
 }
 

@@ -182,3 +182,37 @@ pub struct PendingSummary {
     /// Creation time of the oldest pending delivery.
     pub oldest_created_at: Option<Timestamp>,
 }
+
+/// A new delivery of an operation's event: pending and due `now`, or cancelled at once when the
+/// destination was disabled by a 410. The one constructor both stores use.
+pub fn new_delivery(
+    merchant: &payhook_core::model::Merchant,
+    op: &Operation,
+    event_id: payhook_core::ids::EventId,
+    url: String,
+    kind: payhook_core::model::DeliveryKind,
+    disabled: bool,
+    now: Timestamp,
+) -> Result<Delivery, StoreError> {
+    let dialect = payhook_core::dialect::effective_dialect(merchant, op);
+    Ok(Delivery {
+        id: mint_id(payhook_core::ids::DeliveryId::PREFIX)
+            .parse()
+            .map_err(|_| StoreError::Backend("minted a malformed delivery id".into()))?,
+        event_id,
+        operation_id: op.id.clone(),
+        merchant_id: op.merchant_id.clone(),
+        seq: op.seq,
+        dialect,
+        kind,
+        url,
+        state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
+        attempts: 0,
+        series_attempts: 0,
+        next_attempt_at: (!disabled).then_some(now),
+        policy: payhook_core::dialect::effective_policy(merchant, op, dialect),
+        last_error: disabled.then(|| "destination disabled after 410 Gone".to_owned()),
+        created_at: now,
+        updated_at: now,
+    })
+}

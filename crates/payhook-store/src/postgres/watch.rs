@@ -3,12 +3,12 @@
 
 use super::rows::*;
 use crate::seal::Sealer;
-use crate::{mint_id, ClaimedWatch, PollClaim, PollNext, StoreError};
+use crate::{new_delivery, ClaimedWatch, PollClaim, PollNext, StoreError};
 use deadpool_postgres::GenericClient;
-use payhook_core::dialect::{effective_dialect, effective_policy};
-use payhook_core::ids::{DeliveryId, OperationId};
+use payhook_core::dialect::effective_dialect;
+use payhook_core::ids::OperationId;
 use payhook_core::model::WatchState;
-use payhook_core::model::{Delivery, DeliveryKind, DeliveryState, Operation, Poll, Watch};
+use payhook_core::model::{DeliveryKind, Operation, Poll, Watch};
 use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 
@@ -122,24 +122,15 @@ async fn plan_poll_timeout<C: GenericClient>(
     let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
     let sql = "SELECT id FROM events WHERE operation_id = $1 ORDER BY seq DESC LIMIT 1";
     let row = query_opt(tx, sql, &[&op.id.as_str()]).await?.ok_or(StoreError::NotFound)?;
-    let delivery = Delivery {
-        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
-        event_id: parse_id(row.get::<_, &str>(0))?,
-        operation_id: op.id.clone(),
-        merchant_id: op.merchant_id.clone(),
-        seq: op.seq,
-        dialect,
-        kind: DeliveryKind::PollTimeout,
+    let delivery = new_delivery(
+        &merchant,
+        &op,
+        parse_id(row.get::<_, &str>(0))?,
         url,
-        state: DeliveryState::Pending,
-        attempts: 0,
-        series_attempts: 0,
-        next_attempt_at: Some(now),
-        policy: effective_policy(&merchant, &op, dialect),
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+        DeliveryKind::PollTimeout,
+        false,
+        now,
+    )?;
     insert_delivery(tx, &delivery).await
 }
 
