@@ -114,7 +114,9 @@ pub trait Store: Send + Sync + 'static {
         next: NextStep,
         now: Timestamp,
     ) -> Result<DeliveryStateChange, StoreError>;
-    /// When the earliest pending delivery falls due (for the dispatcher's sleep).
+    /// When the earliest pending delivery that no node holds falls due (for the dispatcher's
+    /// sleep). Deliveries in flight are left out: their completion wakes the dispatcher, and an
+    /// expired lease of a dead node is found by the next poll.
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
     /// Leases up to `limit` active watches whose next poll is due.
     async fn claim_polls(&self, claim: &PollClaim<'_>) -> Result<Vec<ClaimedWatch>, StoreError>;

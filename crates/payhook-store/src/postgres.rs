@@ -379,7 +379,7 @@ impl Store for PgStore {
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
         let client = self.client().await?;
-        let sql = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'";
+        let sql = "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND lease_until IS NULL";
         let row = query_opt(&client, sql, &[]).await?;
         Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(Timestamp))
     }

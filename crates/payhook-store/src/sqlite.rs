@@ -542,7 +542,7 @@ impl Store for SqliteStore {
         self.run(|c| {
             let at: Option<i64> = c
                 .query_row(
-                    "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
+                    "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND lease_until IS NULL",
                     [],
                     |r| r.get(0),
                 )
