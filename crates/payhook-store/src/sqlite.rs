@@ -402,16 +402,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Event>, StoreError> {
         let merchant = merchant.clone();
         self.run(move |c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events
-                     WHERE merchant_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3"
-                ))
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![merchant.as_str(), after, limit], event_from_row)
-                .map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE merchant_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3"
+            );
+            query_all(c, &sql, params![merchant.as_str(), after, limit], event_from_row)
         })
         .await
     }
@@ -436,13 +431,9 @@ impl Store for SqliteStore {
     async fn operation_events(&self, op: &OperationId) -> Result<Vec<Event>, StoreError> {
         let op = op.clone();
         self.run(move |c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ?1 ORDER BY seq"
-                ))
-                .map_err(backend)?;
-            let rows = stmt.query_map([op.as_str()], event_from_row).map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            let sql =
+                format!("SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ?1 ORDER BY seq");
+            query_all(c, &sql, [op.as_str()], event_from_row)
         })
         .await
     }
@@ -632,12 +623,7 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_stats(&self) -> Result<Vec<MerchantDeliveryStats>, StoreError> {
-        self.run(|c| {
-            let mut stmt = c.prepare_cached(DELIVERY_STATS).map_err(backend)?;
-            let rows = stmt.query_map([], stats_from_row).map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
-        })
-        .await
+        self.run(|c| query_all(c, DELIVERY_STATS, [], stats_from_row)).await
     }
 
     async fn pending_deliveries(&self) -> Result<PendingSummary, StoreError> {

@@ -26,6 +26,18 @@ pub(crate) fn exec<P: Params>(c: &Connection, sql: &str, p: P) -> rusqlite::Resu
     c.prepare_cached(sql).and_then(|mut stmt| stmt.execute(p))
 }
 
+/// Every row of a cached statement, mapped by `f`.
+pub(crate) fn query_all<T, P: Params>(
+    c: &Connection,
+    sql: &str,
+    p: P,
+    f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = c.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt.query_map(p, f).map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+}
+
 pub(crate) fn bad_id() -> StoreError {
     StoreError::Backend("malformed id in the database".into())
 }
@@ -213,11 +225,8 @@ pub(crate) fn query_operations<P: Params>(
     clause: &str,
     p: P,
 ) -> Result<Vec<Operation>, StoreError> {
-    let mut stmt = c
-        .prepare_cached(&format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}"))
-        .map_err(backend)?;
-    let rows = stmt.query_map(p, |r| operation_from_row(r).map(|(op, _)| op)).map_err(backend)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+    let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}");
+    query_all(c, &sql, p, |r| operation_from_row(r).map(|(op, _)| op))
 }
 
 pub(crate) fn insert_operation(
@@ -427,13 +436,9 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
 }
 
 pub(crate) fn load_attempts(c: &Connection, delivery: &str) -> Result<Vec<Attempt>, StoreError> {
-    let mut stmt = c
-        .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY number"
-        ))
-        .map_err(backend)?;
-    let rows = stmt.query_map([delivery], attempt_from_row).map_err(backend)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+    let sql =
+        format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY number");
+    query_all(c, &sql, [delivery], attempt_from_row)
 }
 
 pub(crate) fn insert_attempt(c: &Connection, a: &Attempt) -> Result<(), StoreError> {
@@ -520,13 +525,8 @@ fn poll_from_row(r: &Row<'_>) -> rusqlite::Result<Poll> {
 }
 
 pub(crate) fn load_polls(c: &Connection, op: &str) -> Result<Vec<Poll>, StoreError> {
-    let mut stmt = c
-        .prepare_cached(&format!(
-            "SELECT {POLL_COLUMNS} FROM polls WHERE operation_id = ?1 ORDER BY number"
-        ))
-        .map_err(backend)?;
-    let rows = stmt.query_map([op], poll_from_row).map_err(backend)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+    let sql = format!("SELECT {POLL_COLUMNS} FROM polls WHERE operation_id = ?1 ORDER BY number");
+    query_all(c, &sql, [op], poll_from_row)
 }
 
 pub(crate) fn insert_poll(c: &Connection, p: &Poll) -> Result<(), StoreError> {
