@@ -108,7 +108,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&writer::Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(f).await
     }
@@ -245,7 +245,7 @@ impl Store for SqliteStore {
                 params![key, value],
             )
             .map_err(backend)?;
-            tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            tx.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| r.get(0))
                 .map_err(backend)
         })
         .await
@@ -369,7 +369,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Reported, StoreError> {
         let sealer = self.sealer.clone();
-        self.write(move |tx| apply_report(tx, &sealer, report, now)).await
+        self.write(move |tx| apply_report(tx, &sealer, report.clone(), now)).await
     }
 
     async fn report_statuses(
@@ -379,17 +379,29 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
         let sealer = self.sealer.clone();
         self.write(move |tx| {
-            reports
-                .into_iter()
-                .map(|report| {
-                    exec(tx, "SAVEPOINT item", []).map_err(backend)?;
+            let mut outcomes = Vec::with_capacity(reports.len());
+            for report in reports.iter().cloned() {
+                // Each item is all-or-nothing. An item that fails before writing needs no
+                // undo; one that fails after writing poisons the job, and the careful re-run
+                // gives every item its own savepoint.
+                if !tx.careful() {
+                    let before = tx.changes();
                     let outcome = apply_report(tx, &sealer, report, now);
-                    let undo =
-                        if outcome.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO item", []) };
-                    undo.and_then(|_| exec(tx, "RELEASE item", [])).map_err(backend)?;
-                    Ok(outcome)
-                })
-                .collect()
+                    if outcome.is_err() && tx.changes() != before {
+                        return Err(StoreError::Backend(
+                            "a batch item failed after writing".into(),
+                        ));
+                    }
+                    outcomes.push(outcome);
+                    continue;
+                }
+                exec(tx, "SAVEPOINT item", []).map_err(backend)?;
+                let outcome = apply_report(tx, &sealer, report, now);
+                let undo = if outcome.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO item", []) };
+                undo.and_then(|_| exec(tx, "RELEASE item", [])).map_err(backend)?;
+                outcomes.push(outcome);
+            }
+            Ok(outcomes)
         })
         .await
     }
@@ -506,7 +518,7 @@ impl Store for SqliteStore {
             in_flight: claim.in_flight.clone(),
             per_host_limit: claim.per_host_limit,
         };
-        let ids = self.write(move |tx| claim_in(tx, plan)).await?;
+        let ids = self.write(move |tx| claim_in(tx, &plan)).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -526,7 +538,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<DeliveryStateChange, StoreError> {
         let attempt = attempt.clone();
-        self.write(move |tx| record_in(tx, &attempt, next, now)).await
+        self.write(move |tx| record_in(tx, &attempt, next.clone(), now)).await
     }
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -693,7 +705,8 @@ fn apply_report(
     save_operation_status(tx, &op)?;
     let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
     let delivery = plan_delivery(tx, sealer, &op, &event, now)?;
-    if op.status.is_final() {
+    // Only operations with a status source have a watch to end.
+    if op.status.is_final() && op.callback.status_source.is_some() {
         exec(
             tx,
             "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = ?2
@@ -835,9 +848,10 @@ fn plan_poll_timeout(
 }
 
 /// Leases due deliveries; returns their ids.
-fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<String>, StoreError> {
+fn claim_in(tx: &Connection, plan: &ClaimPlan) -> Result<Vec<String>, StoreError> {
+    let mut in_flight = plan.in_flight.clone();
     let busy: Vec<&String> =
-        plan.in_flight.iter().filter(|(_, n)| **n >= plan.per_host_limit).map(|(h, _)| h).collect();
+        in_flight.iter().filter(|(_, n)| **n >= plan.per_host_limit).map(|(h, _)| h).collect();
     let busy = serde_json::to_string(&busy).expect("strings serialize");
     let now = plan.now;
     let candidates = due_candidates(tx, now, &busy, plan.limit + 16)?;
@@ -846,8 +860,8 @@ fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<String>, StoreEr
         if claimed.len() >= plan.limit {
             break;
         }
-        let in_flight = plan.in_flight.entry(host).or_insert(0);
-        if *in_flight >= plan.per_host_limit {
+        let host_in_flight = in_flight.entry(host).or_insert(0);
+        if *host_in_flight >= plan.per_host_limit {
             continue;
         }
         let op_id: OperationId = parse_id(&op_id)?;
@@ -864,7 +878,7 @@ fn claim_in(tx: &Connection, mut plan: ClaimPlan) -> Result<Vec<String>, StoreEr
             params![id, plan.lease_until.0, plan.node],
         )
         .map_err(backend)?;
-        *in_flight += 1;
+        *host_in_flight += 1;
         claimed.push(id);
     }
     Ok(claimed)
@@ -920,11 +934,21 @@ fn record_in(
     next: NextStep,
     now: Timestamp,
 ) -> Result<DeliveryStateChange, StoreError> {
+    // Only what deciding the next state needs, not the whole row (this runs per attempt).
+    let (op_id, seq, merchant_id, url): (String, i64, String, String) = tx
+        .prepare_cached("SELECT operation_id, seq, merchant_id, url FROM deliveries WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([attempt.delivery_id.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+        })
+        .optional()
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
     insert_attempt(tx, attempt)?;
-    let d = load_delivery(tx, attempt.delivery_id.as_str())?.ok_or(StoreError::NotFound)?;
     let (state, next_at) = match next {
         NextStep::Delivered => (DeliveryState::Delivered, None),
-        NextStep::RetryAt(at) if newer_delivery_exists(tx, &d.operation_id, d.seq)? => {
+        NextStep::RetryAt(at) if newer_delivery_exists(tx, &parse_id(&op_id)?, seq)? => {
             let _ = at;
             (DeliveryState::Superseded, None)
         }
@@ -932,7 +956,7 @@ fn record_in(
         NextStep::Exhausted => (DeliveryState::Exhausted, None),
         NextStep::Cancel { disable } => {
             if disable {
-                disable_destination(tx, &d.merchant_id, &d.url, now)?;
+                disable_destination(tx, &parse_id(&merchant_id)?, &url, now)?;
             }
             (DeliveryState::Cancelled, None)
         }
@@ -943,7 +967,14 @@ fn record_in(
            series_attempts = series_attempts + 1, next_attempt_at = ?4,
            lease_until = NULL, leased_by = NULL, last_error = ?5, updated_at = ?6
          WHERE id = ?1",
-        params![d.id.as_str(), state.as_str(), attempt.number, next_at, attempt.error, now.0],
+        params![
+            attempt.delivery_id.as_str(),
+            state.as_str(),
+            attempt.number,
+            next_at,
+            attempt.error,
+            now.0
+        ],
     )
     .map_err(backend)?;
     Ok(DeliveryStateChange { state })

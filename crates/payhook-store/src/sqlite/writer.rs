@@ -2,29 +2,70 @@
 //! arrived while the previous commit was syncing in ONE transaction, so a burst of N status
 //! reports costs one fsync instead of N.
 //!
-//! Each job runs inside its own savepoint: a job that fails rolls back alone and reports its
-//! error; the others commit. Every job's caller is answered only after the COMMIT returned, so
-//! "answered Ok" still means "on disk".
+//! Jobs run without savepoints (a savepoint copies every page a job touches into a statement
+//! journal, which was the largest single cost of a write). That is safe because almost every
+//! failing job fails before its first write: those are answered with their error and leave
+//! nothing behind. A job that fails *after* writing (detected by SQLite's change counter)
+//! poisons the group: the transaction is rolled back and the whole group run again, this time
+//! each job in its own savepoint, so the failed job rolls back alone and the others commit.
+//! Jobs are therefore `Fn`, run at most twice. Every job's caller is answered only after the
+//! COMMIT returned, so "answered Ok" still means "on disk".
 
 use super::rows::{backend, exec};
 use crate::StoreError;
 use rusqlite::Connection;
+use std::ops::Deref;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 /// Jobs committed together at most (bounds the latency a job can add to its group).
 const MAX_GROUP: usize = 512;
 
+/// The write connection as a job sees it: the open transaction, and whether this run is the
+/// careful one (each job in a savepoint), which jobs with several all-or-nothing parts of
+/// their own (batch reports) need to know.
+pub(super) struct Tx<'c> {
+    conn: &'c Connection,
+    careful: bool,
+}
+
+impl Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Tx<'_> {
+    /// True when the job runs inside its own savepoint (the re-run of a poisoned group).
+    pub(super) fn careful(&self) -> bool {
+        self.careful
+    }
+
+    /// Rows changed so far in this connection: a part that failed without changing any can
+    /// be answered with its error and nothing undone.
+    pub(super) fn changes(&self) -> u64 {
+        self.conn.total_changes()
+    }
+}
+
+/// What a job's fast run reports to the group.
+enum Ran {
+    /// Succeeded, or failed without writing anything.
+    Clean,
+    /// Failed after writing: the group must be rolled back and run carefully.
+    Poisoned,
+}
+
 /// A unit of work for the writer thread.
 trait Job: Send {
-    /// Runs in a savepoint of the open transaction, keeping its result for `finish`.
-    fn run(&mut self, conn: &Connection);
+    fn run(&mut self, tx: &Tx<'_>) -> Ran;
     /// Answers the caller once the group's commit is known.
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
 struct Typed<T, F> {
-    work: Option<F>,
+    work: F,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -32,22 +73,29 @@ struct Typed<T, F> {
 impl<T, F> Job for Typed<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    F: Fn(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
 {
-    fn run(&mut self, conn: &Connection) {
-        let work = self.work.take().expect("a job runs once");
-        let result = match exec(conn, "SAVEPOINT job", []).map_err(backend) {
+    fn run(&mut self, tx: &Tx<'_>) -> Ran {
+        if !tx.careful {
+            let before = tx.changes();
+            let r = (self.work)(tx);
+            let poisoned = r.is_err() && tx.changes() != before;
+            self.result = Some(r);
+            return if poisoned { Ran::Poisoned } else { Ran::Clean };
+        }
+        let result = match exec(tx, "SAVEPOINT job", []).map_err(backend) {
             Err(e) => Err(e),
             Ok(_) => {
-                let r = work(conn);
-                let undo = if r.is_ok() { Ok(0) } else { exec(conn, "ROLLBACK TO job", []) };
-                match undo.and_then(|_| exec(conn, "RELEASE job", [])).map_err(backend) {
+                let r = (self.work)(tx);
+                let undo = if r.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO job", []) };
+                match undo.and_then(|_| exec(tx, "RELEASE job", [])).map_err(backend) {
                     Ok(_) => r,
                     Err(e) => Err(e),
                 }
             }
         };
         self.result = Some(result);
+        Ran::Clean
     }
 
     fn finish(self: Box<Self>, commit: Result<(), String>) {
@@ -74,13 +122,15 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
+    /// Runs `work` in the writer's current transaction and returns once that transaction is
+    /// committed. `work` may run twice (see the module docs); only its last run counts.
     pub(super) async fn submit<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Typed { work: Some(work), result: None, reply });
+        let job = Box::new(Typed { work, result: None, reply });
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Backend("the SQLite writer thread has stopped".into()))?;
@@ -107,11 +157,100 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
 
 fn commit_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<(), String> {
     exec(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
-    for job in group.iter_mut() {
-        job.run(conn);
+    let fast = Tx { conn, careful: false };
+    let poisoned = group.iter_mut().any(|job| matches!(job.run(&fast), Ran::Poisoned));
+    if poisoned {
+        // Undo everything and run the group again, each job in its own savepoint.
+        exec(conn, "ROLLBACK", []).map_err(|e| e.to_string())?;
+        exec(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
+        let careful = Tx { conn, careful: true };
+        for job in group.iter_mut() {
+            job.run(&careful);
+        }
     }
     exec(conn, "COMMIT", []).map(drop).map_err(|e| {
         let _ = exec(conn, "ROLLBACK", []);
         e.to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(dir.path().join("w.db")).expect("open");
+        conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+            .expect("schema");
+        (dir, Writer::start(conn).expect("writer"))
+    }
+
+    async fn count(w: &Writer) -> i64 {
+        w.submit(|tx| tx.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).map_err(backend))
+            .await
+            .expect("count")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_failing_after_its_first_write_rolls_back_alone_and_the_group_commits() {
+        let (_dir, w) = writer();
+        let w = std::sync::Arc::new(w);
+        // Many jobs queued at once so they share groups with the failing ones.
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                w.submit(move |tx| {
+                    exec(tx, "INSERT INTO t (k, v) VALUES (?1, 1)", [format!("k{i}")])
+                        .map_err(backend)?;
+                    if i % 7 == 0 {
+                        // Fails after writing: must leave nothing behind.
+                        return Err(StoreError::Conflict(format!("job {i}")));
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.expect("task") {
+                Ok(n) => {
+                    assert_eq!(n, i);
+                    ok += 1;
+                }
+                Err(StoreError::Conflict(why)) => assert_eq!(why, format!("job {i}")),
+                Err(e) => panic!("job {i}: unexpected {e}"),
+            }
+        }
+        assert_eq!(ok, 200 - 29);
+        assert_eq!(count(&w).await, 200 - 29);
+        let failed: i64 = w
+            .submit(|tx| {
+                tx.query_row("SELECT COUNT(*) FROM t WHERE k IN ('k0', 'k7', 'k196')", [], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)
+            })
+            .await
+            .expect("query");
+        assert_eq!(failed, 0, "the failed jobs' rows were rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_job_failing_before_writing_is_answered_without_a_rerun() {
+        let (_dir, w) = writer();
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = runs.clone();
+        let r: Result<(), _> = w
+            .submit(move |_tx| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(StoreError::NotFound)
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::NotFound)));
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count(&w).await, 0);
+    }
 }
