@@ -160,10 +160,7 @@ impl Dispatcher {
             let full = free > 0 && batch.len() == free;
             for c in batch {
                 let this = self.clone();
-                tracker.spawn(async move {
-                    this.attempt(c).await;
-                    this.wake.notify_one();
-                });
+                tracker.spawn(async move { this.attempt(c).await });
             }
             if full {
                 continue;
@@ -193,6 +190,11 @@ impl Dispatcher {
     async fn attempt(&self, claimed: Claimed) {
         let host = destination_host(&claimed.delivery.url);
         let (attempt, next) = self.exchange(&claimed).await;
+        // The host's slot bounds concurrent requests, and this one is over: free it before
+        // the record is committed. The lease (cleared by the record) keeps the delivery from
+        // being claimed again meanwhile.
+        self.release(&host);
+        self.wake.notify_one();
         let now = self.clock.now();
         match self.store.record_attempt(&attempt, next.clone(), now).await {
             Ok(change) => {
@@ -205,7 +207,6 @@ impl Dispatcher {
                 "recording an attempt failed; the lease will expire and the delivery retried"
             ),
         }
-        self.release(&host);
     }
 
     async fn exchange(&self, c: &Claimed) -> (Attempt, NextStep) {

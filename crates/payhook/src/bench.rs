@@ -151,6 +151,20 @@ impl Server {
         Ok(Server { child, base })
     }
 
+    /// CPU time (user + system, all threads) the server has used so far, in seconds. Read
+    /// per callback it is the cost of the delivery path, which other load on the machine
+    /// does not change the way it changes a rate.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the parenthesised command name; utime and stime are the 14th and
+        // 15th fields of the line, in USER_HZ (100 per second on Linux).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
     /// Peak resident set (VmHWM) of the server process, in MiB.
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -295,6 +309,7 @@ async fn end_to_end(
     let register_rate = n as f64 / started.elapsed().as_secs_f64();
 
     let started = Instant::now();
+    let cpu_before = server.cpu_seconds();
     let ids = Arc::new(single);
     fan_out(n, args.concurrency, |i| {
         let (api, ids) = (api.clone(), ids.clone());
@@ -307,11 +322,13 @@ async fn end_to_end(
     .await?;
     rx.wait_for(n as u64, Duration::from_secs(600)).await?;
     let single_rate = n as f64 / started.elapsed().as_secs_f64();
+    let single_cpu = cpu_per_callback(&server, cpu_before, n);
 
     let batched = register_all(&api, &mid, n, args.concurrency, &format!("{label}-b")).await?;
     let chunks: Arc<Vec<Vec<String>>> =
         Arc::new(batched.chunks(args.batch).map(|c| c.to_vec()).collect());
     let started = Instant::now();
+    let cpu_before = server.cpu_seconds();
     fan_out(chunks.len(), args.concurrency.min(16), |i| {
         let (api, chunks) = (api.clone(), chunks.clone());
         async move {
@@ -325,14 +342,23 @@ async fn end_to_end(
     .await?;
     rx.wait_for(2 * n as u64, Duration::from_secs(600)).await?;
     let batch_rate = n as f64 / started.elapsed().as_secs_f64();
+    let batch_cpu = cpu_per_callback(&server, cpu_before, n);
     let result = json!({
         "operations": n,
         "register_per_s": register_rate.round(),
         "callbacks_per_s_single_reports": single_rate.round(),
         "callbacks_per_s_batched_reports": batch_rate.round(),
         "batch_size": args.batch,
+        "server_cpu_us_per_callback_single_reports": single_cpu,
+        "server_cpu_us_per_callback_batched_reports": batch_cpu,
     });
     Ok((result, server))
+}
+
+/// The server's CPU time since `before`, per callback, in microseconds.
+fn cpu_per_callback(server: &Server, before: Option<f64>, callbacks: usize) -> Option<f64> {
+    let used = server.cpu_seconds()? - before?;
+    Some((used * 1e6 / callbacks as f64).round())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
