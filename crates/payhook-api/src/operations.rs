@@ -411,7 +411,9 @@ async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Va
         state.store.report_status(report, state.clock.now()).await.map_err(store_error)?;
     if let Some(d) = &reported.delivery {
         tracing::Span::current().record("delivery_id", d.id.as_str());
-        state.wake_dispatcher();
+        if !reported.handed_off {
+            state.wake_dispatcher(); // left for a claim
+        }
     }
     Ok(reported_view(&reported))
 }
@@ -517,7 +519,7 @@ pub async fn report_status_batch(
     for (index, outcome) in positions.into_iter().zip(outcomes) {
         results[index] = match outcome {
             Ok(reported) => {
-                planned |= reported.delivery.is_some();
+                planned |= reported.delivery.is_some() && !reported.handed_off;
                 json!({"index": index, "ok": true, "event": reported_view(&reported)})
             }
             Err(e) => item_error(index, &store_error(e)),

@@ -8,8 +8,11 @@ use crate::sender::{SendResult, Sender};
 use payhook_core::clock::Clock;
 use payhook_core::dialect::{RenderInput, Reply, Verdict};
 use payhook_core::model::{Attempt, AttemptOutcome, DeliveryKind, DeliveryState, ErrorKind};
-use payhook_store::{destination_host, lease_for, ClaimRequest, Claimed, NextStep, Store};
+use payhook_store::{
+    destination_host, lease_for, ClaimRequest, Claimed, Handoff, NextStep, Slot, Store,
+};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -47,16 +50,107 @@ impl Default for DispatchConfig {
 pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 pub struct Dispatcher {
+    /// This dispatcher's own Arc, for attempts spawned from a hand-off.
+    me: std::sync::Weak<Dispatcher>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sender: Sender,
     config: DispatchConfig,
     /// Replaceable so tests can pin it; read once per retry decision.
     jitter: Mutex<JitterSource>,
-    /// Woken by the API when new work is stored, and by finished attempts.
+    /// Woken by the API when new work is stored but not handed off, and by finished
+    /// attempts when work may be waiting for their slots.
     wake: Arc<Notify>,
-    /// Attempts in flight per destination host. A std mutex: held for a map update only.
-    in_flight: Mutex<HashMap<String, usize>>,
+    /// Attempts in flight, per destination host and in all.
+    slots: Arc<Slots>,
+    /// Attempts of hand-offs and claims alike; `run` waits for them on shutdown.
+    tracker: TaskTracker,
+    /// Set while `run` dispatches: only then may the store hand deliveries over.
+    running: AtomicBool,
+}
+
+/// Attempts in flight per destination host, and the rules for taking one more. A std mutex:
+/// held for a map update only, never across an await.
+struct Slots {
+    state: Mutex<SlotState>,
+    max_total: usize,
+    per_host: usize,
+    /// Set when work could not get a slot (a refused hand-off, a full claim): the next slot
+    /// given back wakes the claim loop.
+    starved: AtomicBool,
+    wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    hosts: HashMap<String, usize>,
+    total: usize,
+    /// A claim is between reading the counts and taking its slots: hand-offs wait for the
+    /// claim instead (they are left unleased for it), so the per-host limit stays exact.
+    claiming: bool,
+}
+
+impl Slots {
+    fn take(self: &Arc<Self>, state: &mut SlotState, host: &str) -> Slot {
+        *state.hosts.entry(host.to_owned()).or_insert(0) += 1;
+        state.total += 1;
+        let (slots, host) = (self.clone(), host.to_owned());
+        Slot::new(move || slots.give_back(&host))
+    }
+
+    fn give_back(&self, host: &str) {
+        {
+            let mut state = self.state.lock().expect("slots mutex");
+            if let Some(n) = state.hosts.get_mut(host) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.hosts.remove(host);
+                }
+            }
+            state.total = state.total.saturating_sub(1);
+        }
+        if self.starved.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A slot for a hand-off, if one is free and no claim is taking slots right now.
+    fn try_take(self: &Arc<Self>, host: &str) -> Option<Slot> {
+        let mut state = self.state.lock().expect("slots mutex");
+        let host_full = state.hosts.get(host).copied().unwrap_or(0) >= self.per_host;
+        if state.claiming || state.total >= self.max_total || host_full {
+            drop(state);
+            self.starved.store(true, Ordering::Release);
+            return None;
+        }
+        Some(self.take(&mut state, host))
+    }
+
+    /// Starts a claim: how many attempts may start, and the per-host counts to respect.
+    /// When a host is at its limit, the next slot given back wakes the loop: due work for
+    /// that host may be waiting.
+    fn begin_claim(&self) -> (usize, HashMap<String, usize>) {
+        let mut state = self.state.lock().expect("slots mutex");
+        state.claiming = true;
+        let free = self.max_total.saturating_sub(state.total);
+        if free == 0 || state.hosts.values().any(|n| *n >= self.per_host) {
+            self.starved.store(true, Ordering::Release);
+        }
+        (free, state.hosts.clone())
+    }
+
+    /// Ends a claim, taking a slot for each delivery it leased.
+    fn end_claim(self: &Arc<Self>, claimed: Vec<Claimed>) -> Vec<(Claimed, Slot)> {
+        let mut state = self.state.lock().expect("slots mutex");
+        state.claiming = false;
+        claimed
+            .into_iter()
+            .map(|c| {
+                let slot = self.take(&mut state, &destination_host(&c.delivery.url));
+                (c, slot)
+            })
+            .collect()
+    }
 }
 
 impl Dispatcher {
@@ -66,7 +160,16 @@ impl Dispatcher {
         sender: Sender,
         config: DispatchConfig,
     ) -> Arc<Self> {
-        Arc::new(Dispatcher {
+        let wake = Arc::new(Notify::new());
+        let slots = Arc::new(Slots {
+            state: Mutex::new(SlotState::default()),
+            max_total: config.max_in_flight,
+            per_host: config.per_host_limit,
+            starved: AtomicBool::new(false),
+            wake: wake.clone(),
+        });
+        Arc::new_cyclic(|me| Dispatcher {
+            me: me.clone(),
             store,
             clock,
             sender,
@@ -74,8 +177,10 @@ impl Dispatcher {
             jitter: Mutex::new(Arc::new(|| {
                 rand::Rng::gen_range(&mut rand::thread_rng(), -1.0..=1.0)
             })),
-            wake: Arc::new(Notify::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            wake,
+            slots,
+            tracker: TaskTracker::new(),
+            running: AtomicBool::new(false),
         })
     }
 
@@ -89,41 +194,27 @@ impl Dispatcher {
         self.wake.clone()
     }
 
-    fn total_in_flight(&self) -> usize {
-        self.in_flight.lock().expect("in_flight mutex").values().sum()
-    }
-
-    async fn claim(&self, limit: usize) -> Vec<Claimed> {
-        let in_flight = self.in_flight.lock().expect("in_flight mutex").clone();
+    /// Claims up to `limit` due deliveries (fewer if the slots are taken), each with its slot;
+    /// also says how many it asked the store for.
+    async fn claim(&self, limit: usize) -> (Vec<(Claimed, Slot)>, usize) {
+        let (free, in_flight) = self.slots.begin_claim();
         let req = ClaimRequest {
             node: &self.config.node_id,
             now: self.clock.now(),
             lease: self.config.lease,
-            limit,
+            limit: limit.min(free),
             in_flight: &in_flight,
             per_host_limit: self.config.per_host_limit,
         };
-        match self.store.claim_due(&req).await {
-            Ok(claimed) => {
-                let mut map = self.in_flight.lock().expect("in_flight mutex");
-                for c in &claimed {
-                    *map.entry(destination_host(&c.delivery.url)).or_insert(0) += 1;
-                }
-                claimed
-            }
+        let claimed =
+            if req.limit == 0 { Ok(Vec::new()) } else { self.store.claim_due(&req).await };
+        let asked = req.limit;
+        match claimed {
+            Ok(claimed) => (self.slots.end_claim(claimed), asked),
             Err(e) => {
+                self.slots.end_claim(Vec::new());
                 tracing::error!(error = %e, "claiming due deliveries failed");
-                Vec::new()
-            }
-        }
-    }
-
-    fn release(&self, host: &str) {
-        let mut map = self.in_flight.lock().expect("in_flight mutex");
-        if let Some(n) = map.get_mut(host) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(host);
+                (Vec::new(), asked)
             }
         }
     }
@@ -133,16 +224,16 @@ impl Dispatcher {
     pub async fn run_once(self: &Arc<Self>) -> usize {
         let mut total = 0;
         loop {
-            let batch = self.claim(self.config.max_in_flight).await;
+            let (batch, _) = self.claim(self.config.max_in_flight).await;
             if batch.is_empty() {
                 return total;
             }
             total += batch.len();
             let tasks: Vec<_> = batch
                 .into_iter()
-                .map(|c| {
+                .map(|(c, slot)| {
                     let this = self.clone();
-                    tokio::spawn(async move { this.attempt(c).await })
+                    tokio::spawn(async move { this.attempt(c, slot).await })
                 })
                 .collect();
             for t in tasks {
@@ -153,17 +244,18 @@ impl Dispatcher {
 
     /// Dispatches until `shutdown` is cancelled, then waits for attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
+        let handoff: Arc<dyn Handoff> = self.clone();
+        self.store.set_handoff(Arc::downgrade(&handoff));
+        self.running.store(true, Ordering::Release);
         while !shutdown.is_cancelled() {
-            let free = self.config.max_in_flight.saturating_sub(self.total_in_flight());
-            let batch = if free > 0 { self.claim(free).await } else { Vec::new() };
-            let full = free > 0 && batch.len() == free;
-            for c in batch {
+            let (batch, asked) = self.claim(self.config.max_in_flight).await;
+            let full = asked > 0 && batch.len() == asked;
+            for (c, slot) in batch {
                 let this = self.clone();
-                tracker.spawn(async move { this.attempt(c).await });
+                self.tracker.spawn(async move { this.attempt(c, slot).await });
             }
             if full {
-                continue;
+                continue; // there may be more due right now
             }
             let sleep = self.idle_wait().await;
             tokio::select! {
@@ -172,8 +264,9 @@ impl Dispatcher {
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
-        tracker.close();
-        tracker.wait().await;
+        self.running.store(false, Ordering::Release);
+        self.tracker.close();
+        self.tracker.wait().await;
     }
 
     /// How long to sleep when there is nothing to claim: until the next due delivery, at most
@@ -187,19 +280,23 @@ impl Dispatcher {
     }
 
     /// One attempt of one claimed delivery, recorded whatever happens.
-    async fn attempt(&self, claimed: Claimed) {
-        let host = destination_host(&claimed.delivery.url);
+    async fn attempt(&self, claimed: Claimed, slot: Slot) {
         let (attempt, next) = self.exchange(&claimed).await;
-        // The host's slot bounds concurrent requests, and this one is over: free it before
-        // the record is committed. The lease (cleared by the record) keeps the delivery from
-        // being claimed again meanwhile.
-        self.release(&host);
-        self.wake.notify_one();
+        // The host's slot bounds concurrent requests, and this one is over: give it back
+        // before the record is committed. The lease (cleared by the record) keeps the
+        // delivery from being claimed again meanwhile.
+        drop(slot);
         let now = self.clock.now();
+        let retry = matches!(next, NextStep::RetryAt(_));
         match self.store.record_attempt(&attempt, next.clone(), now).await {
             Ok(change) => {
                 log_attempt(&claimed, &attempt, change.state);
                 crate::metrics::attempt(claimed.delivery.dialect, &attempt, change.state);
+                if retry || change.state != DeliveryState::Delivered {
+                    // A retry is scheduled, or the operation's next delivery may be free to
+                    // go: let the loop look (it sleeps until the earliest due time it knew).
+                    self.wake.notify_one();
+                }
             }
             Err(e) => tracing::error!(
                 operation_id = %claimed.delivery.operation_id,
@@ -313,6 +410,28 @@ impl Dispatcher {
             }
             Some(at) => NextStep::RetryAt(retry_after.map_or(at, |wait| now.plus(wait))),
         }
+    }
+}
+
+impl Handoff for Dispatcher {
+    fn node(&self) -> &str {
+        &self.config.node_id
+    }
+
+    fn lease(&self) -> Duration {
+        self.config.lease
+    }
+
+    fn reserve(&self, host: &str) -> Option<Slot> {
+        if !self.running.load(Ordering::Acquire) {
+            return None;
+        }
+        self.slots.try_take(host)
+    }
+
+    fn deliver(&self, claimed: Claimed, slot: Slot) {
+        let Some(this) = self.me.upgrade() else { return };
+        self.tracker.spawn(async move { this.attempt(claimed, slot).await });
     }
 }
 

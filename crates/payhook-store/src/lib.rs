@@ -58,6 +58,11 @@ pub trait Store: Send + Sync + 'static {
         merchant: &MerchantId,
         external_id: &str,
     ) -> Result<Option<Operation>, StoreError>;
+    /// Lets the store lease deliveries that are due at once to this node's dispatcher as it
+    /// creates them (see [`Handoff`]). The store keeps only a weak reference. Stores that do
+    /// not support it ignore the call; their deliveries are all found by `claim_due`.
+    fn set_handoff(&self, _handoff: std::sync::Weak<dyn Handoff>) {}
+
     /// Applies a status change: checks the transition, records the event, supersedes stale
     /// deliveries and plans the new one, and finishes the watch on a final status, in one
     /// durable transaction.

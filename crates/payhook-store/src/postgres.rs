@@ -524,7 +524,7 @@ async fn change_status<C: GenericClient>(
     if op.status.is_final() {
         watch::finish(tx, &op.id, now).await?;
     }
-    Ok(Reported { event, duplicate: false, delivery })
+    Ok(Reported { event, duplicate: false, delivery, handed_off: false })
 }
 
 /// The changes of a batch, in one transaction. Locks are taken in one global order — operation
@@ -586,7 +586,7 @@ async fn prepare_report<C: GenericClient>(
             if event.status != report.status {
                 return Err(StoreError::EventKeyConflict(key.clone()));
             }
-            return Ok(Reported { event, duplicate: true, delivery: None });
+            return Ok(Reported { event, duplicate: true, delivery: None, handed_off: false });
         }
     }
     change_status(tx, sealer, op, report, now).await

@@ -8,8 +8,8 @@ mod writer;
 use crate::seal::{self, Sealer};
 use crate::{
     destination_host, mint_id, new_delivery, ClaimRequest, Claimed, ClaimedWatch,
-    DeliveryStateChange, MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim,
-    PollNext, Registered, Reported, StatusReport, Store, StoreError,
+    DeliveryStateChange, Handoff, MerchantDeliveryStats, NewOperation, NextStep, PendingSummary,
+    PollClaim, PollNext, Registered, Reported, Slot, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use payhook_core::dialect::effective_dialect;
@@ -27,7 +27,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -43,6 +43,8 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     /// Seals merchants' secrets on write and opens them on read (see [`crate::seal`]).
     sealer: Sealer,
+    /// This node's dispatcher, to lease deliveries due at once to as they are created.
+    handoff: std::sync::RwLock<Option<Weak<dyn Handoff>>>,
 }
 
 /// Read connections per store: enough for the API's reads to run beside the dispatcher's.
@@ -77,6 +79,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             sealer,
+            handoff: std::sync::RwLock::new(None),
         })
     }
 
@@ -101,6 +104,11 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    /// The dispatcher to hand due deliveries to, if one is running.
+    fn handoff(&self) -> Option<Arc<dyn Handoff>> {
+        self.handoff.read().expect("handoff lock").as_ref().and_then(Weak::upgrade)
     }
 
     /// Runs `f` in the writer's current transaction (inside its own savepoint) and returns once
@@ -368,8 +376,17 @@ impl Store for SqliteStore {
         report: StatusReport,
         now: Timestamp,
     ) -> Result<Reported, StoreError> {
-        let sealer = self.sealer.clone();
-        self.write(move |tx| apply_report(tx, &sealer, report.clone(), now)).await
+        let (sealer, handoff) = (self.sealer.clone(), self.handoff());
+        let h = handoff.clone();
+        let (reported, handed) = self
+            .write(move |tx| apply_report(tx, &sealer, h.as_deref(), report.clone(), now))
+            .await?;
+        hand_over(handoff.as_deref(), handed);
+        Ok(reported)
+    }
+
+    fn set_handoff(&self, handoff: Weak<dyn Handoff>) {
+        *self.handoff.write().expect("handoff lock") = Some(handoff);
     }
 
     async fn report_statuses(
@@ -377,33 +394,46 @@ impl Store for SqliteStore {
         reports: Vec<StatusReport>,
         now: Timestamp,
     ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
-        let sealer = self.sealer.clone();
-        self.write(move |tx| {
-            let mut outcomes = Vec::with_capacity(reports.len());
-            for report in reports.iter().cloned() {
-                // Each item is all-or-nothing. An item that fails before writing needs no
-                // undo; one that fails after writing poisons the job, and the careful re-run
-                // gives every item its own savepoint.
-                if !tx.careful() {
-                    let before = tx.changes();
-                    let outcome = apply_report(tx, &sealer, report, now);
-                    if outcome.is_err() && tx.changes() != before {
-                        return Err(StoreError::Backend(
-                            "a batch item failed after writing".into(),
-                        ));
+        let (sealer, handoff) = (self.sealer.clone(), self.handoff());
+        let h = handoff.clone();
+        let outcomes = self
+            .write(move |tx| {
+                let h = h.as_deref();
+                let mut outcomes = Vec::with_capacity(reports.len());
+                for report in reports.iter().cloned() {
+                    // Each item is all-or-nothing. An item that fails before writing needs no
+                    // undo; one that fails after writing poisons the job, and the careful re-run
+                    // gives every item its own savepoint.
+                    if !tx.careful() {
+                        let before = tx.changes();
+                        let outcome = apply_report(tx, &sealer, h, report, now);
+                        if outcome.is_err() && tx.changes() != before {
+                            return Err(StoreError::Backend(
+                                "a batch item failed after writing".into(),
+                            ));
+                        }
+                        outcomes.push(outcome);
+                        continue;
                     }
+                    exec(tx, "SAVEPOINT item", []).map_err(backend)?;
+                    let outcome = apply_report(tx, &sealer, h, report, now);
+                    let undo =
+                        if outcome.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO item", []) };
+                    undo.and_then(|_| exec(tx, "RELEASE item", [])).map_err(backend)?;
                     outcomes.push(outcome);
-                    continue;
                 }
-                exec(tx, "SAVEPOINT item", []).map_err(backend)?;
-                let outcome = apply_report(tx, &sealer, report, now);
-                let undo = if outcome.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO item", []) };
-                undo.and_then(|_| exec(tx, "RELEASE item", [])).map_err(backend)?;
-                outcomes.push(outcome);
-            }
-            Ok(outcomes)
-        })
-        .await
+                Ok(outcomes)
+            })
+            .await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.map(|(reported, handed)| {
+                    hand_over(handoff.as_deref(), handed);
+                    reported
+                })
+            })
+            .collect())
     }
 
     async fn events(
@@ -680,12 +710,24 @@ impl Store for SqliteStore {
     }
 }
 
+/// A delivery leased at planning time, to give the dispatcher once the commit is done.
+type Handed = Option<(Claimed, Slot)>;
+
+/// After the commit: the leased delivery goes to the dispatcher (dropping it instead would
+/// only give the slot back; the lease then expires and a claim finds the delivery).
+fn hand_over(handoff: Option<&dyn Handoff>, handed: Handed) {
+    if let (Some(h), Some((claimed, slot))) = (handoff, handed) {
+        h.deliver(claimed, slot);
+    }
+}
+
 fn apply_report(
     tx: &Connection,
     sealer: &Sealer,
+    handoff: Option<&dyn Handoff>,
     report: StatusReport,
     now: Timestamp,
-) -> Result<Reported, StoreError> {
+) -> Result<(Reported, Handed), StoreError> {
     let (mut op, _) = query_operation(tx, "WHERE id = ?1", params![report.operation_id.as_str()])?
         .ok_or(StoreError::NotFound)?;
     if let Some(key) = &report.event_key {
@@ -693,7 +735,8 @@ fn apply_report(
             if event.status != report.status {
                 return Err(StoreError::EventKeyConflict(key.clone()));
             }
-            return Ok(Reported { event, duplicate: true, delivery: None });
+            let reported = Reported { event, duplicate: true, delivery: None, handed_off: false };
+            return Ok((reported, None));
         }
     }
     op.status.check_transition(report.status)?;
@@ -704,7 +747,7 @@ fn apply_report(
     op.updated_at = now;
     save_operation_status(tx, &op)?;
     let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
-    let delivery = plan_delivery(tx, sealer, &op, &event, now)?;
+    let (delivery, handed) = plan_delivery(tx, sealer, handoff, &op, &event, now)?;
     // Only operations with a status source have a watch to end.
     if op.status.is_final() && op.callback.status_source.is_some() {
         exec(
@@ -715,21 +758,24 @@ fn apply_report(
         )
         .map_err(backend)?;
     }
-    Ok(Reported { event, duplicate: false, delivery })
+    let handed_off = handed.is_some();
+    Ok((Reported { event, duplicate: false, delivery, handed_off }, handed))
 }
 
 /// Supersedes the operation's older pending deliveries (those not in flight) and creates the
-/// event's delivery, if its dialect sends one.
+/// event's delivery, if its dialect sends one; leased to this node's dispatcher when it is
+/// due now, nothing older of the operation is in flight, and the dispatcher has a free slot.
 fn plan_delivery(
     tx: &Connection,
     sealer: &Sealer,
+    handoff: Option<&dyn Handoff>,
     op: &Operation,
     event: &Event,
     now: Timestamp,
-) -> Result<Option<Delivery>, StoreError> {
+) -> Result<(Option<Delivery>, Handed), StoreError> {
     let merchant = writer_merchant(tx, sealer, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, op);
-    let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
+    let Some(url) = dialect.destination(&merchant, op) else { return Ok((None, None)) };
     exec(
         tx,
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
@@ -741,8 +787,20 @@ fn plan_delivery(
     let disabled = is_disabled(tx, &merchant.id, &url)?;
     let delivery =
         new_delivery(&merchant, op, event.id.clone(), url, DeliveryKind::Status, disabled, now)?;
-    insert_delivery(tx, &delivery)?;
-    Ok(Some(delivery))
+    let host = host_of(&delivery.url);
+    let due_now = delivery.state == DeliveryState::Pending
+        && delivery.next_attempt_at.is_some_and(|at| at <= now);
+    let slot = match handoff {
+        Some(h) if due_now && !older_pending_exists(tx, &op.id, delivery.seq)? => h.reserve(&host),
+        _ => None,
+    };
+    let Some((h, slot)) = handoff.zip(slot) else {
+        insert_leased_delivery(tx, &delivery, &host, None)?;
+        return Ok((Some(delivery), None));
+    };
+    insert_leased_delivery(tx, &delivery, &host, Some((h.node(), now.plus(h.lease()))))?;
+    let claimed = Claimed { delivery: delivery.clone(), event: event.clone(), merchant };
+    Ok((Some(delivery), Some((claimed, slot))))
 }
 
 thread_local! {

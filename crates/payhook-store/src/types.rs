@@ -65,6 +65,54 @@ pub struct Reported {
     pub duplicate: bool,
     /// The delivery planned for the event, if the dialect sends one.
     pub delivery: Option<Delivery>,
+    /// True when the store leased the delivery at planning time and handed it straight to
+    /// this node's dispatcher (see [`Handoff`]): there is nothing left for a claim to find.
+    pub handed_off: bool,
+}
+
+/// A place among this node's attempts in flight, reserved for one delivery; given back when
+/// dropped (after the attempt's response, or at once if the reservation came to nothing).
+pub struct Slot {
+    give_back: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Slot {
+    pub fn new(give_back: impl FnOnce() + Send + Sync + 'static) -> Slot {
+        Slot { give_back: Some(Box::new(give_back)) }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(f) = self.give_back.take() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// The dispatcher of this node, as a store sees it when it plans a delivery that is due now.
+///
+/// Instead of leaving the delivery for the next claim (a second write, a read of the rows
+/// just written, and a wake-up), the store can lease it to this node in the same transaction
+/// that creates it, if the dispatcher has a free slot for its host, and after the commit hand
+/// it over with its event and merchant. Deliveries that must wait (per-operation order,
+/// disabled destination, no free slot) are planned unleased as before.
+pub trait Handoff: Send + Sync {
+    /// The lease holder name of this node's claims.
+    fn node(&self) -> &str;
+    /// How long a lease lasts.
+    fn lease(&self) -> Duration;
+    /// A slot for one more attempt to `host`, or `None` to leave the delivery to a claim.
+    /// Called inside the store's transaction: must not block.
+    fn reserve(&self, host: &str) -> Option<Slot>;
+    /// The committed, leased delivery, to attempt now.
+    fn deliver(&self, claimed: Claimed, slot: Slot);
 }
 
 #[derive(Debug, Clone)]

@@ -308,6 +308,7 @@ async fn end_to_end(
     let single = register_all(&api, &mid, n, args.concurrency, &format!("{label}-s")).await?;
     let register_rate = n as f64 / started.elapsed().as_secs_f64();
 
+    progress(&format!("{label}: single reports (server pid {})", server.child.id()));
     let started = Instant::now();
     let cpu_before = server.cpu_seconds();
     let ids = Arc::new(single);
@@ -327,6 +328,7 @@ async fn end_to_end(
     let batched = register_all(&api, &mid, n, args.concurrency, &format!("{label}-b")).await?;
     let chunks: Arc<Vec<Vec<String>>> =
         Arc::new(batched.chunks(args.batch).map(|c| c.to_vec()).collect());
+    progress(&format!("{label}: batched reports (server pid {})", server.child.id()));
     let started = Instant::now();
     let cpu_before = server.cpu_seconds();
     fan_out(chunks.len(), args.concurrency.min(16), |i| {
@@ -635,6 +637,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
     }
     Ok(())
+}
+
+/// A line on stderr as a measured stretch starts (the results go to stdout), so a profiler
+/// can be attached to the server for exactly that stretch.
+fn progress(what: &str) {
+    eprintln!("bench: {what}");
 }
 
 fn report(args: &BenchArgs, title: &str, value: &Value) {

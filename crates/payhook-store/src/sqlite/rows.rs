@@ -387,12 +387,22 @@ pub(crate) fn load_delivery(c: &Connection, id: &str) -> Result<Option<Delivery>
 }
 
 pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreError> {
+    insert_leased_delivery(c, d, &host_of(&d.url), None)
+}
+
+/// Inserts a delivery, leased to `lease` = (node, until) when given (a hand-off).
+pub(crate) fn insert_leased_delivery(
+    c: &Connection,
+    d: &Delivery,
+    host: &str,
+    lease: Option<(&str, Timestamp)>,
+) -> Result<(), StoreError> {
     exec(
         c,
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
            state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
-           updated_at, kind)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11, ?12, ?13, ?13, ?14)",
+           updated_at, kind, leased_by, lease_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16)",
         params![
             d.id.as_str(),
             d.event_id.as_str(),
@@ -401,13 +411,15 @@ pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreE
             d.seq,
             d.dialect.as_str(),
             d.url,
-            host_of(&d.url),
+            host,
             d.state.as_str(),
             d.next_attempt_at.map(|t| t.0),
             to_json(&d.policy),
             d.last_error,
             d.created_at.0,
-            d.kind.as_str()
+            d.kind.as_str(),
+            lease.map(|(node, _)| node),
+            lease.map(|(_, until)| until.0)
         ],
     )
     .map_err(backend)?;
