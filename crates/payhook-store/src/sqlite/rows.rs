@@ -325,12 +325,15 @@ pub(crate) fn insert_event(
         created_at: now,
         operation: op.clone(),
     };
-    exec(
-        c,
-        &format!(
+    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
             "INSERT INTO events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             EVENT_COLUMNS.trim_start_matches("position, ")
-        ),
+        )
+    });
+    exec(
+        c,
+        &INSERT,
         params![
             event.id.as_str(),
             event.operation_id.as_str(),
@@ -390,6 +393,26 @@ pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreE
     insert_leased_delivery(c, d, &host_of(&d.url), None)
 }
 
+/// The policy as stored. Consecutive deliveries nearly always share their merchant's policy,
+/// and writing one out formats every delay, so the last one written is kept.
+fn policy_json(policy: &payhook_core::retry::RetryPolicy) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(payhook_core::retry::RetryPolicy, String)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some((p, json)) if p == policy => json.clone(),
+            _ => {
+                let json = to_json(policy);
+                *last = Some((policy.clone(), json.clone()));
+                json
+            }
+        }
+    })
+}
+
 /// Inserts a delivery, leased to `lease` = (node, until) when given (a hand-off).
 pub(crate) fn insert_leased_delivery(
     c: &Connection,
@@ -414,7 +437,7 @@ pub(crate) fn insert_leased_delivery(
             host,
             d.state.as_str(),
             d.next_attempt_at.map(|t| t.0),
-            to_json(&d.policy),
+            policy_json(&d.policy),
             d.last_error,
             d.created_at.0,
             d.kind.as_str(),
