@@ -63,6 +63,7 @@ fn describe() {
     metrics::describe_counter!(ENDED, "Deliveries ended by an attempt, by dialect and state");
     metrics::describe_histogram!(ATTEMPT_SECONDS, "Duration of one delivery attempt, seconds");
     metrics::describe_counter!(POLLS, "Re-polls of status sources by outcome");
+    metrics::describe_counter!(STARTED, "Attempts started, by how the delivery was found");
 }
 
 /// The dispatcher's metric names, repeated here so payhook-api does not depend on
@@ -72,6 +73,7 @@ mod payhook_dispatch_names {
     pub const ENDED: &str = "payhook_deliveries_total";
     pub const ATTEMPT_SECONDS: &str = "payhook_delivery_attempt_duration_seconds";
     pub const POLLS: &str = "payhook_polls_total";
+    pub const STARTED: &str = "payhook_delivery_attempts_started_total";
 }
 
 /// `GET /metrics`: sets the backlog gauges from the store, then renders everything.

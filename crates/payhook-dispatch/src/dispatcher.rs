@@ -11,7 +11,7 @@ use payhook_core::model::{Attempt, AttemptOutcome, DeliveryKind, DeliveryState, 
 use payhook_store::{
     destination_host, lease_for, ClaimRequest, Claimed, Handoff, NextStep, Slot, Store,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ pub struct Dispatcher {
     /// attempts when work may be waiting for their slots.
     wake: Arc<Notify>,
     /// Attempts in flight, per destination host and in all.
-    slots: Arc<Slots>,
+    slots: Arc<Slots<Claimed>>,
     /// Attempts of hand-offs and claims alike; `run` waits for them on shutdown.
     tracker: TaskTracker,
     /// Set while `run` dispatches: only then may the store hand deliveries over.
@@ -70,9 +70,10 @@ pub struct Dispatcher {
 }
 
 /// Attempts in flight per destination host, and the rules for taking one more. A std mutex:
-/// held for a map update only, never across an await.
-struct Slots {
-    state: Mutex<SlotState>,
+/// held for a map update only, never across an await. `T` is what waits in a host's line
+/// (claimed deliveries; plain values in the unit tests).
+struct Slots<T> {
+    state: Mutex<SlotState<T>>,
     max_total: usize,
     per_host: usize,
     /// Set when work could not get a slot (a refused hand-off, a full claim): the next slot
@@ -81,25 +82,52 @@ struct Slots {
     wake: Arc<Notify>,
 }
 
-#[derive(Default)]
-struct SlotState {
+struct SlotState<T> {
     hosts: HashMap<String, usize>,
     total: usize,
-    /// A claim is between reading the counts and taking its slots: hand-offs wait for the
-    /// claim instead (they are left unleased for it), so the per-host limit stays exact.
-    claiming: bool,
+    /// Claimed deliveries waiting for their host's slot. A claim reads the counts, then the
+    /// store leases; hand-offs taken in between can leave a host without room for what the
+    /// claim leased. Those wait here, first in line for the host's next slot, so the limit
+    /// stays exact without making hand-offs wait for claims.
+    held: HashMap<String, VecDeque<(T, Instant)>>,
+    held_count: usize,
 }
 
-impl Slots {
-    fn take(self: &Arc<Self>, state: &mut SlotState, host: &str) -> Slot {
+impl<T> Default for SlotState<T> {
+    fn default() -> Self {
+        SlotState { hosts: HashMap::new(), total: 0, held: HashMap::new(), held_count: 0 }
+    }
+}
+
+/// Longest a claimed delivery waits for its host's slot. Its lease (request timeout + 15 s)
+/// must outlast the wait and the attempt; one held longer is let go unattempted, and a claim
+/// finds it again when the lease expires.
+const HOLD_LIMIT: Duration = Duration::from_secs(10);
+
+impl<T: Send + 'static> Slots<T> {
+    fn new(max_total: usize, per_host: usize, wake: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Slots {
+            state: Mutex::new(SlotState::default()),
+            max_total,
+            per_host,
+            starved: AtomicBool::new(false),
+            wake,
+        })
+    }
+
+    fn take(self: &Arc<Self>, state: &mut SlotState<T>, host: &str) -> Slot {
         *state.hosts.entry(host.to_owned()).or_insert(0) += 1;
         state.total += 1;
         let (slots, host) = (self.clone(), host.to_owned());
         Slot::new(move || slots.give_back(&host))
     }
 
+    fn has_room(&self, state: &SlotState<T>, host: &str) -> bool {
+        state.total < self.max_total && state.hosts.get(host).copied().unwrap_or(0) < self.per_host
+    }
+
     fn give_back(&self, host: &str) {
-        {
+        let held_here = {
             let mut state = self.state.lock().expect("slots mutex");
             if let Some(n) = state.hosts.get_mut(host) {
                 *n = n.saturating_sub(1);
@@ -108,19 +136,17 @@ impl Slots {
                 }
             }
             state.total = state.total.saturating_sub(1);
-        }
-        if self.starved.swap(false, Ordering::AcqRel) {
+            state.held_count > 0
+        };
+        if self.starved.swap(false, Ordering::AcqRel) || held_here {
             self.wake.notify_one();
         }
     }
 
-    /// A slot for a hand-off, if one is free and no claim is taking slots right now.
+    /// A slot for a hand-off, if one is free and no claimed delivery waits for the host.
     fn try_take(self: &Arc<Self>, host: &str) -> Option<Slot> {
         let mut state = self.state.lock().expect("slots mutex");
-        let host_full = state.hosts.get(host).copied().unwrap_or(0) >= self.per_host;
-        if state.claiming || state.total >= self.max_total || host_full {
-            drop(state);
-            self.starved.store(true, Ordering::Release);
+        if !self.has_room(&state, host) || state.held.contains_key(host) {
             return None;
         }
         Some(self.take(&mut state, host))
@@ -130,26 +156,61 @@ impl Slots {
     /// When a host is at its limit, the next slot given back wakes the loop: due work for
     /// that host may be waiting.
     fn begin_claim(&self) -> (usize, HashMap<String, usize>) {
-        let mut state = self.state.lock().expect("slots mutex");
-        state.claiming = true;
-        let free = self.max_total.saturating_sub(state.total);
+        let state = self.state.lock().expect("slots mutex");
+        let free = self.max_total.saturating_sub(state.total + state.held_count);
         if free == 0 || state.hosts.values().any(|n| *n >= self.per_host) {
             self.starved.store(true, Ordering::Release);
         }
         (free, state.hosts.clone())
     }
 
-    /// Ends a claim, taking a slot for each delivery it leased.
-    fn end_claim(self: &Arc<Self>, claimed: Vec<Claimed>) -> Vec<(Claimed, Slot)> {
+    /// Ends a claim: a slot for each delivery it leased (with its host), or a place in its
+    /// host's line.
+    fn end_claim(self: &Arc<Self>, claimed: Vec<(String, T)>) -> Vec<(T, Slot)> {
         let mut state = self.state.lock().expect("slots mutex");
-        state.claiming = false;
-        claimed
-            .into_iter()
-            .map(|c| {
-                let slot = self.take(&mut state, &destination_host(&c.delivery.url));
-                (c, slot)
-            })
-            .collect()
+        let mut ready = Vec::with_capacity(claimed.len());
+        for (host, c) in claimed {
+            if self.has_room(&state, &host) && !state.held.contains_key(&host) {
+                let slot = self.take(&mut state, &host);
+                ready.push((c, slot));
+            } else {
+                state.held.entry(host).or_default().push_back((c, Instant::now()));
+                state.held_count += 1;
+            }
+        }
+        ready
+    }
+
+    /// Held deliveries whose host has room again, with their slots; drops those held too long.
+    fn take_held(self: &Arc<Self>) -> Vec<(T, Slot)> {
+        let mut state = self.state.lock().expect("slots mutex");
+        if state.held_count == 0 {
+            return Vec::new();
+        }
+        let mut ready = Vec::new();
+        let hosts: Vec<String> = state.held.keys().cloned().collect();
+        for host in hosts {
+            while let Some((_, since)) = state.held.get(&host).and_then(|q| q.front()) {
+                let expired = since.elapsed() > HOLD_LIMIT;
+                if !expired && !self.has_room(&state, &host) {
+                    break;
+                }
+                let (c, _) = state.held.get_mut(&host).and_then(|q| q.pop_front()).expect("front");
+                state.held_count -= 1;
+                if expired {
+                    tracing::warn!(%host, "a claimed delivery waited too long for its host's \
+                        slot; its lease will expire and a claim will find it again");
+                    drop(c);
+                } else {
+                    let slot = self.take(&mut state, &host);
+                    ready.push((c, slot));
+                }
+            }
+            if state.held.get(&host).is_some_and(|q| q.is_empty()) {
+                state.held.remove(&host);
+            }
+        }
+        ready
     }
 }
 
@@ -161,13 +222,7 @@ impl Dispatcher {
         config: DispatchConfig,
     ) -> Arc<Self> {
         let wake = Arc::new(Notify::new());
-        let slots = Arc::new(Slots {
-            state: Mutex::new(SlotState::default()),
-            max_total: config.max_in_flight,
-            per_host: config.per_host_limit,
-            starved: AtomicBool::new(false),
-            wake: wake.clone(),
-        });
+        let slots = Slots::new(config.max_in_flight, config.per_host_limit, wake.clone());
         Arc::new_cyclic(|me| Dispatcher {
             me: me.clone(),
             store,
@@ -210,7 +265,10 @@ impl Dispatcher {
             if req.limit == 0 { Ok(Vec::new()) } else { self.store.claim_due(&req).await };
         let asked = req.limit;
         match claimed {
-            Ok(claimed) => (self.slots.end_claim(claimed), asked),
+            Ok(claimed) => {
+                let hosts = claimed.into_iter().map(|c| (destination_host(&c.delivery.url), c));
+                (self.slots.end_claim(hosts.collect()), asked)
+            }
             Err(e) => {
                 self.slots.end_claim(Vec::new());
                 tracing::error!(error = %e, "claiming due deliveries failed");
@@ -224,7 +282,8 @@ impl Dispatcher {
     pub async fn run_once(self: &Arc<Self>) -> usize {
         let mut total = 0;
         loop {
-            let (batch, _) = self.claim(self.config.max_in_flight).await;
+            let (mut batch, _) = self.claim(self.config.max_in_flight).await;
+            batch.extend(self.slots.take_held());
             if batch.is_empty() {
                 return total;
             }
@@ -248,9 +307,11 @@ impl Dispatcher {
         self.store.set_handoff(Arc::downgrade(&handoff));
         self.running.store(true, Ordering::Release);
         while !shutdown.is_cancelled() {
-            let (batch, asked) = self.claim(self.config.max_in_flight).await;
+            let (mut batch, asked) = self.claim(self.config.max_in_flight).await;
             let full = asked > 0 && batch.len() == asked;
+            batch.extend(self.slots.take_held());
             for (c, slot) in batch {
+                crate::metrics::started("claim");
                 let this = self.clone();
                 self.tracker.spawn(async move { this.attempt(c, slot).await });
             }
@@ -431,6 +492,7 @@ impl Handoff for Dispatcher {
 
     fn deliver(&self, claimed: Claimed, slot: Slot) {
         let Some(this) = self.me.upgrade() else { return };
+        crate::metrics::started("handoff");
         self.tracker.spawn(async move { this.attempt(claimed, slot).await });
     }
 }
@@ -456,4 +518,47 @@ fn log_attempt(c: &Claimed, a: &Attempt, state: DeliveryState) {
         state = state.as_str(),
         "callback attempt"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(max_total: usize, per_host: usize) -> Arc<Slots<u32>> {
+        Slots::new(max_total, per_host, Arc::new(Notify::new()))
+    }
+
+    #[test]
+    fn hand_offs_stop_at_the_host_limit_and_the_total() {
+        let s = slots(3, 2);
+        let a1 = s.try_take("a").expect("room");
+        let _a2 = s.try_take("a").expect("room");
+        assert!(s.try_take("a").is_none(), "host a is at its limit");
+        let _b1 = s.try_take("b").expect("room");
+        assert!(s.try_take("c").is_none(), "the node is at its total");
+        drop(a1);
+        assert!(s.try_take("c").is_some(), "a slot given back is free again");
+    }
+
+    #[test]
+    fn claimed_work_beyond_the_limit_waits_in_line_and_goes_first() {
+        let s = slots(10, 2);
+        // A claim read host a as free; meanwhile two hand-offs took both of its slots.
+        let (free, _) = s.begin_claim();
+        assert_eq!(free, 10);
+        let h1 = s.try_take("a").expect("room");
+        let _h2 = s.try_take("a").expect("room");
+        let ready = s.end_claim(vec![("a".into(), 1), ("b".into(), 2), ("a".into(), 3)]);
+        let started: Vec<u32> = ready.iter().map(|(n, _)| *n).collect();
+        assert_eq!(started, vec![2], "only host b had room");
+        assert!(s.take_held().is_empty(), "host a is still full");
+        assert!(s.try_take("a").is_none(), "a hand-off does not jump the line");
+        let (free, _) = s.begin_claim();
+        assert_eq!(free, 10 - 3 - 2, "held deliveries count against what a claim may take");
+        drop(h1);
+        let next = s.take_held();
+        let numbers: Vec<u32> = next.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, vec![1], "the first in line gets the slot given back");
+        assert_eq!(s.state.lock().expect("state").hosts["a"], 2, "never more than the limit");
+    }
 }

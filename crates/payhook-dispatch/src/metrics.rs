@@ -12,6 +12,9 @@ pub const ATTEMPTS: &str = "payhook_delivery_attempts_total";
 pub const DELIVERIES_ENDED: &str = "payhook_deliveries_total";
 /// Histogram `{dialect}`: the HTTP exchange of one attempt, in seconds.
 pub const ATTEMPT_SECONDS: &str = "payhook_delivery_attempt_duration_seconds";
+/// Counter `{via}`: attempts started, `handoff` (leased as the report was stored) or `claim`
+/// (found by the delivery loop: retries, work left when slots were full, other nodes' work).
+pub const STARTED: &str = "payhook_delivery_attempts_started_total";
 /// Counter `{outcome}`: re-polls of status sources, `changed` / `unchanged` / `failed`.
 pub const POLLS: &str = "payhook_polls_total";
 
@@ -31,4 +34,9 @@ pub fn attempt(dialect: Dialect, attempt: &Attempt, state: DeliveryState) {
 /// Counts one poll of a status source.
 pub fn poll(poll: &Poll) {
     metrics::counter!(POLLS, "outcome" => poll.outcome.as_str()).increment(1);
+}
+
+/// Counts one attempt started, by how its delivery reached the dispatcher.
+pub fn started(via: &'static str) {
+    metrics::counter!(STARTED, "via" => via).increment(1);
 }

@@ -324,6 +324,7 @@ async fn end_to_end(
     rx.wait_for(n as u64, Duration::from_secs(600)).await?;
     let single_rate = n as f64 / started.elapsed().as_secs_f64();
     let single_cpu = cpu_per_callback(&server, cpu_before, n);
+    let single_handoffs = started_via(&api, "handoff").await.unwrap_or(0.0);
 
     let batched = register_all(&api, &mid, n, args.concurrency, &format!("{label}-b")).await?;
     let chunks: Arc<Vec<Vec<String>>> =
@@ -345,6 +346,8 @@ async fn end_to_end(
     rx.wait_for(2 * n as u64, Duration::from_secs(600)).await?;
     let batch_rate = n as f64 / started.elapsed().as_secs_f64();
     let batch_cpu = cpu_per_callback(&server, cpu_before, n);
+    let batch_handoffs = started_via(&api, "handoff").await.unwrap_or(0.0) - single_handoffs;
+    let share = |handoffs: f64| ((handoffs / n as f64) * 1000.0).round() / 1000.0;
     let result = json!({
         "operations": n,
         "register_per_s": register_rate.round(),
@@ -353,8 +356,18 @@ async fn end_to_end(
         "batch_size": args.batch,
         "server_cpu_us_per_callback_single_reports": single_cpu,
         "server_cpu_us_per_callback_batched_reports": batch_cpu,
+        "handed_off_share_single_reports": share(single_handoffs),
+        "handed_off_share_batched_reports": share(batch_handoffs),
     });
     Ok((result, server))
+}
+
+/// The server's count of attempts started `via` a hand-off or a claim (from `/metrics`).
+async fn started_via(api: &Api, via: &str) -> Option<f64> {
+    let text =
+        api.http.get(format!("{}/metrics", api.base)).send().await.ok()?.text().await.ok()?;
+    let prefix = format!("payhook_delivery_attempts_started_total{{via=\"{via}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
 }
 
 /// The server's CPU time since `before`, per callback, in microseconds.

@@ -218,6 +218,8 @@ async fn metrics_show_deliveries_latency_backlog_and_requests() {
     assert!(attempts >= Some(1.0), "attempts counter: {text}");
     let ended = sample(&text, "payhook_deliveries_total", &[std, r#"state="delivered""#]);
     assert!(ended >= Some(1.0), "deliveries counter: {text}");
+    let claimed = sample(&text, "payhook_delivery_attempts_started_total", &[r#"via="claim""#]);
+    assert!(claimed >= Some(1.0), "attempts started by a claim (run_once): {text}");
     let latency = sample(&text, "payhook_delivery_attempt_duration_seconds_count", &[std]);
     assert!(latency >= Some(1.0), "latency histogram: {text}");
     assert!(text.contains("payhook_delivery_attempt_duration_seconds_bucket{"), "{text}");
