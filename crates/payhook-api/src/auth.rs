@@ -41,7 +41,7 @@ impl Caller {
 /// Hex SHA-256 of a token, as stored.
 pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{digest:x}")
 }
 
 /// The token of `Authorization: Bearer <token>` (the scheme name is case-insensitive).

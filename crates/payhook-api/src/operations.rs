@@ -71,7 +71,7 @@ fn canonical(v: &Value) -> Value {
 
 fn fingerprint(v: &Value) -> String {
     let bytes = serde_json::to_vec(&canonical(v)).expect("JSON values serialize");
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 async fn merchant_of(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
