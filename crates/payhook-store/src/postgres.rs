@@ -15,6 +15,7 @@
 //! (`prepare_cached`). Migrations run at connect under a transaction-scoped advisory lock, so
 //! nodes starting together do not race.
 
+mod group;
 mod migrate;
 mod rows;
 mod watch;
@@ -51,6 +52,8 @@ pub struct PgStore {
     pool: Pool,
     /// Seals merchants' secrets on write and opens them on read (see [`crate::seal`]).
     sealer: Sealer,
+    /// Registrations and single reports, committed in groups (see [`group`]).
+    feed: group::FeedWriter,
 }
 
 impl PgStore {
@@ -77,7 +80,8 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
-        let store = PgStore { pool, sealer };
+        let feed = group::FeedWriter::start(pool.clone(), sealer.clone());
+        let store = PgStore { pool, sealer, feed };
         let mut client = store.client().await?;
         migrate::apply(&mut client).await?;
         store.check_master_key(&mut client).await?;
@@ -235,11 +239,7 @@ impl Store for PgStore {
         new: NewOperation,
         now: Timestamp,
     ) -> Result<Registered, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client).await?;
-        let registered = register_in(&tx, &new, now).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(registered)
+        self.feed.register(new, now).await
     }
 
     async fn get_operation(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
@@ -268,11 +268,7 @@ impl Store for PgStore {
         report: StatusReport,
         now: Timestamp,
     ) -> Result<Reported, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client).await?;
-        let reported = apply_report(&tx, &self.sealer, report, now).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(reported)
+        self.feed.report(report, now).await
     }
 
     async fn report_statuses(
@@ -461,6 +457,21 @@ async fn register_in<C: GenericClient>(
     new: &NewOperation,
     now: Timestamp,
 ) -> Result<Registered, StoreError> {
+    let (registered, event) = prepare_register(tx, new, now).await?;
+    if let Some(mut event) = event {
+        lock_feed(tx, &event.merchant_id).await?;
+        store_event(tx, &mut event).await?;
+    }
+    Ok(registered)
+}
+
+/// A registration up to its `created` event, which the caller stores after taking the feed
+/// lock (`None` when nothing was created).
+async fn prepare_register<C: GenericClient>(
+    tx: &C,
+    new: &NewOperation,
+    now: Timestamp,
+) -> Result<(Registered, Option<Event>), StoreError> {
     let id = mint_id(OperationId::PREFIX);
     let created = insert_operation(tx, &id, new, now).await?;
     let (op, hash) = query_operation(
@@ -471,19 +482,18 @@ async fn register_in<C: GenericClient>(
     .await?
     .ok_or_else(|| StoreError::Backend("registered operation vanished".into()))?;
     if !created {
-        return Ok(if hash == new.request_hash {
+        let registered = if hash == new.request_hash {
             Registered::Existing(op)
         } else {
             Registered::Conflict(op)
-        });
+        };
+        return Ok((registered, None));
     }
     if let Some(source) = watch::status_source_of(&op)? {
         insert_watch(tx, &op, &source, now).await?;
     }
-    let mut event = new_event(&op, Status::Created, None, now)?;
-    lock_feed(tx, &op.merchant_id).await?;
-    store_event(tx, &mut event).await?;
-    Ok(Registered::Created(op))
+    let event = new_event(&op, Status::Created, None, now)?;
+    Ok((Registered::Created(op), Some(event)))
 }
 
 async fn apply_report<C: GenericClient>(
