@@ -119,7 +119,8 @@ fn count(r: &Row, i: usize) -> Result<u32, StoreError> {
     u32::try_from(get::<i32>(r, i)?).map_err(bad_data)
 }
 
-const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, allowed_callback_urls, retry, \
+pub(crate) const MERCHANT_COLUMNS: &str =
+    "id, name, dialect, callback_url, allowed_callback_urls, retry, \
     encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
     updated_at";
 
@@ -128,7 +129,7 @@ fn unseal(sealer: &Sealer, sealed: &str) -> Result<String, StoreError> {
     sealer.open(sealed).map_err(|e| StoreError::Backend(format!("opening a sealed secret: {e}")))
 }
 
-fn merchant_from_row(sealer: &Sealer, r: &Row) -> Result<Merchant, StoreError> {
+pub(crate) fn merchant_from_row(sealer: &Sealer, r: &Row) -> Result<Merchant, StoreError> {
     let previous = match (get::<Option<String>>(r, 9)?, get::<Option<i64>>(r, 10)?) {
         (Some(s), Some(exp)) => Some((secret(&unseal(sealer, &s)?)?, Timestamp(exp))),
         _ => None,
@@ -329,14 +330,6 @@ pub(crate) fn event_from_row(r: &Row) -> Result<Event, StoreError> {
         created_at: Timestamp(get(r, 8)?),
         operation: json(r, 9)?,
     })
-}
-
-pub(crate) async fn load_event<C: GenericClient>(
-    c: &C,
-    id: &str,
-) -> Result<Option<Event>, StoreError> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-    query_opt(c, &sql, &[&id]).await?.as_ref().map(event_from_row).transpose()
 }
 
 pub(crate) async fn event_by_key<C: GenericClient>(
