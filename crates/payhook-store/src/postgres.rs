@@ -17,6 +17,7 @@
 
 mod group;
 mod migrate;
+mod record;
 mod rows;
 mod watch;
 
@@ -55,6 +56,8 @@ pub struct PgStore {
     sealer: Sealer,
     /// Registrations and single reports, committed in groups (see [`group`]).
     feed: group::FeedWriter,
+    /// Attempt records, committed in groups (see [`record`]).
+    records: record::RecordWriter,
 }
 
 impl PgStore {
@@ -82,7 +85,8 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
         let feed = group::FeedWriter::start(pool.clone(), sealer.clone());
-        let store = PgStore { pool, sealer, feed };
+        let records = record::RecordWriter::start(pool.clone());
+        let store = PgStore { pool, sealer, feed, records };
         let mut client = store.client().await?;
         migrate::apply(&mut client).await?;
         store.check_master_key(&mut client).await?;
@@ -367,11 +371,7 @@ impl Store for PgStore {
         next: NextStep,
         now: Timestamp,
     ) -> Result<DeliveryStateChange, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client).await?;
-        let change = record_in(&tx, attempt, next, now).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(change)
+        self.records.record(attempt, next, now).await
     }
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {

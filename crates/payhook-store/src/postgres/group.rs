@@ -37,7 +37,7 @@ const MAX_GROUP: usize = 256;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Job {
-    Register { new: NewOperation, now: Timestamp, reply: Reply<Registered> },
+    Register { new: Box<NewOperation>, now: Timestamp, reply: Reply<Registered> },
     Report { report: StatusReport, now: Timestamp, reply: Reply<Reported> },
 }
 
@@ -63,7 +63,7 @@ impl FeedWriter {
         now: Timestamp,
     ) -> Result<Registered, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job::Register { new, now, reply }).map_err(|_| stopped())?;
+        self.queue.send(Job::Register { new: Box::new(new), now, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -178,7 +178,7 @@ async fn group(client: &mut Object, sealer: &Sealer, jobs: Vec<Job>) {
             .cmp(&(b.0.merchant_id.as_str(), b.0.external_id.as_str()))
     });
     reports.sort_by(|a, b| a.0.operation_id.cmp(&b.0.operation_id));
-    let reg_in: Vec<(&NewOperation, Timestamp)> = regs.iter().map(|r| (&r.0, r.1)).collect();
+    let reg_in: Vec<(&NewOperation, Timestamp)> = regs.iter().map(|r| (&*r.0, r.1)).collect();
     let rep_in: Vec<(StatusReport, Timestamp)> =
         reports.iter().map(|r| (r.0.clone(), r.1)).collect();
     match group_tx(client, sealer, &reg_in, rep_in).await {

@@ -615,3 +615,58 @@ pub(crate) async fn insert_poll<C: GenericClient>(c: &C, p: &Poll) -> Result<(),
     .await
     .map(|_| ())
 }
+
+/// Many attempts as column arrays, inserted by one statement (`unnest`).
+#[derive(Default)]
+pub(crate) struct AttemptColumns<'a> {
+    delivery_id: Vec<&'a str>,
+    number: Vec<i32>,
+    started_at: Vec<i64>,
+    duration_ms: Vec<i64>,
+    request: Vec<&'a str>,
+    response_status: Vec<Option<i32>>,
+    response_body: Vec<Option<&'a str>>,
+    outcome: Vec<&'static str>,
+    error_kind: Vec<Option<&'static str>>,
+    error: Vec<Option<&'a str>>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    pub(crate) fn push(&mut self, a: &'a Attempt) {
+        self.delivery_id.push(a.delivery_id.as_str());
+        self.number.push(int(a.number));
+        self.started_at.push(a.started_at.0);
+        self.duration_ms.push(a.duration_ms);
+        self.request.push(&a.request);
+        self.response_status.push(a.response_status.map(i32::from));
+        self.response_body.push(a.response_body.as_deref());
+        self.outcome.push(a.outcome.as_str());
+        self.error_kind.push(a.error_kind.map(|k| k.as_str()));
+        self.error.push(a.error.as_deref());
+    }
+
+    pub(crate) async fn insert<C: GenericClient>(&self, c: &C) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO attempts ({ATTEMPT_COLUMNS})
+             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[],
+                                  $6::int[], $7::text[], $8::text[], $9::text[], $10::text[])"
+        );
+        exec(
+            c,
+            &sql,
+            &[
+                &self.delivery_id,
+                &self.number,
+                &self.started_at,
+                &self.duration_ms,
+                &self.request,
+                &self.response_status,
+                &self.response_body,
+                &self.outcome,
+                &self.error_kind,
+                &self.error,
+            ],
+        )
+        .await
+    }
+}

@@ -107,3 +107,92 @@ async fn secrets_are_sealed_and_another_master_key_is_refused() {
     }
     drop_schema(&url, &schema).await.expect("drop schema");
 }
+
+/// Registrations, reports and attempt records that arrive together are committed in groups
+/// (one transaction each): every caller still gets its own answer, a refused change stores
+/// nothing, and the others are stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_answer_each_caller_on_its_own() {
+    use payhook_core::ids::{DeliveryId, OperationId};
+    use payhook_core::model::DeliveryState;
+    use payhook_store::{NextStep, Registered, StoreError};
+    use std::sync::Arc;
+
+    let t = crate::harness::postgres().await;
+    let s: Arc<dyn Store> = t.store.clone();
+    let m = add_merchant(s.as_ref(), "https://shop.example/cb").await;
+    let n = 24;
+
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (s, new) = (s.clone(), new_operation(&m, &format!("order-{}", i % (n - 2))));
+        tasks.push(tokio::spawn(async move { s.register_operation(new, T0).await }));
+    }
+    let mut ops = std::collections::BTreeMap::new();
+    for task in tasks {
+        match task.await.expect("task").expect("registered") {
+            Registered::Created(op) | Registered::Existing(op) => {
+                ops.insert(op.external_id.clone(), op);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ops.len(), n - 2, "a repeated registration finds the first one");
+    let ops: Vec<_> = ops.into_values().collect();
+
+    let missing: OperationId = "op_missing000000000000".parse().expect("id");
+    let mut tasks = Vec::new();
+    for op in &ops {
+        let (s, r) = (s.clone(), status_report(op, Status::Pending));
+        tasks.push(tokio::spawn(async move { s.report_status(r, at(10)).await }));
+    }
+    let (s2, refused) = (s.clone(), status_report(&ops[0], Status::Created));
+    let invalid = tokio::spawn(async move { s2.report_status(refused, at(10)).await });
+    let mut unknown = status_report(&ops[1], Status::Pending);
+    unknown.operation_id = missing;
+    let s2 = s.clone();
+    let not_found = tokio::spawn(async move { s2.report_status(unknown, at(10)).await });
+    let mut deliveries = Vec::new();
+    for task in tasks {
+        let reported = task.await.expect("task").expect("report accepted");
+        deliveries.push(reported.delivery.expect("a delivery"));
+    }
+    assert!(invalid.await.expect("task").is_err(), "created -> created is refused");
+    assert!(matches!(not_found.await.expect("task"), Err(StoreError::NotFound)));
+    let feed = s.events(&m.id, 0, 1000).await.expect("feed");
+    assert_eq!(feed.len(), 2 * ops.len(), "one created and one pending event per operation");
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
+
+    let claimed = claim(s.as_ref(), "node-a", at(20), 100).await;
+    assert_eq!(claimed.len(), ops.len());
+    let mut tasks = Vec::new();
+    for (i, c) in claimed.iter().enumerate() {
+        let (s, d) = (s.clone(), c.delivery.clone());
+        let (status, next) =
+            if i == 0 { (503, NextStep::RetryAt(at(60_000))) } else { (200, NextStep::Delivered) };
+        tasks.push(tokio::spawn(async move {
+            s.record_attempt(&attempt(&d, at(30), status), next, at(30)).await
+        }));
+    }
+    let mut ghost = attempt(&claimed[0].delivery, at(30), 200);
+    ghost.delivery_id = "dlv_missing000000000000".parse::<DeliveryId>().expect("id");
+    let s2 = s.clone();
+    let ghost =
+        tokio::spawn(async move { s2.record_attempt(&ghost, NextStep::Delivered, at(30)).await });
+    for (i, task) in tasks.into_iter().enumerate() {
+        let state = task.await.expect("task").expect("recorded").state;
+        let want = if i == 0 { DeliveryState::Pending } else { DeliveryState::Delivered };
+        assert_eq!(state, want);
+    }
+    assert!(matches!(ghost.await.expect("task"), Err(StoreError::NotFound)));
+    for d in &deliveries {
+        let (_, attempts) = s
+            .deliveries_of(&d.operation_id)
+            .await
+            .expect("deliveries")
+            .into_iter()
+            .next()
+            .expect("one delivery");
+        assert_eq!(attempts.len(), 1, "each attempt recorded once");
+    }
+}
