@@ -503,7 +503,7 @@ async fn apply_report<C: GenericClient>(
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
-    let mut reported = prepare_report(tx, sealer, report, now).await?;
+    let mut reported = prepare_report(tx, sealer, &mut Seen::default(), report, now).await?;
     if reported.duplicate {
         return Ok(reported);
     }
@@ -517,6 +517,7 @@ async fn apply_report<C: GenericClient>(
 async fn change_status<C: GenericClient>(
     tx: &C,
     sealer: &Sealer,
+    seen: &mut Seen,
     mut op: Operation,
     report: StatusReport,
     now: Timestamp,
@@ -531,8 +532,9 @@ async fn change_status<C: GenericClient>(
     let event = new_event(&op, previous_status, report.event_key, now)?;
     // The delivery refers to the event before it is inserted: the foreign key is deferred to
     // commit, so the feed lock is held only for the event insert and the commit.
-    let delivery = plan_delivery(tx, sealer, &op, &event, now).await?;
-    if op.status.is_final() {
+    let delivery = plan_delivery(tx, sealer, seen, &op, &event, now).await?;
+    // Only an operation registered with a status source has a watch to finish.
+    if op.status.is_final() && op.callback.status_source.is_some() {
         watch::finish(tx, &op.id, now).await?;
     }
     Ok(Reported { event, duplicate: false, delivery })
@@ -553,10 +555,11 @@ async fn apply_reports(
     let mut slots: Vec<Option<StatusReport>> = reports.into_iter().map(Some).collect();
     let mut results: Vec<Option<Result<Reported, StoreError>>> = Vec::new();
     results.resize_with(slots.len(), || None);
+    let mut seen = Seen::default();
     for i in order {
         let report = slots[i].take().expect("each item once");
         exec(tx, "SAVEPOINT item", &[]).await?;
-        let outcome = prepare_report(tx, sealer, report, now).await;
+        let outcome = prepare_report(tx, sealer, &mut seen, report, now).await;
         let undo =
             if outcome.is_ok() { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item" };
         exec(tx, undo, &[]).await?;
@@ -586,9 +589,34 @@ async fn apply_reports(
 async fn prepare_report<C: GenericClient>(
     tx: &C,
     sealer: &Sealer,
+    seen: &mut Seen,
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
+    match check_report(tx, report).await? {
+        Checked::Duplicate(reported) => Ok(*reported),
+        Checked::Change(change) => {
+            let (op, report) = *change;
+            change_status(tx, sealer, seen, op, report, now).await
+        }
+    }
+}
+
+/// A report after its checks, which write nothing.
+enum Checked {
+    /// The event key was seen: the earlier event, nothing to store.
+    Duplicate(Box<Reported>),
+    /// An accepted change of the (now row-locked) operation.
+    Change(Box<(Operation, StatusReport)>),
+}
+
+/// Locks the operation row and checks the report: unknown operation, event key seen before
+/// (duplicate or conflict), transition not allowed. Writes nothing, so a refused report needs
+/// no rollback.
+async fn check_report<C: GenericClient>(
+    tx: &C,
+    report: StatusReport,
+) -> Result<Checked, StoreError> {
     let (op, _) = query_operation(tx, "WHERE id = $1 FOR UPDATE", &[&report.operation_id.as_str()])
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -597,10 +625,20 @@ async fn prepare_report<C: GenericClient>(
             if event.status != report.status {
                 return Err(StoreError::EventKeyConflict(key.clone()));
             }
-            return Ok(Reported { event, duplicate: true, delivery: None });
+            let earlier = Reported { event, duplicate: true, delivery: None };
+            return Ok(Checked::Duplicate(Box::new(earlier)));
         }
     }
-    change_status(tx, sealer, op, report, now).await
+    op.status.check_transition(report.status)?;
+    Ok(Checked::Change(Box::new((op, report))))
+}
+
+/// What a transaction has already read of merchants: a group of reports for one merchant
+/// loads (and unseals) it once, and asks once per URL whether it is disabled.
+#[derive(Default)]
+struct Seen {
+    merchants: HashMap<MerchantId, Merchant>,
+    disabled: HashMap<(MerchantId, String), bool>,
 }
 
 /// Serialises the merchant's event inserts until commit (taken as late as possible). A sequence hands out positions in
@@ -621,13 +659,18 @@ async fn lock_feed<C: GenericClient>(tx: &C, merchant: &MerchantId) -> Result<()
 async fn plan_delivery<C: GenericClient>(
     tx: &C,
     sealer: &Sealer,
+    seen: &mut Seen,
     op: &Operation,
     event: &Event,
     now: Timestamp,
 ) -> Result<Option<Delivery>, StoreError> {
-    let merchant = load_merchant(tx, sealer, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
-    let dialect = effective_dialect(&merchant, op);
-    let Some(url) = dialect.destination(&merchant, op) else { return Ok(None) };
+    if !seen.merchants.contains_key(&op.merchant_id) {
+        let m = load_merchant(tx, sealer, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
+        seen.merchants.insert(op.merchant_id.clone(), m);
+    }
+    let merchant = &seen.merchants[&op.merchant_id];
+    let dialect = effective_dialect(merchant, op);
+    let Some(url) = dialect.destination(merchant, op) else { return Ok(None) };
     exec(
         tx,
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = $2
@@ -636,9 +679,18 @@ async fn plan_delivery<C: GenericClient>(
         &[&op.id.as_str(), &now.0],
     )
     .await?;
-    let disabled = is_disabled(tx, &merchant.id, &url).await?;
+    let key = (merchant.id.clone(), url);
+    let disabled = match seen.disabled.get(&key) {
+        Some(d) => *d,
+        None => {
+            let d = is_disabled(tx, &key.0, &key.1).await?;
+            seen.disabled.insert(key.clone(), d);
+            d
+        }
+    };
+    let merchant = &seen.merchants[&op.merchant_id];
     let delivery =
-        new_delivery(&merchant, op, event.id.clone(), url, DeliveryKind::Status, disabled, now)?;
+        new_delivery(merchant, op, event.id.clone(), key.1, DeliveryKind::Status, disabled, now)?;
     insert_delivery(tx, &delivery).await?;
     Ok(Some(delivery))
 }

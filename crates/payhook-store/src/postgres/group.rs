@@ -4,9 +4,11 @@
 //! Measured before this existed (`payhook bench --only e2e`, one merchant): ~13 of the 16 pool
 //! connections sat in `pg_advisory_xact_lock` on the feed lock, because every report held it
 //! through its own COMMIT (an fsync), one report at a time. Here concurrent callers' changes
-//! share one transaction: each runs in its own savepoint (a refused change stores nothing and
-//! the others go on, as in a batch), the feed locks are taken once per group, and one COMMIT
-//! makes them all durable. Each caller is answered only after that COMMIT.
+//! share one transaction: the feed locks are taken once per group, the events are inserted by
+//! one statement, and one COMMIT makes them all durable. Each caller is answered only after
+//! that COMMIT. A report refused by its checks (unknown operation, transition, event key) has
+//! written nothing when it is refused, so the others go on without it; no savepoints needed.
+//! Merchants (and whether a URL is disabled) are read once per group.
 //!
 //! Lock order is the one every transaction of the store follows: registrations by (merchant,
 //! external id), then operation rows by id, then feed locks by merchant. If a group fails as a
@@ -17,8 +19,8 @@
 
 use super::rows::*;
 use super::{
-    apply_report, lock_feed, prepare_register, prepare_report, register_in, with_sources,
-    NewOperation, Registered, Reported, StatusReport, StoreError,
+    apply_report, change_status, check_report, lock_feed, prepare_register, register_in,
+    with_sources, Checked, NewOperation, Registered, Reported, Seen, StatusReport, StoreError,
 };
 use crate::seal::Sealer;
 use deadpool_postgres::{Object, Pool};
@@ -210,22 +212,6 @@ async fn group(client: &mut Object, sealer: &Sealer, jobs: Vec<Job>) {
     }
 }
 
-/// Runs `item` inside a savepoint: a refused item is rolled back alone.
-async fn in_savepoint<T, F>(
-    tx: &deadpool_postgres::Transaction<'_>,
-    item: F,
-) -> Result<Result<T, StoreError>, StoreError>
-where
-    F: std::future::Future<Output = Result<T, StoreError>>,
-{
-    exec(tx, "SAVEPOINT item", &[]).await?;
-    let outcome = item.await;
-    let undo =
-        if outcome.is_ok() { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item" };
-    exec(tx, undo, &[]).await?;
-    Ok(outcome)
-}
-
 async fn group_tx(
     client: &mut Object,
     sealer: &Sealer,
@@ -234,27 +220,30 @@ async fn group_tx(
 ) -> Result<Outcomes, GroupFailure> {
     let tx = client.transaction().await.map_err(|_| GroupFailure::RolledBack)?;
     let work = async {
+        // No savepoints: a registration fails only on a database error, which fails the group
+        // (each change then runs alone); a report is refused only by its checks, which write
+        // nothing, and any error after them fails the group too.
         let mut registered = Vec::with_capacity(regs.len());
-        let mut created: Vec<Option<Event>> = Vec::with_capacity(regs.len());
+        let mut created: Vec<Event> = Vec::with_capacity(regs.len());
         for (new, now) in regs {
-            match in_savepoint(&tx, prepare_register(&tx, new, *now)).await? {
-                Ok((r, event)) => {
-                    registered.push(Ok(r));
-                    created.push(event);
-                }
-                Err(e) => {
-                    registered.push(Err(e));
-                    created.push(None);
-                }
-            }
+            let (r, event) = prepare_register(&tx, new, *now).await?;
+            registered.push(Ok(r));
+            created.extend(event);
         }
+        let mut seen = Seen::default();
         let mut reported = Vec::with_capacity(reports.len());
         for (report, now) in reports {
-            reported.push(in_savepoint(&tx, prepare_report(&tx, sealer, report, now)).await?);
+            reported.push(match check_report(&tx, report).await {
+                Err(e) => Err(e),
+                Ok(Checked::Duplicate(r)) => Ok(*r),
+                Ok(Checked::Change(change)) => {
+                    let (op, report) = *change;
+                    Ok(change_status(&tx, sealer, &mut seen, op, report, now).await?)
+                }
+            });
         }
         let mut merchants: Vec<MerchantId> = created
             .iter()
-            .flatten()
             .map(|e| e.merchant_id.clone())
             .chain(
                 reported
@@ -269,14 +258,9 @@ async fn group_tx(
         for m in &merchants {
             lock_feed(&tx, m).await?;
         }
-        for event in created.iter_mut().flatten() {
-            store_event(&tx, event).await?;
-        }
-        for r in reported.iter_mut().flatten() {
-            if !r.duplicate {
-                store_event(&tx, &mut r.event).await?;
-            }
-        }
+        let mut events: Vec<&mut Event> = created.iter_mut().collect();
+        events.extend(reported.iter_mut().flatten().filter(|r| !r.duplicate).map(|r| &mut r.event));
+        store_events(&tx, &mut events).await?;
         Ok::<_, StoreError>((registered, reported))
     };
     match work.await {

@@ -670,3 +670,51 @@ impl<'a> AttemptColumns<'a> {
         .await
     }
 }
+
+/// Inserts many events with one statement, in the order given (positions follow it), and
+/// fills in their positions. As for [`store_event`], the caller holds the feed locks.
+pub(crate) async fn store_events<C: GenericClient>(
+    c: &C,
+    events: &mut [&mut Event],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let ops: Vec<&str> = events.iter().map(|e| e.operation_id.as_str()).collect();
+    let merchants: Vec<&str> = events.iter().map(|e| e.merchant_id.as_str()).collect();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+    let previous: Vec<&str> = events.iter().map(|e| e.previous_status.as_str()).collect();
+    let keys: Vec<Option<&str>> = events.iter().map(|e| e.event_key.as_deref()).collect();
+    let created: Vec<i64> = events.iter().map(|e| e.created_at.0).collect();
+    let snapshots: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.operation).map_err(bad_data))
+        .collect::<Result<_, _>>()?;
+    let rows = query(
+        c,
+        "INSERT INTO events (id, operation_id, merchant_id, seq, status, previous_status,
+           event_key, created_at, snapshot)
+         SELECT id, operation_id, merchant_id, seq, status, previous_status, event_key,
+           created_at, snapshot::json
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                     $7::text[], $8::bigint[], $9::text[])
+           WITH ORDINALITY AS v(id, operation_id, merchant_id, seq, status, previous_status,
+                                event_key, created_at, snapshot, n)
+         ORDER BY n
+         RETURNING id, position",
+        &[&ids, &ops, &merchants, &seqs, &statuses, &previous, &keys, &created, &snapshots],
+    )
+    .await?;
+    let positions: std::collections::HashMap<String, i64> = rows
+        .iter()
+        .map(|r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)))
+        .collect::<Result<_, StoreError>>()?;
+    for e in events.iter_mut() {
+        e.position = *positions
+            .get(e.id.as_str())
+            .ok_or_else(|| StoreError::Backend("INSERT … RETURNING missed an event".into()))?;
+    }
+    Ok(())
+}
