@@ -282,6 +282,19 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
         let mut client = self.client().await?;
+        // First without savepoints (a refused item has written nothing); if an item fails
+        // after its checks, the batch is rolled back and run again with a savepoint per item.
+        let tx = begin(&mut client).await?;
+        match apply_checked_reports(&tx, &self.sealer, reports.clone(), now).await {
+            Ok(results) => {
+                tx.commit().await.map_err(pg)?;
+                return Ok(results);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a batch failed after its checks; again, per item");
+                drop(tx);
+            }
+        }
         let tx = begin(&mut client).await?;
         let results = apply_reports(&tx, &self.sealer, reports, now).await?;
         tx.commit().await.map_err(pg)?;
@@ -565,6 +578,56 @@ async fn apply_reports(
         exec(tx, undo, &[]).await?;
         results[i] = Some(outcome);
     }
+    store_report_events(tx, &mut results).await?;
+    Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+}
+
+/// A batch as [`apply_reports`] does it, but with no savepoints: an item refused by its checks
+/// has written nothing. `Err` when anything fails after an item's checks (the caller rolls
+/// back and falls back to [`apply_reports`]).
+async fn apply_checked_reports(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sealer: &Sealer,
+    reports: Vec<StatusReport>,
+    now: Timestamp,
+) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
+    let mut order: Vec<usize> = (0..reports.len()).collect();
+    order.sort_by(|a, b| reports[*a].operation_id.cmp(&reports[*b].operation_id));
+    let mut slots: Vec<Option<StatusReport>> = reports.into_iter().map(Some).collect();
+    let mut results: Vec<Option<Result<Reported, StoreError>>> = Vec::new();
+    results.resize_with(slots.len(), || None);
+    let mut seen = Seen::default();
+    for i in order {
+        let report = slots[i].take().expect("each item once");
+        results[i] = Some(match check_report(tx, report).await {
+            Err(e) if is_refusal(&e) => Err(e),
+            Err(e) => return Err(e),
+            Ok(Checked::Duplicate(r)) => Ok(*r),
+            Ok(Checked::Change(change)) => {
+                let (op, report) = *change;
+                Ok(change_status(tx, sealer, &mut seen, op, report, now).await?)
+            }
+        });
+    }
+    store_report_events(tx, &mut results).await?;
+    Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+}
+
+/// A report refused by its checks, as opposed to a failure of the database (which may have
+/// aborted the transaction).
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::NotFound | StoreError::InvalidTransition(_) | StoreError::EventKeyConflict(_)
+    )
+}
+
+/// Takes the feed locks of the merchants of `results`' new events (sorted), then inserts the
+/// events in item order with one statement.
+async fn store_report_events<C: GenericClient>(
+    tx: &C,
+    results: &mut [Option<Result<Reported, StoreError>>],
+) -> Result<(), StoreError> {
     let mut merchants: Vec<MerchantId> = results
         .iter()
         .flatten()
@@ -577,12 +640,14 @@ async fn apply_reports(
     for m in &merchants {
         lock_feed(tx, m).await?;
     }
-    for reported in results.iter_mut().flatten().flatten() {
-        if !reported.duplicate {
-            store_event(tx, &mut reported.event).await?;
-        }
-    }
-    Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+    let mut events: Vec<&mut Event> = results
+        .iter_mut()
+        .flatten()
+        .flatten()
+        .filter(|r| !r.duplicate)
+        .map(|r| &mut r.event)
+        .collect();
+    store_events(tx, &mut events).await
 }
 
 /// One report up to its event insert (duplicates by event key come back complete).

@@ -19,8 +19,9 @@
 
 use super::rows::*;
 use super::{
-    apply_report, change_status, check_report, lock_feed, prepare_register, register_in,
-    with_sources, Checked, NewOperation, Registered, Reported, Seen, StatusReport, StoreError,
+    apply_report, change_status, check_report, is_refusal, lock_feed, prepare_register,
+    register_in, with_sources, Checked, NewOperation, Registered, Reported, Seen, StatusReport,
+    StoreError,
 };
 use crate::seal::Sealer;
 use deadpool_postgres::{Object, Pool};
@@ -234,7 +235,8 @@ async fn group_tx(
         let mut reported = Vec::with_capacity(reports.len());
         for (report, now) in reports {
             reported.push(match check_report(&tx, report).await {
-                Err(e) => Err(e),
+                Err(e) if is_refusal(&e) => Err(e),
+                Err(e) => return Err(e),
                 Ok(Checked::Duplicate(r)) => Ok(*r),
                 Ok(Checked::Change(change)) => {
                     let (op, report) = *change;

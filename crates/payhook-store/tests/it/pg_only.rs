@@ -196,3 +196,39 @@ async fn concurrent_writes_answer_each_caller_on_its_own() {
         assert_eq!(attempts.len(), 1, "each attempt recorded once");
     }
 }
+
+/// A batch stores its accepted items and refuses the others one by one, the same operation's
+/// items in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refuses_items_alone_and_keeps_order() {
+    use payhook_core::ids::OperationId;
+    use payhook_store::StoreError;
+
+    let t = crate::harness::postgres().await;
+    let s = t.store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let a = add_operation(s, &m, "order-a").await;
+    let b = add_operation(s, &m, "order-b").await;
+    let mut missing = status_report(&a, Status::Pending);
+    missing.operation_id = "op_missing000000000000".parse::<OperationId>().expect("id");
+    let items = vec![
+        status_report(&a, Status::Pending),
+        missing,
+        status_report(&b, Status::Created),
+        status_report(&a, Status::Success),
+        status_report(&b, Status::Failed),
+    ];
+    let results = s.report_statuses(items, at(10)).await.expect("batch stored");
+    assert!(results[0].as_ref().is_ok_and(|r| r.delivery.is_some()));
+    assert!(matches!(results[1], Err(StoreError::NotFound)));
+    assert!(matches!(results[2], Err(StoreError::InvalidTransition(_))));
+    assert!(results[3].as_ref().is_ok_and(|r| r.event.seq == 2));
+    assert!(results[4].as_ref().is_ok_and(|r| r.event.seq == 1));
+    let feed = s.events(&m.id, 0, 100).await.expect("feed");
+    let a_events: Vec<_> =
+        feed.iter().filter(|e| e.operation_id == a.id).map(|e| (e.seq, e.status)).collect();
+    assert_eq!(a_events, [(0, Status::Created), (1, Status::Pending), (2, Status::Success)]);
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
+    let b_now = s.get_operation(&b.id).await.expect("get").expect("exists");
+    assert_eq!((b_now.status, b_now.seq), (Status::Failed, 1));
+}
