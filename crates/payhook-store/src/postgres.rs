@@ -69,6 +69,9 @@ impl PgStore {
     /// `sealer` must hold the master key the database's secrets were sealed with (every node
     /// of a cluster is given the same key): another key is refused with
     /// [`StoreError::MasterKey`] before anything is read.
+    ///
+    /// Starts the store's writer tasks (group commit, see `postgres/group.rs` and
+    /// `postgres/record.rs`) on the current tokio runtime: use the store on that runtime.
     pub async fn connect(
         url: &str,
         schema: Option<&str>,
