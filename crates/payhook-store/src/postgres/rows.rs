@@ -119,7 +119,8 @@ fn count(r: &Row, i: usize) -> Result<u32, StoreError> {
     u32::try_from(get::<i32>(r, i)?).map_err(bad_data)
 }
 
-const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, allowed_callback_urls, retry, \
+pub(crate) const MERCHANT_COLUMNS: &str =
+    "id, name, dialect, callback_url, allowed_callback_urls, retry, \
     encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
     updated_at";
 
@@ -128,7 +129,7 @@ fn unseal(sealer: &Sealer, sealed: &str) -> Result<String, StoreError> {
     sealer.open(sealed).map_err(|e| StoreError::Backend(format!("opening a sealed secret: {e}")))
 }
 
-fn merchant_from_row(sealer: &Sealer, r: &Row) -> Result<Merchant, StoreError> {
+pub(crate) fn merchant_from_row(sealer: &Sealer, r: &Row) -> Result<Merchant, StoreError> {
     let previous = match (get::<Option<String>>(r, 9)?, get::<Option<i64>>(r, 10)?) {
         (Some(s), Some(exp)) => Some((secret(&unseal(sealer, &s)?)?, Timestamp(exp))),
         _ => None,
@@ -329,14 +330,6 @@ pub(crate) fn event_from_row(r: &Row) -> Result<Event, StoreError> {
         created_at: Timestamp(get(r, 8)?),
         operation: json(r, 9)?,
     })
-}
-
-pub(crate) async fn load_event<C: GenericClient>(
-    c: &C,
-    id: &str,
-) -> Result<Option<Event>, StoreError> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-    query_opt(c, &sql, &[&id]).await?.as_ref().map(event_from_row).transpose()
 }
 
 pub(crate) async fn event_by_key<C: GenericClient>(
@@ -621,4 +614,107 @@ pub(crate) async fn insert_poll<C: GenericClient>(c: &C, p: &Poll) -> Result<(),
     )
     .await
     .map(|_| ())
+}
+
+/// Many attempts as column arrays, inserted by one statement (`unnest`).
+#[derive(Default)]
+pub(crate) struct AttemptColumns<'a> {
+    delivery_id: Vec<&'a str>,
+    number: Vec<i32>,
+    started_at: Vec<i64>,
+    duration_ms: Vec<i64>,
+    request: Vec<&'a str>,
+    response_status: Vec<Option<i32>>,
+    response_body: Vec<Option<&'a str>>,
+    outcome: Vec<&'static str>,
+    error_kind: Vec<Option<&'static str>>,
+    error: Vec<Option<&'a str>>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    pub(crate) fn push(&mut self, a: &'a Attempt) {
+        self.delivery_id.push(a.delivery_id.as_str());
+        self.number.push(int(a.number));
+        self.started_at.push(a.started_at.0);
+        self.duration_ms.push(a.duration_ms);
+        self.request.push(&a.request);
+        self.response_status.push(a.response_status.map(i32::from));
+        self.response_body.push(a.response_body.as_deref());
+        self.outcome.push(a.outcome.as_str());
+        self.error_kind.push(a.error_kind.map(|k| k.as_str()));
+        self.error.push(a.error.as_deref());
+    }
+
+    pub(crate) async fn insert<C: GenericClient>(&self, c: &C) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO attempts ({ATTEMPT_COLUMNS})
+             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[],
+                                  $6::int[], $7::text[], $8::text[], $9::text[], $10::text[])"
+        );
+        exec(
+            c,
+            &sql,
+            &[
+                &self.delivery_id,
+                &self.number,
+                &self.started_at,
+                &self.duration_ms,
+                &self.request,
+                &self.response_status,
+                &self.response_body,
+                &self.outcome,
+                &self.error_kind,
+                &self.error,
+            ],
+        )
+        .await
+    }
+}
+
+/// Inserts many events with one statement, in the order given (positions follow it), and
+/// fills in their positions. As for [`store_event`], the caller holds the feed locks.
+pub(crate) async fn store_events<C: GenericClient>(
+    c: &C,
+    events: &mut [&mut Event],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let ops: Vec<&str> = events.iter().map(|e| e.operation_id.as_str()).collect();
+    let merchants: Vec<&str> = events.iter().map(|e| e.merchant_id.as_str()).collect();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+    let previous: Vec<&str> = events.iter().map(|e| e.previous_status.as_str()).collect();
+    let keys: Vec<Option<&str>> = events.iter().map(|e| e.event_key.as_deref()).collect();
+    let created: Vec<i64> = events.iter().map(|e| e.created_at.0).collect();
+    let snapshots: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.operation).map_err(bad_data))
+        .collect::<Result<_, _>>()?;
+    let rows = query(
+        c,
+        "INSERT INTO events (id, operation_id, merchant_id, seq, status, previous_status,
+           event_key, created_at, snapshot)
+         SELECT id, operation_id, merchant_id, seq, status, previous_status, event_key,
+           created_at, snapshot::json
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                     $7::text[], $8::bigint[], $9::text[])
+           WITH ORDINALITY AS v(id, operation_id, merchant_id, seq, status, previous_status,
+                                event_key, created_at, snapshot, n)
+         ORDER BY n
+         RETURNING id, position",
+        &[&ids, &ops, &merchants, &seqs, &statuses, &previous, &keys, &created, &snapshots],
+    )
+    .await?;
+    let positions: std::collections::HashMap<String, i64> = rows
+        .iter()
+        .map(|r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)))
+        .collect::<Result<_, StoreError>>()?;
+    for e in events.iter_mut() {
+        e.position = *positions
+            .get(e.id.as_str())
+            .ok_or_else(|| StoreError::Backend("INSERT … RETURNING missed an event".into()))?;
+    }
+    Ok(())
 }

@@ -107,3 +107,128 @@ async fn secrets_are_sealed_and_another_master_key_is_refused() {
     }
     drop_schema(&url, &schema).await.expect("drop schema");
 }
+
+/// Registrations, reports and attempt records that arrive together are committed in groups
+/// (one transaction each): every caller still gets its own answer, a refused change stores
+/// nothing, and the others are stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_answer_each_caller_on_its_own() {
+    use payhook_core::ids::{DeliveryId, OperationId};
+    use payhook_core::model::DeliveryState;
+    use payhook_store::{NextStep, Registered, StoreError};
+    use std::sync::Arc;
+
+    let t = crate::harness::postgres().await;
+    let s: Arc<dyn Store> = t.store.clone();
+    let m = add_merchant(s.as_ref(), "https://shop.example/cb").await;
+    let n = 24;
+
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (s, new) = (s.clone(), new_operation(&m, &format!("order-{}", i % (n - 2))));
+        tasks.push(tokio::spawn(async move { s.register_operation(new, T0).await }));
+    }
+    let mut ops = std::collections::BTreeMap::new();
+    for task in tasks {
+        match task.await.expect("task").expect("registered") {
+            Registered::Created(op) | Registered::Existing(op) => {
+                ops.insert(op.external_id.clone(), op);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ops.len(), n - 2, "a repeated registration finds the first one");
+    let ops: Vec<_> = ops.into_values().collect();
+
+    let missing: OperationId = "op_missing000000000000".parse().expect("id");
+    let mut tasks = Vec::new();
+    for op in &ops {
+        let (s, r) = (s.clone(), status_report(op, Status::Pending));
+        tasks.push(tokio::spawn(async move { s.report_status(r, at(10)).await }));
+    }
+    let (s2, refused) = (s.clone(), status_report(&ops[0], Status::Created));
+    let invalid = tokio::spawn(async move { s2.report_status(refused, at(10)).await });
+    let mut unknown = status_report(&ops[1], Status::Pending);
+    unknown.operation_id = missing;
+    let s2 = s.clone();
+    let not_found = tokio::spawn(async move { s2.report_status(unknown, at(10)).await });
+    let mut deliveries = Vec::new();
+    for task in tasks {
+        let reported = task.await.expect("task").expect("report accepted");
+        deliveries.push(reported.delivery.expect("a delivery"));
+    }
+    assert!(invalid.await.expect("task").is_err(), "created -> created is refused");
+    assert!(matches!(not_found.await.expect("task"), Err(StoreError::NotFound)));
+    let feed = s.events(&m.id, 0, 1000).await.expect("feed");
+    assert_eq!(feed.len(), 2 * ops.len(), "one created and one pending event per operation");
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
+
+    let claimed = claim(s.as_ref(), "node-a", at(20), 100).await;
+    assert_eq!(claimed.len(), ops.len());
+    let mut tasks = Vec::new();
+    for (i, c) in claimed.iter().enumerate() {
+        let (s, d) = (s.clone(), c.delivery.clone());
+        let (status, next) =
+            if i == 0 { (503, NextStep::RetryAt(at(60_000))) } else { (200, NextStep::Delivered) };
+        tasks.push(tokio::spawn(async move {
+            s.record_attempt(&attempt(&d, at(30), status), next, at(30)).await
+        }));
+    }
+    let mut ghost = attempt(&claimed[0].delivery, at(30), 200);
+    ghost.delivery_id = "dlv_missing000000000000".parse::<DeliveryId>().expect("id");
+    let s2 = s.clone();
+    let ghost =
+        tokio::spawn(async move { s2.record_attempt(&ghost, NextStep::Delivered, at(30)).await });
+    for (i, task) in tasks.into_iter().enumerate() {
+        let state = task.await.expect("task").expect("recorded").state;
+        let want = if i == 0 { DeliveryState::Pending } else { DeliveryState::Delivered };
+        assert_eq!(state, want);
+    }
+    assert!(matches!(ghost.await.expect("task"), Err(StoreError::NotFound)));
+    for d in &deliveries {
+        let (_, attempts) = s
+            .deliveries_of(&d.operation_id)
+            .await
+            .expect("deliveries")
+            .into_iter()
+            .next()
+            .expect("one delivery");
+        assert_eq!(attempts.len(), 1, "each attempt recorded once");
+    }
+}
+
+/// A batch stores its accepted items and refuses the others one by one, the same operation's
+/// items in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refuses_items_alone_and_keeps_order() {
+    use payhook_core::ids::OperationId;
+    use payhook_store::StoreError;
+
+    let t = crate::harness::postgres().await;
+    let s = t.store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let a = add_operation(s, &m, "order-a").await;
+    let b = add_operation(s, &m, "order-b").await;
+    let mut missing = status_report(&a, Status::Pending);
+    missing.operation_id = "op_missing000000000000".parse::<OperationId>().expect("id");
+    let items = vec![
+        status_report(&a, Status::Pending),
+        missing,
+        status_report(&b, Status::Created),
+        status_report(&a, Status::Success),
+        status_report(&b, Status::Failed),
+    ];
+    let results = s.report_statuses(items, at(10)).await.expect("batch stored");
+    assert!(results[0].as_ref().is_ok_and(|r| r.delivery.is_some()));
+    assert!(matches!(results[1], Err(StoreError::NotFound)));
+    assert!(matches!(results[2], Err(StoreError::InvalidTransition(_))));
+    assert!(results[3].as_ref().is_ok_and(|r| r.event.seq == 2));
+    assert!(results[4].as_ref().is_ok_and(|r| r.event.seq == 1));
+    let feed = s.events(&m.id, 0, 100).await.expect("feed");
+    let a_events: Vec<_> =
+        feed.iter().filter(|e| e.operation_id == a.id).map(|e| (e.seq, e.status)).collect();
+    assert_eq!(a_events, [(0, Status::Created), (1, Status::Pending), (2, Status::Success)]);
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
+    let b_now = s.get_operation(&b.id).await.expect("get").expect("exists");
+    assert_eq!((b_now.status, b_now.seq), (Status::Failed, 1));
+}
