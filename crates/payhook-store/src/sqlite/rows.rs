@@ -61,6 +61,25 @@ fn json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     serde_json::from_str(&r.get::<_, String>(i)?).map_err(|e| conv(i, e))
 }
 
+/// A stored policy, parsed. Rows read together nearly always share their merchant's policy,
+/// and parsing one reads every delay through humantime, so the last one parsed is kept.
+fn policy_from(r: &Row<'_>, i: usize) -> rusqlite::Result<payhook_core::retry::RetryPolicy> {
+    use payhook_core::retry::RetryPolicy;
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, RetryPolicy)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let text = r.get_ref(i)?.as_str().map_err(|e| conv(i, e))?;
+    if let Some(p) =
+        LAST.with(|last| last.borrow().as_ref().filter(|(t, _)| t == text).map(|(_, p)| p.clone()))
+    {
+        return Ok(p);
+    }
+    let policy: RetryPolicy = serde_json::from_str(text).map_err(|e| conv(i, e))?;
+    LAST.with(|last| *last.borrow_mut() = Some((text.to_owned(), policy.clone())));
+    Ok(policy)
+}
+
 fn opt_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
     r.get::<_, Option<String>>(i)?
         .map(|s| serde_json::from_str(&s).map_err(|e| conv(i, e)))
@@ -370,7 +389,7 @@ pub(crate) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         attempts: r.get(8)?,
         series_attempts: r.get(9)?,
         next_attempt_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
-        policy: json(r, 11)?,
+        policy: policy_from(r, 11)?,
         last_error: r.get(12)?,
         created_at: Timestamp(r.get(13)?),
         updated_at: Timestamp(r.get(14)?),
