@@ -291,6 +291,7 @@ impl Dispatcher {
             let tasks: Vec<_> = batch
                 .into_iter()
                 .map(|(c, slot)| {
+                    crate::metrics::started("claim");
                     let this = self.clone();
                     tokio::spawn(async move { this.attempt(c, slot).await })
                 })

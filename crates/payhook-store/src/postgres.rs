@@ -42,7 +42,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-pub use migrate::drop_schema;
+pub use migrate::{drop_schema, vacuum_analyze};
 
 /// Connections per node. The API's handlers and the dispatcher's claims and records share
 /// them; a transaction holds one for a few round trips only.
@@ -566,11 +566,7 @@ async fn apply_reports(
     reports: Vec<StatusReport>,
     now: Timestamp,
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
-    let mut order: Vec<usize> = (0..reports.len()).collect();
-    order.sort_by(|a, b| reports[*a].operation_id.cmp(&reports[*b].operation_id));
-    let mut slots: Vec<Option<StatusReport>> = reports.into_iter().map(Some).collect();
-    let mut results: Vec<Option<Result<Reported, StoreError>>> = Vec::new();
-    results.resize_with(slots.len(), || None);
+    let (order, mut slots, mut results) = by_operation(reports);
     let mut seen = Seen::default();
     for i in order {
         let report = slots[i].take().expect("each item once");
@@ -594,11 +590,7 @@ async fn apply_checked_reports(
     reports: Vec<StatusReport>,
     now: Timestamp,
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
-    let mut order: Vec<usize> = (0..reports.len()).collect();
-    order.sort_by(|a, b| reports[*a].operation_id.cmp(&reports[*b].operation_id));
-    let mut slots: Vec<Option<StatusReport>> = reports.into_iter().map(Some).collect();
-    let mut results: Vec<Option<Result<Reported, StoreError>>> = Vec::new();
-    results.resize_with(slots.len(), || None);
+    let (order, mut slots, mut results) = by_operation(reports);
     let mut seen = Seen::default();
     for i in order {
         let report = slots[i].take().expect("each item once");
@@ -614,6 +606,18 @@ async fn apply_checked_reports(
     }
     store_report_events(tx, &mut results).await?;
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+}
+
+/// The items of a batch in lock order (operation id), each to be taken once, and a result
+/// place per item in the caller's order.
+type Ordered = (Vec<usize>, Vec<Option<StatusReport>>, Vec<Option<Result<Reported, StoreError>>>);
+
+fn by_operation(reports: Vec<StatusReport>) -> Ordered {
+    let mut order: Vec<usize> = (0..reports.len()).collect();
+    order.sort_by(|a, b| reports[*a].operation_id.cmp(&reports[*b].operation_id));
+    let mut results = Vec::new();
+    results.resize_with(reports.len(), || None);
+    (order, reports.into_iter().map(Some).collect(), results)
 }
 
 /// A report refused by its checks, as opposed to a failure of the database (which may have

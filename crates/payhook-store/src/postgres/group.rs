@@ -85,28 +85,37 @@ fn stopped() -> StoreError {
     StoreError::Backend("the PostgreSQL feed writer stopped".into())
 }
 
+/// A group: the first job queued (waited for) and whatever else is queued, up to `max`;
+/// `None` once the queue is closed (the store was dropped).
+pub(super) async fn next_group<T>(
+    rx: &Mutex<mpsc::UnboundedReceiver<T>>,
+    max: usize,
+) -> Option<Vec<T>> {
+    let mut rx = rx.lock().await;
+    let mut jobs = vec![rx.recv().await?];
+    while jobs.len() < max {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
+/// A pooled connection for a group, or the message every job of the group is answered with.
+pub(super) async fn group_client(pool: &Pool) -> Result<Object, String> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e).to_string(),
+        other => format!("PostgreSQL pool: {}", with_sources(&other)),
+    })
+}
+
 /// One writer: takes what is queued (waiting for the first), commits it as a group, repeats.
 async fn run(pool: Pool, sealer: Sealer, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
-    loop {
-        let mut jobs = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            jobs.push(first);
-            while jobs.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut client = match pool.get().await {
+    while let Some(mut jobs) = next_group(&rx, MAX_GROUP).await {
+        let mut client = match group_client(&pool).await {
             Ok(c) => c,
-            Err(e) => {
-                let msg = match e {
-                    deadpool_postgres::PoolError::Backend(e) => pg(e).to_string(),
-                    other => format!("PostgreSQL pool: {}", with_sources(&other)),
-                };
+            Err(msg) => {
                 for job in jobs {
                     answer_err(job, StoreError::Backend(msg.clone()));
                 }

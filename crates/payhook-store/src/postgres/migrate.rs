@@ -118,3 +118,34 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     let _ = driver.await;
     result
 }
+
+/// `VACUUM (ANALYZE)` of every table of `schema` (for the bench: a bulk load leaves the
+/// planner's statistics and the visibility map behind until autovacuum catches up).
+pub async fn vacuum_analyze(url: &str, schema: &str) -> Result<(), StoreError> {
+    check_identifier(schema)?;
+    let config = config(url, None)?;
+    let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
+    let driver = tokio::spawn(connection);
+    let tables = client
+        .query("SELECT tablename FROM pg_tables WHERE schemaname = $1", &[&schema])
+        .await
+        .map_err(pg);
+    let result = match tables {
+        Ok(rows) => {
+            let mut result = Ok(());
+            for row in rows {
+                let table: String = row.get(0);
+                let sql = format!("VACUUM (ANALYZE) \"{schema}\".\"{table}\"");
+                if let Err(e) = client.batch_execute(&sql).await.map_err(pg) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
+    drop(client);
+    let _ = driver.await;
+    result
+}

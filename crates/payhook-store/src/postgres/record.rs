@@ -12,8 +12,9 @@
 //! transaction, so a caller sees what it would have seen ungrouped; a failed COMMIT (outcome
 //! unknown) is reported to every caller of the group.
 
+use super::group::{group_client, next_group};
 use super::rows::*;
-use super::{disable_destination, record_in, with_sources};
+use super::{disable_destination, record_in};
 use crate::{DeliveryStateChange, NextStep, StoreError};
 use deadpool_postgres::{Object, Pool};
 use payhook_core::model::{Attempt, DeliveryState};
@@ -69,26 +70,10 @@ fn stopped() -> StoreError {
 }
 
 async fn run(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
-    loop {
-        let mut jobs = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            jobs.push(first);
-            while jobs.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut client = match pool.get().await {
+    while let Some(mut jobs) = next_group(&rx, MAX_GROUP).await {
+        let mut client = match group_client(&pool).await {
             Ok(c) => c,
-            Err(e) => {
-                let msg = match e {
-                    deadpool_postgres::PoolError::Backend(e) => pg(e).to_string(),
-                    other => format!("PostgreSQL pool: {}", with_sources(&other)),
-                };
+            Err(msg) => {
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Backend(msg.clone())));
                 }
