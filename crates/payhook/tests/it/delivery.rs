@@ -198,3 +198,66 @@ fn started_ms(attempt: &serde_json::Value) -> i64 {
     let text = attempt["started_at"].as_str().expect("started_at");
     payhook_core::Timestamp::parse_rfc3339(text).expect("RFC 3339").millis()
 }
+
+/// A receiver that holds each request for a while and remembers the most it held at once.
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+async fn start_gauge(hold: Duration) -> (String, std::sync::Arc<Gauge>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gauge = std::sync::Arc::new(Gauge { now: 0.into(), max: 0.into(), done: 0.into() });
+    let g = gauge.clone();
+    let app = axum::Router::new().fallback(move || {
+        let g = g.clone();
+        async move {
+            let now = g.now.fetch_add(1, SeqCst) + 1;
+            g.max.fetch_max(now, SeqCst);
+            tokio::time::sleep(hold).await; // the merchant is slow: requests overlap
+            g.now.fetch_sub(1, SeqCst);
+            g.done.fetch_add(1, SeqCst);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/cb", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, gauge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_host_limit_holds_across_hand_offs_and_claims() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = std::sync::Arc::new(spawn_app_with(Mode::Live, |c| c.per_host_limit = 3).await);
+    let (url, gauge) = start_gauge(Duration::from_millis(40)).await;
+    let m = app.merchant(json!({"name": "Slow", "callback_url": url})).await;
+    let mid = m["id"].as_str().expect("id").to_owned();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let op = app.operation(&mid, &format!("limit-{i}"), json!({})).await;
+        ids.push(op["id"].as_str().expect("id").to_owned());
+    }
+    // Half reported one by one and all at once (hand-offs while slots last), half in one batch
+    // (most left for claims, which race with the hand-offs still coming in).
+    let (singles, batch) = ids.split_at(30);
+    let mut tasks = Vec::new();
+    for id in singles {
+        let (app, id) = (app.clone(), id.clone());
+        tasks.push(tokio::spawn(async move { app.report(&id, "success").await.status }));
+    }
+    let items: Vec<_> =
+        batch.iter().map(|id| json!({"operation_id": id, "status": "success"})).collect();
+    let r = app.admin("POST", "/v1/operations/status:batch", Some(json!({"items": items}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for t in tasks {
+        assert_eq!(t.await.expect("report task"), 202);
+    }
+    wait_for("all 60 callbacks", WAIT, || async { (gauge.done.load(SeqCst) >= 60).then_some(()) })
+        .await;
+    assert_eq!(gauge.done.load(SeqCst), 60, "each delivery sent once");
+    let max = gauge.max.load(SeqCst);
+    assert!(max <= 3, "per-host limit of 3 exceeded: {max} requests at once");
+    assert!(max >= 2, "requests should overlap up to the limit (saw {max})");
+}
