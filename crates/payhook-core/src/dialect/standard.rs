@@ -1,10 +1,12 @@
 //! `standard`: Standard Webhooks 1.0 (SPEC §2.1), the default dialect.
 
 use super::{Method, Outgoing, RenderError, RenderInput};
+use crate::ids::{MerchantId, OperationId};
 use crate::model::{Merchant, Operation};
 use crate::retry::RetryPolicy;
 use crate::signing::signature_header;
-use serde_json::json;
+use crate::status::Status;
+use serde::Serialize;
 use std::time::Duration;
 
 pub(super) fn destination(merchant: &Merchant, op: &Operation) -> Option<String> {
@@ -20,30 +22,51 @@ pub(super) fn default_policy() -> RetryPolicy {
     RetryPolicy { delays: secs.into_iter().map(Duration::from_secs).collect(), jitter: 0.2 }
 }
 
+/// The callback body. Typed and borrowed, so rendering serializes the event once instead of
+/// building a `serde_json::Value` first (field order is the wire order).
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: String,
+    data: Snapshot<'a>,
+}
+
 /// The operation snapshot of `data`: canonical fields first, then the provider fields.
-fn snapshot(input: &RenderInput<'_>) -> serde_json::Value {
-    let op = &input.event.operation;
-    json!({
-        "id": op.id,
-        "number": op.number,
-        "merchant_id": op.merchant_id,
-        "external_id": op.external_id,
-        "amount": op.amount,
-        "currency": op.currency,
-        "kind": op.kind,
-        "status": input.event.status,
-        "previous_status": input.event.previous_status,
-        "seq": input.event.seq,
-        "data": op.data,
-    })
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    id: &'a OperationId,
+    number: i64,
+    merchant_id: &'a MerchantId,
+    external_id: &'a str,
+    amount: i64,
+    currency: &'a str,
+    kind: &'a str,
+    status: Status,
+    previous_status: Status,
+    seq: i64,
+    data: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
-    let body = json!({
-        "type": "operation.status_changed",
-        "timestamp": input.event.created_at.rfc3339_millis(),
-        "data": snapshot(input),
-    });
+    let op = &input.event.operation;
+    let body = Body {
+        kind: "operation.status_changed",
+        timestamp: input.event.created_at.rfc3339_millis(),
+        data: Snapshot {
+            id: &op.id,
+            number: op.number,
+            merchant_id: &op.merchant_id,
+            external_id: &op.external_id,
+            amount: op.amount,
+            currency: &op.currency,
+            kind: &op.kind,
+            status: input.event.status,
+            previous_status: input.event.previous_status,
+            seq: input.event.seq,
+            data: &op.data,
+        },
+    };
     let body = serde_json::to_vec(&body).map_err(|e| RenderError::Invalid(e.to_string()))?;
     Ok(Outgoing {
         method: Method::Post,
@@ -110,6 +133,28 @@ mod tests {
             verify(&m.signing_secret, "dlv_abc", now.unix_seconds(), &out.body, sig),
             Ok(())
         );
+        // The wire order: envelope, then the canonical fields, then the provider's `data`.
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().expect("object").keys().cloned().collect()
+        };
+        assert_eq!(keys(&body), ["type", "timestamp", "data"]);
+        let canonical = [
+            "id",
+            "number",
+            "merchant_id",
+            "external_id",
+            "amount",
+            "currency",
+            "kind",
+            "status",
+            "previous_status",
+            "seq",
+            "data",
+        ];
+        assert_eq!(keys(&body["data"]), canonical);
+        assert_eq!(body["data"]["data"], serde_json::Value::Object(ev.operation.data.clone()));
+        let text = std::str::from_utf8(&out.body).expect("utf-8");
+        assert!(text.starts_with(r#"{"type":"operation.status_changed","timestamp":"#), "{text}");
     }
 
     #[test]
