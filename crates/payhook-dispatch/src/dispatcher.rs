@@ -1,8 +1,10 @@
-//! The delivery loop: claim → render → send → classify → record → schedule.
+//! The delivery loop: claim → render → send → classify → record → schedule; and, on stores
+//! that support it, the hand-off (a delivery due at once arrives leased, without a claim).
 //!
 //! Concurrency is bounded twice: `max_in_flight` attempts per node, and `per_host_limit` per
-//! destination host, enforced at claim time, so a slow or dead merchant only ever occupies its
-//! own slots. Per-operation order and supersede are the store's job (see `Store::claim_due`).
+//! destination host, enforced by `Slots` for hand-offs and claims alike, so a slow or dead
+//! merchant only ever occupies its own slots. Per-operation order and supersede are the
+//! store's job (see `Store::claim_due`).
 
 use crate::sender::{SendResult, Sender};
 use payhook_core::clock::Clock;

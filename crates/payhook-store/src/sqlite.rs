@@ -1,6 +1,7 @@
 //! The embedded SQLite store: one file, WAL journal, `synchronous=FULL`, so a commit is on disk
-//! before the API answers. One connection behind a mutex, used from blocking threads; SQLite
-//! serialises writers anyway, and it keeps the store a single-node store by design.
+//! before the API answers. Writes go to one writer thread that commits them in groups
+//! ([`writer`]); reads go to a few reader connections on blocking threads. SQLite serialises
+//! writers anyway, and it keeps the store a single-node store by design.
 
 mod rows;
 mod writer;
@@ -111,8 +112,8 @@ impl SqliteStore {
         self.handoff.read().expect("handoff lock").as_ref().and_then(Weak::upgrade)
     }
 
-    /// Runs `f` in the writer's current transaction (inside its own savepoint) and returns once
-    /// that transaction is durably committed.
+    /// Runs `f` in the writer's current transaction and returns once that transaction is
+    /// durably committed. `f` may run twice (see [`writer`]); only its last run counts.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
