@@ -1,6 +1,6 @@
 //! The embedded SQLite store: one file, WAL journal, `synchronous=FULL`, so a commit is on disk
 //! before the API answers. Writes go to one writer thread that commits them in groups
-//! ([`writer`]); reads go to a few reader connections on blocking threads. SQLite serialises
+//! (`sqlite/writer.rs`); reads go to a few reader connections on blocking threads. SQLite serialises
 //! writers anyway, and it keeps the store a single-node store by design.
 
 mod rows;
@@ -36,7 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 pub struct SqliteStore {
-    /// Writes go to one writer thread, which commits them in groups (see [`writer`]).
+    /// Writes go to one writer thread, which commits them in groups (see `sqlite/writer.rs`).
     writer: writer::Writer,
     /// Read-only connections; WAL lets them read while the writer commits. Each std mutex is
     /// held only inside `spawn_blocking`, never across an await.
@@ -113,7 +113,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` in the writer's current transaction and returns once that transaction is
-    /// durably committed. `f` may run twice (see [`writer`]); only its last run counts.
+    /// durably committed. `f` may run twice (see `sqlite/writer.rs`); only its last run counts.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
