@@ -82,38 +82,54 @@ struct Slots<T> {
     /// given back wakes the claim loop.
     starved: AtomicBool,
     wake: Arc<Notify>,
+    /// Woken when a slot is given back while deliveries wait in line.
+    room: Arc<Notify>,
 }
 
 struct SlotState<T> {
     hosts: HashMap<String, usize>,
     total: usize,
-    /// Claimed deliveries waiting for their host's slot. A claim reads the counts, then the
-    /// store leases; hand-offs taken in between can leave a host without room for what the
-    /// claim leased. Those wait here, first in line for the host's next slot, so the limit
-    /// stays exact without making hand-offs wait for claims.
+    /// Deliveries waiting for their host's slot, first come first served: hand-offs that
+    /// found the host busy (so a burst of reports does not go back to the store for a claim),
+    /// and claimed work the host had no room for (a claim reads the counts, then the store
+    /// leases; hand-offs taken in between can fill the host).
     held: HashMap<String, VecDeque<(T, Instant)>>,
     held_count: usize,
+    /// Places in line promised to hand-offs whose transaction has not committed yet.
+    promised: usize,
 }
 
 impl<T> Default for SlotState<T> {
     fn default() -> Self {
-        SlotState { hosts: HashMap::new(), total: 0, held: HashMap::new(), held_count: 0 }
+        SlotState {
+            hosts: HashMap::new(),
+            total: 0,
+            held: HashMap::new(),
+            held_count: 0,
+            promised: 0,
+        }
     }
 }
 
-/// Longest a claimed delivery waits for its host's slot. Its lease (request timeout + 15 s)
+/// Longest a delivery waits in its host's line. Its lease (request timeout + 15 s)
 /// must outlast the wait and the attempt; one held longer is let go unattempted, and a claim
 /// finds it again when the lease expires.
 const HOLD_LIMIT: Duration = Duration::from_secs(10);
 
+/// How many hand-offs may wait in line, as a multiple of the limits: per host (of the
+/// per-host limit) and in all (of the node's total). Beyond that the store plans the delivery
+/// unleased and a claim picks it up; a short line is drained well within [`HOLD_LIMIT`].
+const LINE_FACTOR: usize = 8;
+
 impl<T: Send + 'static> Slots<T> {
-    fn new(max_total: usize, per_host: usize, wake: Arc<Notify>) -> Arc<Self> {
+    fn new(max_total: usize, per_host: usize, wake: Arc<Notify>, room: Arc<Notify>) -> Arc<Self> {
         Arc::new(Slots {
             state: Mutex::new(SlotState::default()),
             max_total,
             per_host,
             starved: AtomicBool::new(false),
             wake,
+            room,
         })
     }
 
@@ -140,18 +156,38 @@ impl<T: Send + 'static> Slots<T> {
             state.total = state.total.saturating_sub(1);
             state.held_count > 0
         };
-        if self.starved.swap(false, Ordering::AcqRel) || held_here {
+        if self.starved.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
+        }
+        if held_here {
+            self.room.notify_one();
         }
     }
 
-    /// A slot for a hand-off, if one is free and no claimed delivery waits for the host.
-    fn try_take(self: &Arc<Self>, host: &str) -> Option<Slot> {
+    /// A slot for a hand-off, or else a place in the host's line while the line is short.
+    fn take_or_queue(self: &Arc<Self>, host: &str) -> Option<Slot> {
         let mut state = self.state.lock().expect("slots mutex");
-        if !self.has_room(&state, host) || state.held.contains_key(host) {
+        if self.has_room(&state, host) && !state.held.contains_key(host) {
+            return Some(self.take(&mut state, host));
+        }
+        let in_line = state.held_count + state.promised;
+        let host_line = state.held.get(host).map_or(0, VecDeque::len);
+        if in_line >= self.max_total * LINE_FACTOR || host_line >= self.per_host * LINE_FACTOR {
             return None;
         }
-        Some(self.take(&mut state, host))
+        state.promised += 1;
+        let slots = self.clone();
+        Some(Slot::queued(move || {
+            let mut state = slots.state.lock().expect("slots mutex");
+            state.promised -= 1;
+        }))
+    }
+
+    /// Puts a committed hand-off in its host's line (its queued slot is given up after).
+    fn hold(&self, host: String, item: T) {
+        let mut state = self.state.lock().expect("slots mutex");
+        state.held.entry(host).or_default().push_back((item, Instant::now()));
+        state.held_count += 1;
     }
 
     /// Starts a claim: how many attempts may start, and the per-host counts to respect.
@@ -200,7 +236,7 @@ impl<T: Send + 'static> Slots<T> {
                 let (c, _) = state.held.get_mut(&host).and_then(|q| q.pop_front()).expect("front");
                 state.held_count -= 1;
                 if expired {
-                    tracing::warn!(%host, "a claimed delivery waited too long for its host's \
+                    tracing::warn!(%host, "a delivery waited too long for its host's \
                         slot; its lease will expire and a claim will find it again");
                     drop(c);
                 } else {
@@ -224,7 +260,8 @@ impl Dispatcher {
         config: DispatchConfig,
     ) -> Arc<Self> {
         let wake = Arc::new(Notify::new());
-        let slots = Slots::new(config.max_in_flight, config.per_host_limit, wake.clone());
+        let room = Arc::new(Notify::new());
+        let slots = Slots::new(config.max_in_flight, config.per_host_limit, wake.clone(), room);
         Arc::new_cyclic(|me| Dispatcher {
             me: me.clone(),
             store,
@@ -268,6 +305,7 @@ impl Dispatcher {
         let asked = req.limit;
         match claimed {
             Ok(claimed) => {
+                crate::metrics::started("claim", claimed.len());
                 let hosts = claimed.into_iter().map(|c| (destination_host(&c.delivery.url), c));
                 (self.slots.end_claim(hosts.collect()), asked)
             }
@@ -293,7 +331,6 @@ impl Dispatcher {
             let tasks: Vec<_> = batch
                 .into_iter()
                 .map(|(c, slot)| {
-                    crate::metrics::started("claim");
                     let this = self.clone();
                     tokio::spawn(async move { this.attempt(c, slot).await })
                 })
@@ -309,12 +346,12 @@ impl Dispatcher {
         let handoff: Arc<dyn Handoff> = self.clone();
         self.store.set_handoff(Arc::downgrade(&handoff));
         self.running.store(true, Ordering::Release);
+        let line = tokio::spawn(self.clone().serve_line(shutdown.clone()));
         while !shutdown.is_cancelled() {
             let (mut batch, asked) = self.claim(self.config.max_in_flight).await;
             let full = asked > 0 && batch.len() == asked;
             batch.extend(self.slots.take_held());
             for (c, slot) in batch {
-                crate::metrics::started("claim");
                 let this = self.clone();
                 self.tracker.spawn(async move { this.attempt(c, slot).await });
             }
@@ -329,8 +366,28 @@ impl Dispatcher {
             }
         }
         self.running.store(false, Ordering::Release);
+        let _ = line.await;
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// Starts what waits in the hosts' lines whenever a slot is given back (hand-offs queued
+    /// there, and claimed work beyond a host's room), without a claim round trip.
+    async fn serve_line(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.slots.room.notified() => self.start_held(),
+            }
+        }
+    }
+
+    /// Spawns attempts for held deliveries whose host has room now.
+    fn start_held(self: &Arc<Self>) {
+        for (c, slot) in self.slots.take_held() {
+            let this = self.clone();
+            self.tracker.spawn(async move { this.attempt(c, slot).await });
+        }
     }
 
     /// How long to sleep when there is nothing to claim: until the next due delivery, at most
@@ -490,12 +547,20 @@ impl Handoff for Dispatcher {
         if !self.running.load(Ordering::Acquire) {
             return None;
         }
-        self.slots.try_take(host)
+        self.slots.take_or_queue(host)
     }
 
     fn deliver(&self, claimed: Claimed, slot: Slot) {
         let Some(this) = self.me.upgrade() else { return };
-        crate::metrics::started("handoff");
+        crate::metrics::started("handoff", 1);
+        if slot.is_queued() {
+            // Held first, then the place given up; room may have come free since the
+            // reservation, with no slot given back left to say so: look once now.
+            self.slots.hold(destination_host(&claimed.delivery.url), claimed);
+            drop(slot);
+            this.start_held();
+            return;
+        }
         self.tracker.spawn(async move { this.attempt(claimed, slot).await });
     }
 }
@@ -528,19 +593,60 @@ mod tests {
     use super::*;
 
     fn slots(max_total: usize, per_host: usize) -> Arc<Slots<u32>> {
-        Slots::new(max_total, per_host, Arc::new(Notify::new()))
+        Slots::new(max_total, per_host, Arc::new(Notify::new()), Arc::new(Notify::new()))
+    }
+
+    /// A hand-off's reservation: `Some(true)` a slot, `Some(false)` a place in line.
+    fn reserve(s: &Arc<Slots<u32>>, host: &str) -> Option<(bool, Slot)> {
+        s.take_or_queue(host).map(|slot| (!slot.is_queued(), slot))
     }
 
     #[test]
-    fn hand_offs_stop_at_the_host_limit_and_the_total() {
+    fn hand_offs_beyond_the_host_limit_and_the_total_wait_in_line() {
         let s = slots(3, 2);
-        let a1 = s.try_take("a").expect("room");
-        let _a2 = s.try_take("a").expect("room");
-        assert!(s.try_take("a").is_none(), "host a is at its limit");
-        let _b1 = s.try_take("b").expect("room");
-        assert!(s.try_take("c").is_none(), "the node is at its total");
+        let a1 = reserve(&s, "a").expect("room");
+        let a2 = reserve(&s, "a").expect("room");
+        assert!(a1.0 && a2.0, "host a has two slots");
+        let (is_slot, _a3) = reserve(&s, "a").expect("a place in line");
+        assert!(!is_slot, "host a is at its limit: the third waits in line");
+        let (is_slot, _b1) = reserve(&s, "b").expect("room");
+        assert!(is_slot, "host b has room");
+        let (is_slot, c1) = reserve(&s, "c").expect("a place in line");
+        assert!(!is_slot, "the node is at its total");
+        drop(c1);
         drop(a1);
-        assert!(s.try_take("c").is_some(), "a slot given back is free again");
+        let (is_slot, _c2) = reserve(&s, "c").expect("room");
+        assert!(is_slot, "a slot given back is free again");
+    }
+
+    #[test]
+    fn the_line_is_bounded_and_a_place_given_up_frees_it() {
+        let s = slots(1, 1);
+        let _busy = reserve(&s, "a").expect("room");
+        let places: Vec<_> = (0..LINE_FACTOR).map(|_| reserve(&s, "a").expect("place")).collect();
+        assert!(places.iter().all(|(is_slot, _)| !is_slot));
+        assert!(reserve(&s, "a").is_none(), "the line is full: the delivery is left to a claim");
+        drop(places);
+        assert!(reserve(&s, "a").is_some_and(|(is_slot, _)| !is_slot), "places given up");
+        for n in 0..LINE_FACTOR as u32 {
+            s.hold("a".into(), n);
+        }
+        assert!(reserve(&s, "a").is_none(), "held hand-offs count against the line");
+    }
+
+    #[test]
+    fn held_hand_offs_start_in_order_as_slots_come_back() {
+        let s = slots(10, 1);
+        let (_, first) = reserve(&s, "a").expect("room");
+        for n in 1..=2 {
+            let (_, place) = reserve(&s, "a").expect("place");
+            s.hold("a".into(), n);
+            drop(place);
+        }
+        assert!(s.take_held().is_empty(), "host a is still busy");
+        drop(first);
+        let next: Vec<u32> = s.take_held().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(next, vec![1], "one slot given back starts the first in line only");
     }
 
     #[test]
@@ -549,13 +655,14 @@ mod tests {
         // A claim read host a as free; meanwhile two hand-offs took both of its slots.
         let (free, _) = s.begin_claim();
         assert_eq!(free, 10);
-        let h1 = s.try_take("a").expect("room");
-        let _h2 = s.try_take("a").expect("room");
+        let (_, h1) = reserve(&s, "a").expect("room");
+        let _h2 = reserve(&s, "a").expect("room");
         let ready = s.end_claim(vec![("a".into(), 1), ("b".into(), 2), ("a".into(), 3)]);
         let started: Vec<u32> = ready.iter().map(|(n, _)| *n).collect();
         assert_eq!(started, vec![2], "only host b had room");
         assert!(s.take_held().is_empty(), "host a is still full");
-        assert!(s.try_take("a").is_none(), "a hand-off does not jump the line");
+        let (is_slot, _) = reserve(&s, "a").expect("a place in line");
+        assert!(!is_slot, "a hand-off does not jump the line");
         let (free, _) = s.begin_claim();
         assert_eq!(free, 10 - 3 - 2, "held deliveries count against what a claim may take");
         drop(h1);

@@ -12,8 +12,9 @@ pub const ATTEMPTS: &str = "payhook_delivery_attempts_total";
 pub const DELIVERIES_ENDED: &str = "payhook_deliveries_total";
 /// Histogram `{dialect}`: the HTTP exchange of one attempt, in seconds.
 pub const ATTEMPT_SECONDS: &str = "payhook_delivery_attempt_duration_seconds";
-/// Counter `{via}`: attempts started, `handoff` (leased as the report was stored) or `claim`
-/// (found by the delivery loop: retries, work left when slots were full, other nodes' work).
+/// Counter `{via}`: deliveries taken up for an attempt, `handoff` (leased as the report was
+/// stored; it may wait in its host's line for a slot) or `claim` (found by the delivery loop:
+/// retries, work left when the lines were full, other nodes' work).
 pub const STARTED: &str = "payhook_delivery_attempts_started_total";
 /// Counter `{outcome}`: re-polls of status sources, `changed` / `unchanged` / `failed`.
 pub const POLLS: &str = "payhook_polls_total";
@@ -36,7 +37,7 @@ pub fn poll(poll: &Poll) {
     metrics::counter!(POLLS, "outcome" => poll.outcome.as_str()).increment(1);
 }
 
-/// Counts one attempt started, by how its delivery reached the dispatcher.
-pub fn started(via: &'static str) {
-    metrics::counter!(STARTED, "via" => via).increment(1);
+/// Counts `n` deliveries taken up for an attempt, by how they reached the dispatcher.
+pub fn started(via: &'static str, n: usize) {
+    metrics::counter!(STARTED, "via" => via).increment(n as u64);
 }

@@ -38,6 +38,7 @@ use payhook_core::status::Status;
 use payhook_core::Timestamp;
 use rows::*;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
@@ -892,10 +893,10 @@ async fn claim_in<C: GenericClient>(
         let e = event_from_row(row)?;
         events.insert(e.id.as_str().to_owned(), e);
     }
-    let mut merchants: HashMap<String, Merchant> = HashMap::with_capacity(merchant_rows.len());
+    let mut merchants: HashMap<String, Arc<Merchant>> = HashMap::with_capacity(merchant_rows.len());
     for row in &merchant_rows {
         let m = merchant_from_row(sealer, row)?;
-        merchants.insert(m.id.as_str().to_owned(), m);
+        merchants.insert(m.id.as_str().to_owned(), Arc::new(m));
     }
     let mut claimed = Vec::with_capacity(chosen.len());
     for id in chosen {

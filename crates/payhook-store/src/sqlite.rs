@@ -765,7 +765,8 @@ fn apply_report(
 
 /// Supersedes the operation's older pending deliveries (those not in flight) and creates the
 /// event's delivery, if its dialect sends one; leased to this node's dispatcher when it is
-/// due now, nothing older of the operation is in flight, and the dispatcher has a free slot.
+/// due now, nothing older of the operation is in flight, and the dispatcher has a slot or a
+/// place in the host's line.
 fn plan_delivery(
     tx: &Connection,
     sealer: &Sealer,
@@ -807,7 +808,7 @@ fn plan_delivery(
 thread_local! {
     /// Merchants as the writer thread last read them. Only writer jobs use it, and they run
     /// one at a time on that thread, so invalidating in the update job keeps it exact.
-    static MERCHANTS: RefCell<HashMap<MerchantId, Merchant>> = RefCell::new(HashMap::new());
+    static MERCHANTS: RefCell<HashMap<MerchantId, Arc<Merchant>>> = RefCell::new(HashMap::new());
 }
 
 /// A merchant, from the writer thread's cache (status reports need it on every call).
@@ -815,11 +816,11 @@ fn writer_merchant(
     c: &Connection,
     sealer: &Sealer,
     id: &MerchantId,
-) -> Result<Merchant, StoreError> {
+) -> Result<Arc<Merchant>, StoreError> {
     if let Some(m) = MERCHANTS.with(|cache| cache.borrow().get(id).cloned()) {
         return Ok(m);
     }
-    let m = load_merchant(c, sealer, id)?.ok_or(StoreError::NotFound)?;
+    let m = Arc::new(load_merchant(c, sealer, id)?.ok_or(StoreError::NotFound)?);
     MERCHANTS.with(|cache| cache.borrow_mut().insert(id.clone(), m.clone()));
     Ok(m)
 }
@@ -972,7 +973,7 @@ fn load_claimed(
     c: &Connection,
     sealer: &Sealer,
     id: &str,
-    merchants: &mut HashMap<MerchantId, Merchant>,
+    merchants: &mut HashMap<MerchantId, Arc<Merchant>>,
 ) -> Result<Claimed, StoreError> {
     let delivery = load_delivery(c, id)?.ok_or(StoreError::NotFound)?;
     let event = load_event(c, delivery.event_id.as_str())?.ok_or(StoreError::NotFound)?;
@@ -980,6 +981,7 @@ fn load_claimed(
         Some(m) => m.clone(),
         None => {
             let m = load_merchant(c, sealer, &delivery.merchant_id)?.ok_or(StoreError::NotFound)?;
+            let m = Arc::new(m);
             merchants.insert(m.id.clone(), m.clone());
             m
         }

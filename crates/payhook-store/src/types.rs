@@ -4,6 +4,7 @@ use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{CallbackSettings, Delivery, DeliveryState, Event, Merchant, Operation};
 use payhook_core::status::{InvalidTransition, Status};
 use payhook_core::Timestamp;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +73,27 @@ pub struct Reported {
 
 /// A place among this node's attempts in flight, reserved for one delivery; given back when
 /// dropped (after the attempt's response, or at once if the reservation came to nothing).
+///
+/// A slot may also be a place in the host's line ([`Slot::queued`]): the dispatcher then
+/// holds the delivery until one of the host's slots is free.
 pub struct Slot {
     give_back: Option<Box<dyn FnOnce() + Send + Sync>>,
+    queued: bool,
 }
 
 impl Slot {
     pub fn new(give_back: impl FnOnce() + Send + Sync + 'static) -> Slot {
-        Slot { give_back: Some(Box::new(give_back)) }
+        Slot { give_back: Some(Box::new(give_back)), queued: false }
+    }
+
+    /// A place in the host's line instead of a slot; `give_back` frees the place.
+    pub fn queued(give_back: impl FnOnce() + Send + Sync + 'static) -> Slot {
+        Slot { give_back: Some(Box::new(give_back)), queued: true }
+    }
+
+    /// True for a place in the host's line: the attempt starts when a slot is free.
+    pub fn is_queued(&self) -> bool {
+        self.queued
     }
 }
 
@@ -100,18 +115,21 @@ impl std::fmt::Debug for Slot {
 ///
 /// Instead of leaving the delivery for the next claim (a second write, a read of the rows
 /// just written, and a wake-up), the store can lease it to this node in the same transaction
-/// that creates it, if the dispatcher has a free slot for its host, and after the commit hand
-/// it over with its event and merchant. Deliveries that must wait (per-operation order,
-/// disabled destination, no free slot) are planned unleased as before.
+/// that creates it, if the dispatcher has a free slot for its host or a place in that host's
+/// (bounded) line, and after the commit hand it over with its event and merchant. Deliveries
+/// that must wait (per-operation order, disabled destination, the line full) are planned
+/// unleased as before.
 pub trait Handoff: Send + Sync {
     /// The lease holder name of this node's claims.
     fn node(&self) -> &str;
     /// How long a lease lasts.
     fn lease(&self) -> Duration;
-    /// A slot for one more attempt to `host`, or `None` to leave the delivery to a claim.
-    /// Called inside the store's transaction: must not block.
+    /// A slot for one more attempt to `host`, a place in the host's line
+    /// ([`Slot::queued`]), or `None` to leave the delivery to a claim. Called inside the
+    /// store's transaction: must not block.
     fn reserve(&self, host: &str) -> Option<Slot>;
-    /// The committed, leased delivery, to attempt now.
+    /// The committed, leased delivery, to attempt now (or, with a queued slot, when the
+    /// host has room).
     fn deliver(&self, claimed: Claimed, slot: Slot);
 }
 
@@ -133,7 +151,8 @@ pub struct ClaimRequest<'a> {
 pub struct Claimed {
     pub delivery: Delivery,
     pub event: Event,
-    pub merchant: Merchant,
+    /// Shared: many deliveries of one merchant are in flight at once.
+    pub merchant: Arc<Merchant>,
 }
 
 /// What the dispatcher decided after an attempt.

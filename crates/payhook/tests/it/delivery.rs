@@ -239,8 +239,9 @@ async fn the_per_host_limit_holds_across_hand_offs_and_claims() {
         let op = app.operation(&mid, &format!("limit-{i}"), json!({})).await;
         ids.push(op["id"].as_str().expect("id").to_owned());
     }
-    // Half reported one by one and all at once (hand-offs while slots last), half in one batch
-    // (most left for claims, which race with the hand-offs still coming in).
+    // Half reported one by one and all at once, half in one batch: more than the host's 3 slots
+    // and its line of 24 hold, so some hand-offs wait in line and the rest are left for claims,
+    // which race with the hand-offs still coming in.
     let (singles, batch) = ids.split_at(30);
     let mut tasks = Vec::new();
     for id in singles {
