@@ -398,14 +398,18 @@ pub async fn report_status(
     caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<ReportBody>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let view = apply_report(&state, &id, body).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+    let reported = apply_report(&state, &id, body).await?;
+    views::json(StatusCode::ACCEPTED, &views::Reported::of(&reported))
 }
 
-/// Validates and stores one report; the event's view on success.
-async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Value, ApiError> {
+/// Validates and stores one report.
+async fn apply_report(
+    state: &AppState,
+    id: &str,
+    body: ReportBody,
+) -> Result<payhook_store::Reported, ApiError> {
     let report = parse_report(id, body)?;
     let reported =
         state.store.report_status(report, state.clock.now()).await.map_err(store_error)?;
@@ -415,7 +419,7 @@ async fn apply_report(state: &AppState, id: &str, body: ReportBody) -> Result<Va
             state.wake_dispatcher(); // left for a claim
         }
     }
-    Ok(reported_view(&reported))
+    Ok(reported)
 }
 
 /// A report checked at the edge.
@@ -439,11 +443,18 @@ fn store_error(e: payhook_store::StoreError) -> ApiError {
     }
 }
 
-fn reported_view(reported: &payhook_store::Reported) -> Value {
-    let mut view = views::event(&reported.event);
-    view["duplicate"] = json!(reported.duplicate);
-    view["delivery_id"] = json!(reported.delivery.as_ref().map(|d| &d.id));
-    view
+/// The answer of `POST /v1/operations/status:batch`.
+#[derive(serde::Serialize)]
+struct BatchAnswer<'a> {
+    results: Vec<ItemResult<'a>>,
+}
+
+/// One item's result in a batch answer.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ItemResult<'a> {
+    Ok { index: usize, ok: bool, event: views::Reported<'a> },
+    Err(Value),
 }
 
 fn item_error(index: usize, e: &ApiError) -> Value {
@@ -491,7 +502,7 @@ pub async fn report_status_batch(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<BatchBody>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_admin()?;
     if body.items.is_empty() || body.items.len() > MAX_BATCH {
         return Err(ApiError::invalid(
@@ -501,7 +512,7 @@ pub async fn report_status_batch(
         ));
     }
     // Checked one by one first; the valid items then go to the store as one batch.
-    let mut results = vec![Value::Null; body.items.len()];
+    let mut errors: Vec<Option<Value>> = vec![None; body.items.len()];
     let mut reports = Vec::new();
     let mut positions = Vec::new();
     for (index, item) in body.items.into_iter().enumerate() {
@@ -511,24 +522,34 @@ pub async fn report_status_batch(
                 reports.push(report);
                 positions.push(index);
             }
-            Err(e) => results[index] = item_error(index, &e),
+            Err(e) => errors[index] = Some(item_error(index, &e)),
         }
     }
     let outcomes = state.store.report_statuses(reports, state.clock.now()).await?;
-    let mut planned = false;
+    let mut stored = Vec::with_capacity(outcomes.len());
     for (index, outcome) in positions.into_iter().zip(outcomes) {
-        results[index] = match outcome {
-            Ok(reported) => {
-                planned |= reported.delivery.is_some() && !reported.handed_off;
-                json!({"index": index, "ok": true, "event": reported_view(&reported)})
-            }
-            Err(e) => item_error(index, &store_error(e)),
-        };
+        match outcome {
+            Ok(reported) => stored.push((index, reported)),
+            Err(e) => errors[index] = Some(item_error(index, &store_error(e))),
+        }
     }
-    if planned {
-        state.wake_dispatcher();
+    if stored.iter().any(|(_, r)| r.delivery.is_some() && !r.handed_off) {
+        state.wake_dispatcher(); // some were left for a claim
     }
-    Ok((StatusCode::OK, axum::Json(json!({ "results": results }))))
+    // Items in their order: the stored ones (in order among themselves) fill the gaps.
+    let mut stored = stored.iter().peekable();
+    let results: Vec<ItemResult<'_>> = errors
+        .into_iter()
+        .enumerate()
+        .map(|(index, error)| match error {
+            Some(e) => ItemResult::Err(e),
+            None => match stored.next_if(|(i, _)| *i == index) {
+                Some((_, r)) => ItemResult::Ok { index, ok: true, event: views::Reported::of(r) },
+                None => ItemResult::Err(item_error(index, &ApiError::internal("item lost"))),
+            },
+        })
+        .collect();
+    views::json(StatusCode::OK, &BatchAnswer { results })
 }
 
 /// The customer's browser comes back here (XPAY's CallbackURL): 303 to `return_url` once the

@@ -2,7 +2,9 @@
 
 use payhook_core::dialect::effective_dialect;
 use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
+use payhook_core::status::Status;
 use payhook_core::Timestamp;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 fn time(t: Timestamp) -> String {
@@ -65,6 +67,54 @@ pub fn event(e: &Event) -> Value {
         "event_key": e.event_key,
         "created_at": time(e.created_at),
     })
+}
+
+/// `body` as a JSON response with `status`.
+pub fn json<T: Serialize>(
+    status: axum::http::StatusCode,
+    body: &T,
+) -> Result<axum::response::Response, crate::error::ApiError> {
+    use axum::response::IntoResponse;
+    let bytes = serde_json::to_vec(body).map_err(crate::error::ApiError::internal)?;
+    let json = axum::http::HeaderValue::from_static("application/json");
+    Ok((status, [(axum::http::header::CONTENT_TYPE, json)], bytes).into_response())
+}
+
+/// A status report's answer: the event's view (the keys of [`event`], in its order), then
+/// whether it was a duplicate and the delivery it planned. Typed and borrowed: status reports
+/// are the hot path, and a `Value` tree costs an allocation per key.
+#[derive(Serialize)]
+pub struct Reported<'a> {
+    id: &'a str,
+    position: i64,
+    operation_id: &'a str,
+    merchant_id: &'a str,
+    seq: i64,
+    status: Status,
+    previous_status: Status,
+    event_key: Option<&'a str>,
+    created_at: String,
+    duplicate: bool,
+    delivery_id: Option<&'a str>,
+}
+
+impl<'a> Reported<'a> {
+    pub fn of(r: &'a payhook_store::Reported) -> Self {
+        let e = &r.event;
+        Reported {
+            id: e.id.as_str(),
+            position: e.position,
+            operation_id: e.operation_id.as_str(),
+            merchant_id: e.merchant_id.as_str(),
+            seq: e.seq,
+            status: e.status,
+            previous_status: e.previous_status,
+            event_key: e.event_key.as_deref(),
+            created_at: time(e.created_at),
+            duplicate: r.duplicate,
+            delivery_id: r.delivery.as_ref().map(|d| d.id.as_str()),
+        }
+    }
 }
 
 pub fn attempt(a: &Attempt) -> Value {
@@ -130,4 +180,48 @@ pub fn watch(w: &Watch, polls: &[Poll]) -> Value {
         "source": w.source.to_json(),
         "data": polls.iter().map(poll).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reported(event_key: Option<&str>, planned: bool) -> payhook_store::Reported {
+        let op = json!({
+            "id": "op_1", "number": 1, "merchant_id": "mer_1", "external_id": "x-1",
+            "amount": 100, "currency": "UAH", "kind": "purchase", "status": "success", "seq": 1,
+            "data": {}, "created_at": 1_700_000_000_000_i64, "updated_at": 1_700_000_000_500_i64,
+        });
+        let event = json!({
+            "id": "evt_1", "position": 7, "operation_id": "op_1", "merchant_id": "mer_1",
+            "seq": 1, "status": "success", "previous_status": "created", "event_key": event_key,
+            "created_at": 1_700_000_000_500_i64, "operation": op,
+        });
+        let delivery = json!({
+            "id": "dlv_1", "event_id": "evt_1", "operation_id": "op_1", "merchant_id": "mer_1",
+            "seq": 1, "dialect": "standard", "url": "http://127.0.0.1/cb", "state": "pending",
+            "attempts": 0, "series_attempts": 0, "next_attempt_at": null,
+            "policy": {"schedule": ["5s"], "jitter": 0.0},
+            "created_at": 1_700_000_000_500_i64, "updated_at": 1_700_000_000_500_i64,
+        });
+        payhook_store::Reported {
+            event: serde_json::from_value(event).expect("event"),
+            duplicate: event_key.is_some(),
+            delivery: planned.then(|| serde_json::from_value(delivery).expect("delivery")),
+            handed_off: false,
+        }
+    }
+
+    /// The typed answer writes what the event view plus two keys wrote, byte for byte.
+    #[test]
+    fn a_report_answer_is_the_event_view_with_duplicate_and_delivery_id() {
+        for (key, delivery) in [(None, true), (Some("k-1"), false)] {
+            let r = reported(key, delivery);
+            let mut expected = event(&r.event);
+            expected["duplicate"] = json!(r.duplicate);
+            expected["delivery_id"] = json!(r.delivery.as_ref().map(|d| &d.id));
+            let typed = serde_json::to_string(&Reported::of(&r)).expect("serialize");
+            assert_eq!(typed, expected.to_string());
+        }
+    }
 }
