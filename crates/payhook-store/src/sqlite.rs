@@ -382,7 +382,7 @@ impl Store for SqliteStore {
         let (reported, handed) = self
             .write(move |tx| apply_report(tx, &sealer, h.as_deref(), report.clone(), now))
             .await?;
-        hand_over(handoff.as_deref(), handed);
+        hand_over(handoff.as_deref(), &reported, handed);
         Ok(reported)
     }
 
@@ -430,7 +430,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|outcome| {
                 outcome.map(|(reported, handed)| {
-                    hand_over(handoff.as_deref(), handed);
+                    hand_over(handoff.as_deref(), &reported, handed);
                     reported
                 })
             })
@@ -711,13 +711,18 @@ impl Store for SqliteStore {
     }
 }
 
-/// A delivery leased at planning time, to give the dispatcher once the commit is done.
-type Handed = Option<(Claimed, Slot)>;
+/// A delivery leased at planning time (the report's delivery), with its merchant and slot, to
+/// give the dispatcher once the commit is done.
+type Handed = Option<(Arc<Merchant>, Slot)>;
 
 /// After the commit: the leased delivery goes to the dispatcher (dropping it instead would
-/// only give the slot back; the lease then expires and a claim finds the delivery).
-fn hand_over(handoff: Option<&dyn Handoff>, handed: Handed) {
-    if let (Some(h), Some((claimed, slot))) = (handoff, handed) {
+/// only give the slot back; the lease then expires and a claim finds the delivery). The copies
+/// the dispatcher keeps are made here, off the writer thread.
+fn hand_over(handoff: Option<&dyn Handoff>, reported: &Reported, handed: Handed) {
+    if let (Some(h), Some(delivery), Some((merchant, slot))) = (handoff, &reported.delivery, handed)
+    {
+        let claimed =
+            Claimed { delivery: delivery.clone(), event: reported.event.clone(), merchant };
         h.deliver(claimed, slot);
     }
 }
@@ -801,8 +806,7 @@ fn plan_delivery(
         return Ok((Some(delivery), None));
     };
     insert_leased_delivery(tx, &delivery, &host, Some((h.node(), now.plus(h.lease()))))?;
-    let claimed = Claimed { delivery: delivery.clone(), event: event.clone(), merchant };
-    Ok((Some(delivery), Some((claimed, slot))))
+    Ok((Some(delivery), Some((merchant, slot))))
 }
 
 thread_local! {
