@@ -38,8 +38,9 @@ pub struct BenchArgs {
     /// How long the bare-HTTP phase runs.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub bare_duration: Duration,
-    /// Operations driven end to end per store.
-    #[arg(long, default_value_t = 20_000)]
+    /// Operations driven end to end per store (per phase: single, then batched). Enough for
+    /// a few seconds each, so the ramp-up and the last callbacks' drain weigh little.
+    #[arg(long, default_value_t = 50_000)]
     pub operations: usize,
     /// Concurrent requests of the load generator.
     #[arg(long, default_value_t = 64)]

@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// Concurrent callback attempts on this node.
     #[arg(long, env = "PAYHOOK_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Concurrent callback attempts per destination host on this node.
+    /// Concurrent callback attempts per destination host on this node. Callbacks due while a
+    /// host is at its limit wait in that host's line (up to 8× the limit) or in the store.
     #[arg(long, env = "PAYHOOK_PER_HOST_LIMIT")]
     pub per_host_limit: Option<usize>,
     /// Longest pause between looks for due work, e.g. `500ms`.
