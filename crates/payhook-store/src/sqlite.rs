@@ -783,14 +783,19 @@ fn plan_delivery(
     let merchant = writer_merchant(tx, sealer, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, op);
     let Some(url) = dialect.destination(&merchant, op) else { return Ok((None, None)) };
-    exec(
-        tx,
-        "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
-         WHERE operation_id = ?1 AND state = 'pending'
-           AND (lease_until IS NULL OR lease_until <= ?2)",
-        params![op.id.as_str(), now.0],
-    )
-    .map_err(backend)?;
+    // Most operations have nothing pending when a status arrives: one lookup then replaces
+    // both the supersede UPDATE and the check for an older delivery in flight.
+    let any_pending = pending_exists(tx, &op.id)?;
+    if any_pending {
+        exec(
+            tx,
+            "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
+             WHERE operation_id = ?1 AND state = 'pending'
+               AND (lease_until IS NULL OR lease_until <= ?2)",
+            params![op.id.as_str(), now.0],
+        )
+        .map_err(backend)?;
+    }
     let disabled = is_disabled(tx, &merchant.id, &url)?;
     let delivery =
         new_delivery(&merchant, op, event.id.clone(), url, DeliveryKind::Status, disabled, now)?;
@@ -798,7 +803,9 @@ fn plan_delivery(
     let due_now = delivery.state == DeliveryState::Pending
         && delivery.next_attempt_at.is_some_and(|at| at <= now);
     let slot = match handoff {
-        Some(h) if due_now && !older_pending_exists(tx, &op.id, delivery.seq)? => h.reserve(&host),
+        Some(h) if due_now && !(any_pending && older_pending_exists(tx, &op.id, delivery.seq)?) => {
+            h.reserve(&host)
+        }
         _ => None,
     };
     let Some((h, slot)) = handoff.zip(slot) else {
@@ -999,6 +1006,13 @@ fn record_in(
     next: NextStep,
     now: Timestamp,
 ) -> Result<DeliveryStateChange, StoreError> {
+    if next == NextStep::Delivered {
+        // The common case needs nothing from the row: end it, then add the attempt (the
+        // UPDATE's count is the existence check, and a missing delivery writes nothing).
+        end_delivery(tx, attempt, DeliveryState::Delivered, None, now)?;
+        insert_attempt(tx, attempt)?;
+        return Ok(DeliveryStateChange { state: DeliveryState::Delivered });
+    }
     // Only what deciding the next state needs, not the whole row (this runs per attempt).
     let (op_id, seq, merchant_id, url): (String, i64, String, String) = tx
         .prepare_cached("SELECT operation_id, seq, merchant_id, url FROM deliveries WHERE id = ?1")
@@ -1026,7 +1040,20 @@ fn record_in(
             (DeliveryState::Cancelled, None)
         }
     };
-    exec(
+    end_delivery(tx, attempt, state, next_at, now)?;
+    Ok(DeliveryStateChange { state })
+}
+
+/// Writes the delivery's state after `attempt` and releases its lease; `NotFound` (having
+/// written nothing) when there is no such delivery.
+fn end_delivery(
+    tx: &Connection,
+    attempt: &Attempt,
+    state: DeliveryState,
+    next_at: Option<i64>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let changed = exec(
         tx,
         "UPDATE deliveries SET state = ?2, attempts = MAX(attempts, ?3),
            series_attempts = series_attempts + 1, next_attempt_at = ?4,
@@ -1042,11 +1069,23 @@ fn record_in(
         ],
     )
     .map_err(backend)?;
-    Ok(DeliveryStateChange { state })
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 fn newer_delivery_exists(c: &Connection, op: &OperationId, seq: i64) -> Result<bool, StoreError> {
     exists(c, "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq > ?2 LIMIT 1", op, seq)
+}
+
+fn pending_exists(c: &Connection, op: &OperationId) -> Result<bool, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND state = 'pending' LIMIT 1",
+        )
+        .map_err(backend)?;
+    stmt.exists([op.as_str()]).map_err(backend)
 }
 
 fn older_pending_exists(c: &Connection, op: &OperationId, seq: i64) -> Result<bool, StoreError> {

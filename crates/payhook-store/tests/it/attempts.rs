@@ -116,3 +116,24 @@ pub async fn resend_is_refused_when_stale_or_in_flight(store: Arc<dyn Store>) {
     let err = s.resend(&unknown, at(4)).await.expect_err("no such delivery");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }
+
+pub async fn an_attempt_of_an_unknown_delivery_is_not_found_and_changes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let s = store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let op = add_operation(s, &m, "order-1").await;
+    let d = report(s, &op, Status::Success, at(1)).await;
+    let mut ghost = d.clone();
+    ghost.id = "dlv_0000".parse().expect("valid id");
+    for next in [NextStep::Delivered, NextStep::RetryAt(at(60_000))] {
+        let err = s
+            .record_attempt(&attempt(&ghost, at(2), 200), next, at(3))
+            .await
+            .expect_err("no such delivery");
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    }
+    let log = s.deliveries_of(&op.id).await.expect("deliveries");
+    assert_eq!(log, vec![(delivery(s, &d).await, vec![])], "the real delivery is untouched");
+    assert_eq!(log[0].0.state, DeliveryState::Pending);
+}

@@ -65,6 +65,7 @@ conformance! {
     attempts::exhausted_is_final,
     attempts::gone_disables_the_destination,
     attempts::retry_becomes_superseded,
+    attempts::an_attempt_of_an_unknown_delivery_is_not_found_and_changes_nothing,
     attempts::resend_starts_a_new_series,
     attempts::resend_is_refused_when_stale_or_in_flight,
     watches::registration_starts_a_watch,
