@@ -226,28 +226,29 @@ impl<T: Send + 'static> Slots<T> {
             return Vec::new();
         }
         let mut ready = Vec::new();
-        let hosts: Vec<String> = state.held.keys().cloned().collect();
-        for host in hosts {
-            while let Some((_, since)) = state.held.get(&host).and_then(|q| q.front()) {
+        // The lines are taken out while they are walked, so the counts can be read and
+        // changed beside them (no copy of every host name per slot given back).
+        let mut held = std::mem::take(&mut state.held);
+        for (host, line) in held.iter_mut() {
+            while let Some((_, since)) = line.front() {
                 let expired = since.elapsed() > HOLD_LIMIT;
-                if !expired && !self.has_room(&state, &host) {
+                if !expired && !self.has_room(&state, host) {
                     break;
                 }
-                let (c, _) = state.held.get_mut(&host).and_then(|q| q.pop_front()).expect("front");
+                let (c, _) = line.pop_front().expect("front");
                 state.held_count -= 1;
                 if expired {
                     tracing::warn!(%host, "a delivery waited too long for its host's \
                         slot; its lease will expire and a claim will find it again");
                     drop(c);
                 } else {
-                    let slot = self.take(&mut state, &host);
+                    let slot = self.take(&mut state, host);
                     ready.push((c, slot));
                 }
             }
-            if state.held.get(&host).is_some_and(|q| q.is_empty()) {
-                state.held.remove(&host);
-            }
         }
+        held.retain(|_, line| !line.is_empty());
+        state.held = held;
         ready
     }
 }
