@@ -177,7 +177,7 @@ impl<T: Send + 'static> Slots<T> {
         }
         state.promised += 1;
         let slots = self.clone();
-        Some(Slot::queued(move || {
+        Some(Slot::queued(host, move || {
             let mut state = slots.state.lock().expect("slots mutex");
             state.promised -= 1;
         }))
@@ -554,10 +554,10 @@ impl Handoff for Dispatcher {
     fn deliver(&self, claimed: Claimed, slot: Slot) {
         let Some(this) = self.me.upgrade() else { return };
         crate::metrics::started("handoff", 1);
-        if slot.is_queued() {
+        if let Some(host) = slot.line() {
             // Held first, then the place given up; room may have come free since the
             // reservation, with no slot given back left to say so: look once now.
-            self.slots.hold(destination_host(&claimed.delivery.url), claimed);
+            self.slots.hold(host.to_owned(), claimed);
             drop(slot);
             this.start_held();
             return;

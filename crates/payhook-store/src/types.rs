@@ -78,22 +78,28 @@ pub struct Reported {
 /// holds the delivery until one of the host's slots is free.
 pub struct Slot {
     give_back: Option<Box<dyn FnOnce() + Send + Sync>>,
-    queued: bool,
+    /// For a place in line: the host whose line it is.
+    queued: Option<String>,
 }
 
 impl Slot {
     pub fn new(give_back: impl FnOnce() + Send + Sync + 'static) -> Slot {
-        Slot { give_back: Some(Box::new(give_back)), queued: false }
+        Slot { give_back: Some(Box::new(give_back)), queued: None }
     }
 
-    /// A place in the host's line instead of a slot; `give_back` frees the place.
-    pub fn queued(give_back: impl FnOnce() + Send + Sync + 'static) -> Slot {
-        Slot { give_back: Some(Box::new(give_back)), queued: true }
+    /// A place in `host`'s line instead of a slot; `give_back` frees the place.
+    pub fn queued(host: &str, give_back: impl FnOnce() + Send + Sync + 'static) -> Slot {
+        Slot { give_back: Some(Box::new(give_back)), queued: Some(host.to_owned()) }
     }
 
     /// True for a place in the host's line: the attempt starts when a slot is free.
     pub fn is_queued(&self) -> bool {
-        self.queued
+        self.queued.is_some()
+    }
+
+    /// The host whose line this place is in (`None` for a slot).
+    pub fn line(&self) -> Option<&str> {
+        self.queued.as_deref()
     }
 }
 
