@@ -23,9 +23,10 @@ mod watch;
 
 use crate::seal::{self, Sealer};
 use crate::{
-    mint_id, new_delivery, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
-    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered,
-    Reported, StatusReport, Store, StoreError,
+    destination_host, mint_id, new_delivery, ClaimRequest, Claimed, ClaimedWatch,
+    DeliveryStateChange, Handoff, HandoffTarget, MerchantDeliveryStats, NewOperation, NextStep,
+    PendingSummary, PollClaim, PollNext, Registered, Reported, Slot, StatusReport, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -59,6 +60,8 @@ pub struct PgStore {
     feed: group::FeedWriter,
     /// Attempt records, committed in groups (see [`record`]).
     records: record::RecordWriter,
+    /// This node's dispatcher, to lease deliveries due at once to as they are created.
+    handoff: HandoffTarget,
 }
 
 impl PgStore {
@@ -88,9 +91,10 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
-        let feed = group::FeedWriter::start(pool.clone(), sealer.clone());
+        let handoff = HandoffTarget::default();
+        let feed = group::FeedWriter::start(pool.clone(), sealer.clone(), handoff.clone());
         let records = record::RecordWriter::start(pool.clone());
-        let store = PgStore { pool, sealer, feed, records };
+        let store = PgStore { pool, sealer, feed, records, handoff };
         let mut client = store.client().await?;
         migrate::apply(&mut client).await?;
         store.check_master_key(&mut client).await?;
@@ -280,6 +284,10 @@ impl Store for PgStore {
         self.feed.report(report, now).await
     }
 
+    fn set_handoff(&self, handoff: std::sync::Weak<dyn Handoff>) {
+        self.handoff.set(handoff);
+    }
+
     async fn report_statuses(
         &self,
         reports: Vec<StatusReport>,
@@ -288,10 +296,13 @@ impl Store for PgStore {
         let mut client = self.client().await?;
         // First without savepoints (a refused item has written nothing); if an item fails
         // after its checks, the batch is rolled back and run again with a savepoint per item.
+        // A rolled-back run's hand-offs are dropped with its `Seen`: their slots go back.
         let tx = begin(&mut client).await?;
-        match apply_checked_reports(&tx, &self.sealer, reports.clone(), now).await {
+        let mut seen = Seen::new(self.handoff.get());
+        match apply_checked_reports(&tx, &self.sealer, &mut seen, reports.clone(), now).await {
             Ok(results) => {
                 tx.commit().await.map_err(pg)?;
+                seen.hand_over(results.iter().flatten());
                 return Ok(results);
             }
             Err(e) => {
@@ -300,8 +311,10 @@ impl Store for PgStore {
             }
         }
         let tx = begin(&mut client).await?;
-        let results = apply_reports(&tx, &self.sealer, reports, now).await?;
+        let mut seen = Seen::new(self.handoff.get());
+        let results = apply_reports(&tx, &self.sealer, &mut seen, reports, now).await?;
         tx.commit().await.map_err(pg)?;
+        seen.hand_over(results.iter().flatten());
         Ok(results)
     }
 
@@ -517,10 +530,11 @@ async fn prepare_register<C: GenericClient>(
 async fn apply_report<C: GenericClient>(
     tx: &C,
     sealer: &Sealer,
+    seen: &mut Seen,
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
-    let mut reported = prepare_report(tx, sealer, &mut Seen::default(), report, now).await?;
+    let mut reported = prepare_report(tx, sealer, seen, report, now).await?;
     if reported.duplicate {
         return Ok(reported);
     }
@@ -549,12 +563,12 @@ async fn change_status<C: GenericClient>(
     let event = new_event(&op, previous_status, report.event_key, now)?;
     // The delivery refers to the event before it is inserted: the foreign key is deferred to
     // commit, so the feed lock is held only for the event insert and the commit.
-    let delivery = plan_delivery(tx, sealer, seen, &op, &event, now).await?;
+    let (delivery, handed_off) = plan_delivery(tx, sealer, seen, &op, &event, now).await?;
     // Only an operation registered with a status source has a watch to finish.
     if op.status.is_final() && op.callback.status_source.is_some() {
         watch::finish(tx, &op.id, now).await?;
     }
-    Ok(Reported { event, duplicate: false, delivery, handed_off: false })
+    Ok(Reported { event, duplicate: false, delivery, handed_off })
 }
 
 /// The changes of a batch, in one transaction. Locks are taken in one global order — operation
@@ -564,15 +578,15 @@ async fn change_status<C: GenericClient>(
 async fn apply_reports(
     tx: &deadpool_postgres::Transaction<'_>,
     sealer: &Sealer,
+    seen: &mut Seen,
     reports: Vec<StatusReport>,
     now: Timestamp,
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
     let (order, mut slots, mut results) = by_operation(reports);
-    let mut seen = Seen::default();
     for i in order {
         let report = slots[i].take().expect("each item once");
         exec(tx, "SAVEPOINT item", &[]).await?;
-        let outcome = prepare_report(tx, sealer, &mut seen, report, now).await;
+        let outcome = prepare_report(tx, sealer, seen, report, now).await;
         let undo =
             if outcome.is_ok() { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item" };
         exec(tx, undo, &[]).await?;
@@ -588,11 +602,11 @@ async fn apply_reports(
 async fn apply_checked_reports(
     tx: &deadpool_postgres::Transaction<'_>,
     sealer: &Sealer,
+    seen: &mut Seen,
     reports: Vec<StatusReport>,
     now: Timestamp,
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
     let (order, mut slots, mut results) = by_operation(reports);
-    let mut seen = Seen::default();
     for i in order {
         let report = slots[i].take().expect("each item once");
         results[i] = Some(match check_report(tx, report).await {
@@ -601,7 +615,7 @@ async fn apply_checked_reports(
             Ok(Checked::Duplicate(r)) => Ok(*r),
             Ok(Checked::Change(change)) => {
                 let (op, report) = *change;
-                Ok(change_status(tx, sealer, &mut seen, op, report, now).await?)
+                Ok(change_status(tx, sealer, seen, op, report, now).await?)
             }
         });
     }
@@ -707,11 +721,35 @@ async fn check_report<C: GenericClient>(
 }
 
 /// What a transaction has already read of merchants: a group of reports for one merchant
-/// loads (and unseals) it once, and asks once per URL whether it is disabled.
+/// loads (and unseals) it once, and asks once per URL whether it is disabled. It also holds
+/// the deliveries the transaction leased to this node's dispatcher, to hand over once the
+/// transaction has committed; dropped instead (a rollback), their slots go back.
 #[derive(Default)]
 struct Seen {
-    merchants: HashMap<MerchantId, Merchant>,
+    merchants: HashMap<MerchantId, Arc<Merchant>>,
     disabled: HashMap<(MerchantId, String), bool>,
+    handoff: Option<Arc<dyn Handoff>>,
+    handed: Vec<(DeliveryId, Arc<Merchant>, Slot)>,
+}
+
+impl Seen {
+    fn new(handoff: Option<Arc<dyn Handoff>>) -> Seen {
+        Seen { handoff, ..Seen::default() }
+    }
+
+    /// After the commit: gives the dispatcher each delivery leased to it, with the event as
+    /// stored (its feed position included). A leased delivery whose item was rolled back to
+    /// its savepoint is not among `reported`; its slot goes back.
+    fn hand_over<'a>(self, reported: impl Iterator<Item = &'a Reported>) {
+        let (Some(h), false) = (self.handoff, self.handed.is_empty()) else { return };
+        let mut stored: HashMap<&str, &Reported> =
+            reported.filter_map(|r| r.delivery.as_ref().map(|d| (d.id.as_str(), r))).collect();
+        for (id, merchant, slot) in self.handed {
+            let Some(r) = stored.remove(id.as_str()) else { continue };
+            let Some(delivery) = r.delivery.clone() else { continue };
+            h.deliver(Claimed { delivery, event: r.event.clone(), merchant }, slot);
+        }
+    }
 }
 
 /// Serialises the merchant's event inserts until commit (taken as late as possible). A sequence hands out positions in
@@ -728,7 +766,9 @@ async fn lock_feed<C: GenericClient>(tx: &C, merchant: &MerchantId) -> Result<()
 }
 
 /// Supersedes the operation's older pending deliveries (those not in flight) and creates the
-/// event's delivery, if its dialect sends one.
+/// event's delivery, if its dialect sends one. The delivery is leased to this node's
+/// dispatcher (true in the answer) when it is due now, nothing older of the operation is in
+/// flight, and the dispatcher has a slot or a place in the host's line.
 async fn plan_delivery<C: GenericClient>(
     tx: &C,
     sealer: &Sealer,
@@ -736,22 +776,31 @@ async fn plan_delivery<C: GenericClient>(
     op: &Operation,
     event: &Event,
     now: Timestamp,
-) -> Result<Option<Delivery>, StoreError> {
+) -> Result<(Option<Delivery>, bool), StoreError> {
     if !seen.merchants.contains_key(&op.merchant_id) {
         let m = load_merchant(tx, sealer, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
-        seen.merchants.insert(op.merchant_id.clone(), m);
+        seen.merchants.insert(op.merchant_id.clone(), Arc::new(m));
     }
     let merchant = &seen.merchants[&op.merchant_id];
     let dialect = effective_dialect(merchant, op);
-    let Some(url) = dialect.destination(merchant, op) else { return Ok(None) };
-    exec(
+    let Some(url) = dialect.destination(merchant, op) else { return Ok((None, false)) };
+    // One round trip: the UPDATE, and whether an older delivery stays pending because it is
+    // in flight (leased). Both see the snapshot before the UPDATE, so the second counts
+    // exactly the deliveries the first leaves alone.
+    let in_flight: bool = query_opt(
         tx,
-        "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = $2
-         WHERE operation_id = $1 AND state = 'pending'
-           AND (lease_until IS NULL OR lease_until <= $2)",
+        "WITH superseded AS (
+           UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = $2
+           WHERE operation_id = $1 AND state = 'pending'
+             AND (lease_until IS NULL OR lease_until <= $2)
+           RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM deliveries
+           WHERE operation_id = $1 AND state = 'pending' AND lease_until > $2)",
         &[&op.id.as_str(), &now.0],
     )
-    .await?;
+    .await?
+    .map(|row| row.get(0))
+    .unwrap_or(false);
     let key = (merchant.id.clone(), url);
     let disabled = match seen.disabled.get(&key) {
         Some(d) => *d,
@@ -761,11 +810,20 @@ async fn plan_delivery<C: GenericClient>(
             d
         }
     };
-    let merchant = &seen.merchants[&op.merchant_id];
+    let merchant = seen.merchants[&op.merchant_id].clone();
     let delivery =
-        new_delivery(merchant, op, event.id.clone(), key.1, DeliveryKind::Status, disabled, now)?;
-    insert_delivery(tx, &delivery).await?;
-    Ok(Some(delivery))
+        new_delivery(&merchant, op, event.id.clone(), key.1, DeliveryKind::Status, disabled, now)?;
+    let due_now = delivery.state == DeliveryState::Pending
+        && delivery.next_attempt_at.is_some_and(|at| at <= now);
+    let handoff = seen.handoff.clone().filter(|_| due_now && !in_flight);
+    let slot = handoff.as_ref().and_then(|h| h.reserve(&destination_host(&delivery.url)));
+    let Some((h, slot)) = handoff.zip(slot) else {
+        insert_delivery(tx, &delivery, None).await?;
+        return Ok((Some(delivery), false));
+    };
+    insert_delivery(tx, &delivery, Some((h.node(), now.plus(h.lease())))).await?;
+    seen.handed.push((delivery.id.clone(), merchant, slot));
+    Ok((Some(delivery), true))
 }
 
 async fn resend_in<C: GenericClient>(

@@ -9,8 +9,9 @@ mod writer;
 use crate::seal::{self, Sealer};
 use crate::{
     destination_host, mint_id, new_delivery, ClaimRequest, Claimed, ClaimedWatch,
-    DeliveryStateChange, Handoff, MerchantDeliveryStats, NewOperation, NextStep, PendingSummary,
-    PollClaim, PollNext, Registered, Reported, Slot, StatusReport, Store, StoreError,
+    DeliveryStateChange, Handoff, HandoffTarget, MerchantDeliveryStats, NewOperation, NextStep,
+    PendingSummary, PollClaim, PollNext, Registered, Reported, Slot, StatusReport, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use payhook_core::dialect::effective_dialect;
@@ -45,7 +46,7 @@ pub struct SqliteStore {
     /// Seals merchants' secrets on write and opens them on read (see [`crate::seal`]).
     sealer: Sealer,
     /// This node's dispatcher, to lease deliveries due at once to as they are created.
-    handoff: std::sync::RwLock<Option<Weak<dyn Handoff>>>,
+    handoff: HandoffTarget,
 }
 
 /// Read connections per store: enough for the API's reads to run beside the dispatcher's.
@@ -80,7 +81,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             sealer,
-            handoff: std::sync::RwLock::new(None),
+            handoff: HandoffTarget::default(),
         })
     }
 
@@ -109,7 +110,7 @@ impl SqliteStore {
 
     /// The dispatcher to hand due deliveries to, if one is running.
     fn handoff(&self) -> Option<Arc<dyn Handoff>> {
-        self.handoff.read().expect("handoff lock").as_ref().and_then(Weak::upgrade)
+        self.handoff.get()
     }
 
     /// Runs `f` in the writer's current transaction and returns once that transaction is
@@ -387,7 +388,7 @@ impl Store for SqliteStore {
     }
 
     fn set_handoff(&self, handoff: Weak<dyn Handoff>) {
-        *self.handoff.write().expect("handoff lock") = Some(handoff);
+        self.handoff.set(handoff);
     }
 
     async fn report_statuses(

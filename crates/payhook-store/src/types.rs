@@ -139,6 +139,22 @@ pub trait Handoff: Send + Sync {
     fn deliver(&self, claimed: Claimed, slot: Slot);
 }
 
+/// Where a store finds this node's dispatcher to hand deliveries to: set once, when the
+/// dispatcher starts, and held weakly, so a store outliving its dispatcher hands nothing over.
+#[derive(Clone, Default)]
+pub(crate) struct HandoffTarget(Arc<std::sync::RwLock<Option<std::sync::Weak<dyn Handoff>>>>);
+
+impl HandoffTarget {
+    pub(crate) fn set(&self, handoff: std::sync::Weak<dyn Handoff>) {
+        *self.0.write().expect("handoff lock") = Some(handoff);
+    }
+
+    /// The dispatcher, if one is running.
+    pub(crate) fn get(&self) -> Option<Arc<dyn Handoff>> {
+        self.0.read().expect("handoff lock").as_ref().and_then(std::sync::Weak::upgrade)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
     pub node: &'a str,

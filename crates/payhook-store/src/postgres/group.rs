@@ -24,6 +24,7 @@ use super::{
     StoreError,
 };
 use crate::seal::Sealer;
+use crate::HandoffTarget;
 use deadpool_postgres::{Object, Pool};
 use payhook_core::ids::MerchantId;
 use payhook_core::model::Event;
@@ -51,11 +52,11 @@ pub(super) struct FeedWriter {
 
 impl FeedWriter {
     /// Starts the writer tasks (on the current runtime); they end when the store is dropped.
-    pub(super) fn start(pool: Pool, sealer: Sealer) -> FeedWriter {
+    pub(super) fn start(pool: Pool, sealer: Sealer, handoff: HandoffTarget) -> FeedWriter {
         let (queue, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WRITERS {
-            tokio::spawn(run(pool.clone(), sealer.clone(), rx.clone()));
+            tokio::spawn(run(pool.clone(), sealer.clone(), handoff.clone(), rx.clone()));
         }
         FeedWriter { queue }
     }
@@ -111,7 +112,12 @@ pub(super) async fn group_client(pool: &Pool) -> Result<Object, String> {
 }
 
 /// One writer: takes what is queued (waiting for the first), commits it as a group, repeats.
-async fn run(pool: Pool, sealer: Sealer, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+async fn run(
+    pool: Pool,
+    sealer: Sealer,
+    handoff: HandoffTarget,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
+) {
     while let Some(mut jobs) = next_group(&rx, MAX_GROUP).await {
         let mut client = match group_client(&pool).await {
             Ok(c) => c,
@@ -124,9 +130,9 @@ async fn run(pool: Pool, sealer: Sealer, rx: Arc<Mutex<mpsc::UnboundedReceiver<J
         };
         if jobs.len() == 1 {
             let job = jobs.pop().expect("one job");
-            alone(&mut client, &sealer, job).await;
+            alone(&mut client, &sealer, &handoff, job).await;
         } else {
-            group(&mut client, &sealer, jobs).await;
+            group(&mut client, &sealer, &handoff, jobs).await;
         }
     }
 }
@@ -139,7 +145,7 @@ fn answer_err(job: Job, e: StoreError) {
 }
 
 /// One change in its own transaction: exactly the path without grouping.
-async fn alone(client: &mut Object, sealer: &Sealer, job: Job) {
+async fn alone(client: &mut Object, sealer: &Sealer, handoff: &HandoffTarget, job: Job) {
     match job {
         Job::Register { new, now, reply } => {
             let result = async {
@@ -154,8 +160,10 @@ async fn alone(client: &mut Object, sealer: &Sealer, job: Job) {
         Job::Report { report, now, reply } => {
             let result = async {
                 let tx = client.transaction().await.map_err(pg)?;
-                let reported = apply_report(&tx, sealer, report, now).await?;
+                let mut seen = Seen::new(handoff.get());
+                let reported = apply_report(&tx, sealer, &mut seen, report, now).await?;
                 tx.commit().await.map_err(pg)?;
+                seen.hand_over(std::iter::once(&reported));
                 Ok(reported)
             }
             .await;
@@ -174,7 +182,7 @@ enum GroupFailure {
 
 type Outcomes = (Vec<Result<Registered, StoreError>>, Vec<Result<Reported, StoreError>>);
 
-async fn group(client: &mut Object, sealer: &Sealer, jobs: Vec<Job>) {
+async fn group(client: &mut Object, sealer: &Sealer, handoff: &HandoffTarget, jobs: Vec<Job>) {
     let mut regs = Vec::new();
     let mut reports = Vec::new();
     for job in jobs {
@@ -193,7 +201,7 @@ async fn group(client: &mut Object, sealer: &Sealer, jobs: Vec<Job>) {
     let reg_in: Vec<(&NewOperation, Timestamp)> = regs.iter().map(|r| (&*r.0, r.1)).collect();
     let rep_in: Vec<(StatusReport, Timestamp)> =
         reports.iter().map(|r| (r.0.clone(), r.1)).collect();
-    match group_tx(client, sealer, &reg_in, rep_in).await {
+    match group_tx(client, sealer, Seen::new(handoff.get()), &reg_in, rep_in).await {
         Ok((registered, reported)) => {
             for ((_, _, reply), r) in regs.into_iter().zip(registered) {
                 let _ = reply.send(r);
@@ -213,18 +221,21 @@ async fn group(client: &mut Object, sealer: &Sealer, jobs: Vec<Job>) {
         }
         Err(GroupFailure::RolledBack) => {
             for (new, now, reply) in regs {
-                alone(client, sealer, Job::Register { new, now, reply }).await;
+                alone(client, sealer, handoff, Job::Register { new, now, reply }).await;
             }
             for (report, now, reply) in reports {
-                alone(client, sealer, Job::Report { report, now, reply }).await;
+                alone(client, sealer, handoff, Job::Report { report, now, reply }).await;
             }
         }
     }
 }
 
+/// The group's transaction. `seen` carries the hand-offs it leases: handed over after the
+/// COMMIT, dropped (slots given back) when the group does not commit.
 async fn group_tx(
     client: &mut Object,
     sealer: &Sealer,
+    mut seen: Seen,
     regs: &[(&NewOperation, Timestamp)],
     reports: Vec<(StatusReport, Timestamp)>,
 ) -> Result<Outcomes, GroupFailure> {
@@ -240,7 +251,6 @@ async fn group_tx(
             registered.push(Ok(r));
             created.extend(event);
         }
-        let mut seen = Seen::default();
         let mut reported = Vec::with_capacity(reports.len());
         for (report, now) in reports {
             reported.push(match check_report(&tx, report).await {
@@ -277,6 +287,7 @@ async fn group_tx(
     match work.await {
         Ok(outcomes) => {
             tx.commit().await.map_err(|e| GroupFailure::Commit(pg(e)))?;
+            seen.hand_over(outcomes.1.iter().flatten());
             Ok(outcomes)
         }
         Err(e) => {

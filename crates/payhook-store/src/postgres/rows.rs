@@ -433,16 +433,20 @@ pub(crate) async fn load_delivery<C: GenericClient>(
     query_opt(c, &sql, &[&id]).await?.as_ref().map(delivery_from_row).transpose()
 }
 
+/// Inserts a new delivery; `lease` (holder, until) leases it at once to that node (a
+/// hand-off), `None` leaves it to claims.
 pub(crate) async fn insert_delivery<C: GenericClient>(
     c: &C,
     d: &Delivery,
+    lease: Option<(&str, Timestamp)>,
 ) -> Result<(), StoreError> {
     exec(
         c,
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
            state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
-           updated_at, kind)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $11, $12, $13, $13, $14)",
+           updated_at, kind, leased_by, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $11, $12, $13, $13, $14, $15,
+           $16)",
         &[
             &d.id.as_str(),
             &d.event_id.as_str(),
@@ -458,6 +462,8 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
             &d.last_error,
             &d.created_at.0,
             &d.kind.as_str(),
+            &lease.map(|(node, _)| node),
+            &lease.map(|(_, until)| until.0),
         ],
     )
     .await

@@ -131,7 +131,7 @@ async fn plan_poll_timeout<C: GenericClient>(
         false,
         now,
     )?;
-    insert_delivery(tx, &delivery).await
+    insert_delivery(tx, &delivery, None).await
 }
 
 pub(super) async fn watch_of<C: GenericClient>(

@@ -1,4 +1,4 @@
-//! Hand-off (SQLite): a delivery due at once is leased to this node's dispatcher in the
+//! Hand-off (both stores): a delivery due at once is leased to this node's dispatcher in the
 //! transaction that creates it, and given to it after the commit; anything that must wait is
 //! left for a claim exactly as before.
 
@@ -78,6 +78,8 @@ pub async fn a_due_delivery_is_handed_over_leased(store: Arc<dyn Store>) {
         assert_eq!((c.event.seq, c.event.status), (1, Status::Success));
         assert_eq!(c.merchant.id, m.id);
         assert_eq!(c.event.operation.status, Status::Success);
+        assert_eq!(c.event.position, reported.event.position);
+        assert!(c.event.position > 0, "handed over with its feed position");
     }
     assert_eq!(fake.taken.load(Ordering::SeqCst), 1, "the slot travels with the delivery");
     // Leased in the file: no claim takes it while the lease holds, one does after.
@@ -137,4 +139,39 @@ pub async fn nothing_is_handed_over_once_the_dispatcher_is_gone(store: Arc<dyn S
     let reported = s.report_status(status_report(&op, Status::Success), at(1)).await.expect("ok");
     assert!(!reported.handed_off);
     assert_eq!(claim(s, "n1", at(2), 10).await.len(), 1);
+}
+
+/// Reports stored together (concurrent single reports share a group commit on PostgreSQL)
+/// are each handed over once, with the event as stored: its feed position is the one the
+/// merchant's feed shows.
+pub async fn grouped_reports_are_handed_over_with_their_feed_positions(store: Arc<dyn Store>) {
+    let fake = Fake::new(100);
+    fake.install(&store);
+    let m = add_merchant(store.as_ref(), "https://shop.example/cb").await;
+    let mut ops = Vec::new();
+    for i in 0..20 {
+        ops.push(add_operation(store.as_ref(), &m, &format!("order-{i}")).await);
+    }
+    let mut reports = tokio::task::JoinSet::new();
+    for op in &ops {
+        let store = store.clone();
+        let report = status_report(op, Status::Success);
+        reports.spawn(async move { store.report_status(report, at(1)).await });
+    }
+    let mut delivered = Vec::new();
+    while let Some(r) = reports.join_next().await {
+        let reported = r.expect("task").expect("reported");
+        assert!(reported.handed_off);
+        delivered.push(reported.delivery.expect("a delivery").id.to_string());
+    }
+    let mut handed = fake.handed_ids();
+    handed.sort();
+    delivered.sort();
+    assert_eq!(handed, delivered, "each delivery handed over once");
+    let feed = store.events(&m.id, 0, 100).await.expect("feed");
+    let handed = fake.handed.lock().expect("handed");
+    for (c, _) in handed.iter() {
+        let stored = feed.iter().find(|e| e.id == c.event.id).expect("in the feed");
+        assert_eq!(c.event.position, stored.position);
+    }
 }

@@ -78,23 +78,9 @@ conformance! {
     dashboard::operation_events_in_seq_order,
     dashboard::delivery_stats_count_states_per_merchant,
     dashboard::pending_backlog_counts_and_finds_the_oldest,
-}
-
-/// Hand-off is a SQLite feature (PostgreSQL nodes find all work by claiming).
-mod sqlite_handoff {
-    macro_rules! sqlite_only {
-        ($($case:ident),* $(,)?) => {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let t = crate::harness::sqlite();
-                crate::handoff::$case(t.store.clone()).await;
-            }
-        )*};
-    }
-    sqlite_only! {
-        a_due_delivery_is_handed_over_leased,
-        without_a_free_slot_the_delivery_is_left_for_a_claim,
-        a_newer_event_waits_for_the_older_in_flight,
-        nothing_is_handed_over_once_the_dispatcher_is_gone,
-    }
+    handoff::a_due_delivery_is_handed_over_leased,
+    handoff::without_a_free_slot_the_delivery_is_left_for_a_claim,
+    handoff::a_newer_event_waits_for_the_older_in_flight,
+    handoff::nothing_is_handed_over_once_the_dispatcher_is_gone,
+    handoff::grouped_reports_are_handed_over_with_their_feed_positions,
 }
