@@ -299,7 +299,9 @@ impl Store for PgStore {
         // A rolled-back run's hand-offs are dropped with its `Seen`: their slots go back.
         let tx = begin(&mut client).await?;
         let mut seen = Seen::new(self.handoff.get());
-        match apply_checked_reports(&tx, &self.sealer, &mut seen, reports.clone(), now).await {
+        match apply_reports(&tx, &self.sealer, &mut seen, reports.clone(), now, Items::Checked)
+            .await
+        {
             Ok(results) => {
                 tx.commit().await.map_err(pg)?;
                 seen.hand_over(results.iter().flatten());
@@ -312,7 +314,8 @@ impl Store for PgStore {
         }
         let tx = begin(&mut client).await?;
         let mut seen = Seen::new(self.handoff.get());
-        let results = apply_reports(&tx, &self.sealer, &mut seen, reports, now).await?;
+        let results =
+            apply_reports(&tx, &self.sealer, &mut seen, reports, now, Items::Savepoints).await?;
         tx.commit().await.map_err(pg)?;
         seen.hand_over(results.iter().flatten());
         Ok(results)
@@ -571,56 +574,69 @@ async fn change_status<C: GenericClient>(
     Ok(Reported { event, duplicate: false, delivery, handed_off })
 }
 
+/// How a batch runs its items.
+#[derive(Clone, Copy)]
+enum Items {
+    /// No savepoints: an item refused by its checks has written nothing. Anything failing
+    /// after an item's checks fails the batch (`Err`: the caller rolls back and runs it again
+    /// with [`Items::Savepoints`]).
+    Checked,
+    /// A savepoint per item: a failing item is rolled back alone and the others go on.
+    Savepoints,
+}
+
 /// The changes of a batch, in one transaction. Locks are taken in one global order — operation
 /// rows sorted by id, then the feed locks of the merchants sorted — the order every single
-/// report also follows (row, then feed), so batches and reports cannot deadlock. Each item runs
-/// in its own savepoint: a refused item changes nothing and the others go on.
+/// report also follows (row, then feed), so batches and reports cannot deadlock. A refused item
+/// changes nothing and the others go on.
 async fn apply_reports(
     tx: &deadpool_postgres::Transaction<'_>,
     sealer: &Sealer,
     seen: &mut Seen,
     reports: Vec<StatusReport>,
     now: Timestamp,
+    items: Items,
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
     let (order, mut slots, mut results) = by_operation(reports);
     for i in order {
         let report = slots[i].take().expect("each item once");
-        exec(tx, "SAVEPOINT item", &[]).await?;
-        let outcome = prepare_report(tx, sealer, seen, report, now).await;
-        let undo =
-            if outcome.is_ok() { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item" };
-        exec(tx, undo, &[]).await?;
-        results[i] = Some(outcome);
-    }
-    store_report_events(tx, &mut results).await?;
-    Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
-}
-
-/// A batch as [`apply_reports`] does it, but with no savepoints: an item refused by its checks
-/// has written nothing. `Err` when anything fails after an item's checks (the caller rolls
-/// back and falls back to [`apply_reports`]).
-async fn apply_checked_reports(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sealer: &Sealer,
-    seen: &mut Seen,
-    reports: Vec<StatusReport>,
-    now: Timestamp,
-) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
-    let (order, mut slots, mut results) = by_operation(reports);
-    for i in order {
-        let report = slots[i].take().expect("each item once");
-        results[i] = Some(match check_report(tx, report).await {
-            Err(e) if is_refusal(&e) => Err(e),
-            Err(e) => return Err(e),
-            Ok(Checked::Duplicate(r)) => Ok(*r),
-            Ok(Checked::Change(change)) => {
-                let (op, report) = *change;
-                Ok(change_status(tx, sealer, seen, op, report, now).await?)
+        results[i] = Some(match items {
+            Items::Checked => checked_report(tx, sealer, seen, report, now).await?,
+            Items::Savepoints => {
+                exec(tx, "SAVEPOINT item", &[]).await?;
+                let outcome = prepare_report(tx, sealer, seen, report, now).await;
+                let undo = if outcome.is_ok() {
+                    "RELEASE SAVEPOINT item"
+                } else {
+                    "ROLLBACK TO SAVEPOINT item"
+                };
+                exec(tx, undo, &[]).await?;
+                outcome
             }
         });
     }
     store_report_events(tx, &mut results).await?;
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+}
+
+/// One report without a savepoint: `Ok(Err(_))` when its checks refuse it (it wrote nothing),
+/// `Err` when anything fails after them (the whole transaction must be rolled back).
+async fn checked_report<C: GenericClient>(
+    tx: &C,
+    sealer: &Sealer,
+    seen: &mut Seen,
+    report: StatusReport,
+    now: Timestamp,
+) -> Result<Result<Reported, StoreError>, StoreError> {
+    Ok(match check_report(tx, report).await {
+        Err(e) if is_refusal(&e) => Err(e),
+        Err(e) => return Err(e),
+        Ok(Checked::Duplicate(r)) => Ok(*r),
+        Ok(Checked::Change(change)) => {
+            let (op, report) = *change;
+            Ok(change_status(tx, sealer, seen, op, report, now).await?)
+        }
+    })
 }
 
 /// The items of a batch in lock order (operation id), each to be taken once, and a result

@@ -19,9 +19,8 @@
 
 use super::rows::*;
 use super::{
-    apply_report, change_status, check_report, is_refusal, lock_feed, prepare_register,
-    register_in, with_sources, Checked, NewOperation, Registered, Reported, Seen, StatusReport,
-    StoreError,
+    apply_report, checked_report, lock_feed, prepare_register, register_in, with_sources,
+    NewOperation, Registered, Reported, Seen, StatusReport, StoreError,
 };
 use crate::seal::Sealer;
 use crate::HandoffTarget;
@@ -253,15 +252,7 @@ async fn group_tx(
         }
         let mut reported = Vec::with_capacity(reports.len());
         for (report, now) in reports {
-            reported.push(match check_report(&tx, report).await {
-                Err(e) if is_refusal(&e) => Err(e),
-                Err(e) => return Err(e),
-                Ok(Checked::Duplicate(r)) => Ok(*r),
-                Ok(Checked::Change(change)) => {
-                    let (op, report) = *change;
-                    Ok(change_status(&tx, sealer, &mut seen, op, report, now).await?)
-                }
-            });
+            reported.push(checked_report(&tx, sealer, &mut seen, report, now).await?);
         }
         let mut merchants: Vec<MerchantId> = created
             .iter()

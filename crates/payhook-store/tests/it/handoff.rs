@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A dispatcher stand-in: `capacity` slots, and the deliveries it was handed.
-struct Fake {
+pub struct Fake {
     capacity: usize,
-    taken: Arc<AtomicUsize>,
+    pub taken: Arc<AtomicUsize>,
     reserves: AtomicUsize,
     handed: Mutex<Vec<(Claimed, Slot)>>,
 }
 
 impl Fake {
-    fn new(capacity: usize) -> Arc<Fake> {
+    pub fn new(capacity: usize) -> Arc<Fake> {
         Arc::new(Fake {
             capacity,
             taken: Arc::new(AtomicUsize::new(0)),
@@ -27,12 +27,12 @@ impl Fake {
         })
     }
 
-    fn install(self: &Arc<Self>, store: &Arc<dyn Store>) {
+    pub fn install(self: &Arc<Self>, store: &Arc<dyn Store>) {
         let handoff: Arc<dyn Handoff> = self.clone();
         store.set_handoff(Arc::downgrade(&handoff));
     }
 
-    fn handed_ids(&self) -> Vec<String> {
+    pub fn handed_ids(&self) -> Vec<String> {
         let handed = self.handed.lock().expect("handed");
         handed.iter().map(|(c, _)| c.delivery.id.to_string()).collect()
     }

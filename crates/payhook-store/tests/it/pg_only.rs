@@ -232,3 +232,56 @@ async fn a_batch_refuses_items_alone_and_keeps_order() {
     let b_now = s.get_operation(&b.id).await.expect("get").expect("exists");
     assert_eq!((b_now.status, b_now.seq), (Status::Failed, 1));
 }
+
+/// A batch item that fails after its checks (here a trigger refuses its delivery) makes the
+/// batch run again with a savepoint per item: that item fails alone, the others are stored,
+/// and only their deliveries are handed over; the slots the first run reserved are given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_item_failing_after_its_checks_fails_alone() {
+    use crate::handoff::Fake;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let url = database_url();
+    let schema = fresh_schema();
+    let store: Arc<dyn Store> = Arc::new(connect(&schema).await);
+    let fake = Fake::new(10);
+    fake.install(&store);
+    let m = add_merchant(store.as_ref(), "https://shop.example/cb").await;
+    let mut ops = Vec::new();
+    for i in 0..3 {
+        ops.push(add_operation(store.as_ref(), &m, &format!("order-{i}")).await);
+    }
+    let (client, conn) =
+        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("raw connection");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON {schema}.deliveries FOR EACH ROW
+               WHEN (NEW.operation_id = '{}') EXECUTE FUNCTION {schema}.refuse();",
+            ops[1].id
+        ))
+        .await
+        .expect("trigger");
+
+    let reports = ops.iter().map(|op| status_report(op, Status::Success)).collect();
+    let outcomes = store.report_statuses(reports, at(1)).await.expect("the batch commits");
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert!(matches!(&outcomes[1], Err(e) if e.to_string().contains("refused by the test")));
+    let stored = store.get_operation(&ops[1].id).await.expect("read").expect("found");
+    assert_eq!((stored.status, stored.seq), (ops[1].status, ops[1].seq), "unchanged");
+
+    let mut handed = fake.handed_ids();
+    handed.sort();
+    let mut expected: Vec<String> = [&outcomes[0], &outcomes[2]]
+        .iter()
+        .map(|o| o.as_ref().expect("ok").delivery.as_ref().expect("delivery").id.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(handed, expected, "only the stored items are handed over");
+    assert_eq!(fake.taken.load(Ordering::SeqCst), 2, "the first run's slots were given back");
+    drop(store);
+    drop_schema(&url, &schema).await.expect("drop schema");
+}
