@@ -800,23 +800,6 @@ async fn plan_delivery<C: GenericClient>(
     let merchant = &seen.merchants[&op.merchant_id];
     let dialect = effective_dialect(merchant, op);
     let Some(url) = dialect.destination(merchant, op) else { return Ok((None, false)) };
-    // One round trip: the UPDATE, and whether an older delivery stays pending because it is
-    // in flight (leased). Both see the snapshot before the UPDATE, so the second counts
-    // exactly the deliveries the first leaves alone.
-    let in_flight: bool = query_opt(
-        tx,
-        "WITH superseded AS (
-           UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = $2
-           WHERE operation_id = $1 AND state = 'pending'
-             AND (lease_until IS NULL OR lease_until <= $2)
-           RETURNING 1)
-         SELECT EXISTS (SELECT 1 FROM deliveries
-           WHERE operation_id = $1 AND state = 'pending' AND lease_until > $2)",
-        &[&op.id.as_str(), &now.0],
-    )
-    .await?
-    .map(|row| row.get(0))
-    .unwrap_or(false);
     let key = (merchant.id.clone(), url);
     let disabled = match seen.disabled.get(&key) {
         Some(d) => *d,
@@ -831,13 +814,14 @@ async fn plan_delivery<C: GenericClient>(
         new_delivery(&merchant, op, event.id.clone(), key.1, DeliveryKind::Status, disabled, now)?;
     let due_now = delivery.state == DeliveryState::Pending
         && delivery.next_attempt_at.is_some_and(|at| at <= now);
-    let handoff = seen.handoff.clone().filter(|_| due_now && !in_flight);
+    // The slot is reserved before the statement learns whether an older delivery is in
+    // flight (rare); the delivery is then inserted unleased and the slot goes back.
+    let handoff = seen.handoff.clone().filter(|_| due_now);
     let slot = handoff.as_ref().and_then(|h| h.reserve(&destination_host(&delivery.url)));
-    let Some((h, slot)) = handoff.zip(slot) else {
-        insert_delivery(tx, &delivery, None).await?;
-        return Ok((Some(delivery), false));
-    };
-    insert_delivery(tx, &delivery, Some((h.node(), now.plus(h.lease())))).await?;
+    let lease =
+        handoff.as_ref().filter(|_| slot.is_some()).map(|h| (h.node(), now.plus(h.lease())));
+    let leased = supersede_and_insert(tx, &delivery, lease).await?;
+    let Some(slot) = slot.filter(|_| leased) else { return Ok((Some(delivery), false)) };
     seen.handed.push((delivery.id.clone(), merchant, slot));
     Ok((Some(delivery), true))
 }

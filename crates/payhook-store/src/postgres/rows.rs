@@ -9,6 +9,7 @@ use payhook_core::model::{
     Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind,
     Event, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
 };
+use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
 use payhook_core::status::{Status, UnknownStatus};
 use payhook_core::status_source::StatusSource;
@@ -433,6 +434,13 @@ pub(crate) async fn load_delivery<C: GenericClient>(
     query_opt(c, &sql, &[&id]).await?.as_ref().map(delivery_from_row).transpose()
 }
 
+/// The columns a new delivery is inserted with, and their values ($1–$16, see
+/// [`delivery_params`]).
+const NEW_DELIVERY: &str = "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq,
+      dialect, url, host, state, attempts, series_attempts, next_attempt_at, policy, last_error,
+      created_at, updated_at, kind, leased_by, lease_until)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $11, $12, $13, $13, $14";
+
 /// Inserts a new delivery; `lease` (holder, until) leases it at once to that node (a
 /// hand-off), `None` leaves it to claims.
 pub(crate) async fn insert_delivery<C: GenericClient>(
@@ -440,34 +448,95 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
     d: &Delivery,
     lease: Option<(&str, Timestamp)>,
 ) -> Result<(), StoreError> {
-    exec(
-        c,
-        "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
-           state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
-           updated_at, kind, leased_by, lease_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $11, $12, $13, $13, $14, $15,
-           $16)",
-        &[
-            &d.id.as_str(),
-            &d.event_id.as_str(),
-            &d.operation_id.as_str(),
-            &d.merchant_id.as_str(),
-            &d.seq,
-            &d.dialect.as_str(),
-            &d.url,
-            &destination_host(&d.url),
-            &d.state.as_str(),
-            &d.next_attempt_at.map(|t| t.0),
-            &Json(&d.policy),
-            &d.last_error,
-            &d.created_at.0,
-            &d.kind.as_str(),
-            &lease.map(|(node, _)| node),
-            &lease.map(|(_, until)| until.0),
-        ],
-    )
-    .await
-    .map(|_| ())
+    let sql = format!("{NEW_DELIVERY}, $15, $16)");
+    exec(c, &sql, &NewDelivery::of(d, lease).params()).await.map(|_| ())
+}
+
+/// The planning of a report's delivery in one round trip: supersedes the operation's older
+/// pending deliveries that are not in flight, and inserts `d`, leased per `lease` only if no
+/// older delivery of the operation is still in flight (leased). Both parts see the snapshot
+/// before the UPDATE, so the check counts exactly the deliveries the UPDATE leaves pending.
+/// True when `d` was inserted leased.
+pub(crate) async fn supersede_and_insert<C: GenericClient>(
+    c: &C,
+    d: &Delivery,
+    lease: Option<(&str, Timestamp)>,
+) -> Result<bool, StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH superseded AS (
+               UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL,
+                 updated_at = $13
+               WHERE operation_id = $3 AND state = 'pending'
+                 AND (lease_until IS NULL OR lease_until <= $13)
+               RETURNING 1),
+             busy AS (SELECT EXISTS (SELECT 1 FROM deliveries
+               WHERE operation_id = $3 AND state = 'pending' AND lease_until > $13) AS in_flight)
+             {NEW_DELIVERY},
+               CASE WHEN (SELECT in_flight FROM busy) THEN NULL ELSE $15::text END,
+               CASE WHEN (SELECT in_flight FROM busy) THEN NULL ELSE $16::bigint END)
+             RETURNING leased_by IS NOT NULL"
+        )
+    });
+    let row = query_opt(c, &SQL, &NewDelivery::of(d, lease).params()).await?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
+/// A new delivery's column values, in [`NEW_DELIVERY`]'s order.
+struct NewDelivery<'a> {
+    d: &'a Delivery,
+    ids: [&'a str; 4],
+    names: [&'static str; 3],
+    host: String,
+    created_at: i64,
+    next_attempt_at: Option<i64>,
+    policy: Json<&'a RetryPolicy>,
+    leased_by: Option<&'a str>,
+    lease_until: Option<i64>,
+}
+
+impl<'a> NewDelivery<'a> {
+    fn of(d: &'a Delivery, lease: Option<(&'a str, Timestamp)>) -> Self {
+        NewDelivery {
+            d,
+            ids: [
+                d.id.as_str(),
+                d.event_id.as_str(),
+                d.operation_id.as_str(),
+                d.merchant_id.as_str(),
+            ],
+            names: [d.dialect.as_str(), d.state.as_str(), d.kind.as_str()],
+            host: destination_host(&d.url),
+            created_at: d.created_at.0,
+            next_attempt_at: d.next_attempt_at.map(|t| t.0),
+            policy: Json(&d.policy),
+            leased_by: lease.map(|(node, _)| node),
+            lease_until: lease.map(|(_, until)| until.0),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+        let [id, event, operation, merchant] = &self.ids;
+        let [dialect, state, kind] = &self.names;
+        [
+            id,
+            event,
+            operation,
+            merchant,
+            &self.d.seq,
+            dialect,
+            &self.d.url,
+            &self.host,
+            state,
+            &self.next_attempt_at,
+            &self.policy,
+            &self.d.last_error,
+            &self.created_at,
+            kind,
+            &self.leased_by,
+            &self.lease_until,
+        ]
+    }
 }
 
 const ATTEMPT_COLUMNS: &str = "delivery_id, number, started_at, duration_ms, request, \

@@ -125,7 +125,10 @@ pub async fn a_newer_event_waits_for_the_older_in_flight(store: Arc<dyn Store>) 
     let second =
         s.report_status(status_report(&op, Status::Success), at(2)).await.expect("reported");
     assert!(!second.handed_off, "the older delivery is in flight: order comes first");
-    assert_eq!(fake.reserves.load(Ordering::SeqCst), reserves, "no slot was even asked for");
+    // SQLite does not even ask for a slot; PostgreSQL learns of the older delivery in the
+    // statement that inserts the newer one, so it may ask and give the slot back.
+    assert!(fake.reserves.load(Ordering::SeqCst) <= reserves + 1);
+    assert_eq!(fake.taken.load(Ordering::SeqCst), 1, "only the first holds a slot");
     assert_eq!(fake.handed_ids().len(), 1);
 }
 
