@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// Phases to run (comma-separated): bare, e2e, latency, backlog.
     #[arg(long, value_delimiter = ',', default_value = "bare,e2e,latency,backlog")]
     pub only: Vec<String>,
-    /// How long the bare-HTTP phase runs.
+    /// How long the bare-HTTP phase runs (in all: three rounds share it; the best counts).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub bare_duration: Duration,
     /// Operations driven end to end per store (per phase: single, then batched). Enough for
@@ -255,12 +255,28 @@ where
     Ok(())
 }
 
-/// Phase 1: a keep-alive client driving the receiver directly.
+/// Rounds of the bare phase. On a shared 2-core VM a round sometimes comes out a quarter lower
+/// than the others (seen: [80.5k, 80.9k, 61.6k] and [57.3k, 64.7k, 81.9k] req/s in one run
+/// each), so the limit is the best round: a low one would flatter every ratio read against
+/// it. Whole runs can still come out low (all three rounds ≈ 57k); BENCHMARKS.md says so.
+const BARE_ROUNDS: u32 = 3;
+
+/// Phase 1: a keep-alive client driving the receiver directly, in [`BARE_ROUNDS`] rounds
+/// (each with its own receiver, client and connections) sharing `--bare-duration`.
 async fn bare(args: &BenchArgs) -> anyhow::Result<Value> {
+    let mut rounds = Vec::new();
+    for _ in 0..BARE_ROUNDS {
+        rounds.push(bare_round(args, args.bare_duration / BARE_ROUNDS).await?.round());
+    }
+    let best = rounds.iter().copied().fold(0.0, f64::max);
+    Ok(json!({"requests_per_s": best, "rounds_requests_per_s": rounds}))
+}
+
+async fn bare_round(args: &BenchArgs, duration: Duration) -> anyhow::Result<f64> {
     let (url, rx) = start_receiver().await?;
     let http = client(args.concurrency)?;
     let body = json!({"type": "bench", "data": {"id": "op_x", "status": "success"}}).to_string();
-    let stop = Instant::now() + args.bare_duration;
+    let stop = Instant::now() + duration;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
         let (http, url, body) = (http.clone(), url.clone(), body.clone());
@@ -275,8 +291,7 @@ async fn bare(args: &BenchArgs) -> anyhow::Result<Value> {
     while let Some(w) = workers.join_next().await {
         w??;
     }
-    let rps = rx.count.load(Ordering::SeqCst) as f64 / start.elapsed().as_secs_f64();
-    Ok(json!({"requests_per_s": rps.round()}))
+    Ok(rx.count.load(Ordering::SeqCst) as f64 / start.elapsed().as_secs_f64())
 }
 
 async fn merchant(api: &Api, callback: &str) -> anyhow::Result<String> {
@@ -706,4 +721,37 @@ fn machine() -> Value {
     });
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     json!({"cpu": cpu, "cores": cores, "payhook": env!("CARGO_PKG_VERSION")})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bare limit is the best of its rounds, and every round really drove the receiver.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bare_limit_is_the_best_round() {
+        let args = BenchArgs {
+            json: true,
+            only: vec!["bare".into()],
+            bare_duration: Duration::from_millis(300),
+            operations: 0,
+            concurrency: 4,
+            batch: 1,
+            rate: 1,
+            latency_duration: Duration::ZERO,
+            backlog: 0,
+            postgres: String::new(),
+        };
+        let r = bare(&args).await.expect("bare phase");
+        let rounds: Vec<f64> = r["rounds_requests_per_s"]
+            .as_array()
+            .expect("rounds")
+            .iter()
+            .map(|v| v.as_f64().expect("a rate"))
+            .collect();
+        assert_eq!(rounds.len(), BARE_ROUNDS as usize);
+        assert!(rounds.iter().all(|&x| x > 0.0), "{rounds:?}");
+        let best = rounds.iter().copied().fold(0.0, f64::max);
+        assert_eq!(r["requests_per_s"].as_f64(), Some(best));
+    }
 }
