@@ -51,6 +51,7 @@ conformance! {
     operations::report_supersedes_pending_deliveries,
     operations::report_keeps_a_delivery_in_flight,
     operations::no_delivery_without_destination,
+    operations::a_batch_applies_one_operations_items_in_order,
     claims::claims_oldest_due_first,
     claims::older_in_flight_blocks_newer,
     claims::expired_lease_is_reclaimable,

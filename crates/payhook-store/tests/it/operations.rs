@@ -170,3 +170,33 @@ pub async fn no_delivery_without_destination(store: Arc<dyn Store>) {
     assert_eq!(r.event.seq, 1);
     assert!(s.deliveries_of(&op.id).await.expect("deliveries").is_empty());
 }
+
+/// A batch naming one operation twice applies its items in order (the second sees the first),
+/// and an unknown operation or a refused transition fails alone.
+pub async fn a_batch_applies_one_operations_items_in_order(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let op = add_operation(s, &m, "order-1").await;
+    let done = add_operation(s, &m, "order-2").await;
+    report(s, &done, Status::Failed, at(1)).await;
+    let mut unknown = status_report(&op, Status::Success);
+    unknown.operation_id = "op_0000000000000000000000000000dead".parse().expect("an id");
+    let items = vec![
+        status_report(&op, Status::Pending),
+        status_report(&done, Status::Success),
+        unknown,
+        status_report(&op, Status::Success),
+    ];
+    let out = s.report_statuses(items, at(2)).await.expect("the batch commits");
+    let seqs: Vec<Option<i64>> = out.iter().map(|r| r.as_ref().ok().map(|r| r.event.seq)).collect();
+    assert_eq!(seqs, vec![Some(1), None, None, Some(2)], "{out:?}");
+    assert!(matches!(out[1], Err(StoreError::InvalidTransition(_))), "{:?}", out[1]);
+    assert!(matches!(out[2], Err(StoreError::NotFound)), "{:?}", out[2]);
+    let after = s.get_operation(&op.id).await.expect("get").expect("exists");
+    assert_eq!((after.status, after.seq), (Status::Success, 2));
+    let still = s.get_operation(&done.id).await.expect("get").expect("exists");
+    assert_eq!((still.status, still.seq), (Status::Failed, 1));
+    let states: Vec<DeliveryState> =
+        s.deliveries_of(&op.id).await.expect("deliveries").iter().map(|(d, _)| d.state).collect();
+    assert_eq!(states, vec![DeliveryState::Superseded, DeliveryState::Pending]);
+}
