@@ -70,6 +70,15 @@ pub async fn add_operation(store: &dyn Store, m: &Merchant, external_id: &str) -
     }
 }
 
+/// Registers `n` new operations for `m` (`order-0`, `order-1`, …).
+pub async fn add_operations(store: &dyn Store, m: &Merchant, n: usize) -> Vec<Operation> {
+    let mut ops = Vec::with_capacity(n);
+    for i in 0..n {
+        ops.push(add_operation(store, m, &format!("order-{i}")).await);
+    }
+    ops
+}
+
 pub fn status_report(op: &Operation, status: Status) -> StatusReport {
     StatusReport { operation_id: op.id.clone(), status, data: Default::default(), event_key: None }
 }

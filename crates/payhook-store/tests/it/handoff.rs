@@ -151,10 +151,7 @@ pub async fn grouped_reports_are_handed_over_with_their_feed_positions(store: Ar
     let fake = Fake::new(100);
     fake.install(&store);
     let m = add_merchant(store.as_ref(), "https://shop.example/cb").await;
-    let mut ops = Vec::new();
-    for i in 0..20 {
-        ops.push(add_operation(store.as_ref(), &m, &format!("order-{i}")).await);
-    }
+    let ops = add_operations(store.as_ref(), &m, 20).await;
     let mut reports = tokio::task::JoinSet::new();
     for op in &ops {
         let store = store.clone();

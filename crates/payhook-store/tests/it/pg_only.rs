@@ -248,10 +248,7 @@ async fn a_batch_item_failing_after_its_checks_fails_alone() {
     let fake = Fake::new(10);
     fake.install(&store);
     let m = add_merchant(store.as_ref(), "https://shop.example/cb").await;
-    let mut ops = Vec::new();
-    for i in 0..3 {
-        ops.push(add_operation(store.as_ref(), &m, &format!("order-{i}")).await);
-    }
+    let ops = add_operations(store.as_ref(), &m, 3).await;
     let (client, conn) =
         tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("raw connection");
     tokio::spawn(conn);
