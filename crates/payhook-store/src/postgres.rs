@@ -816,11 +816,12 @@ async fn plan_delivery<C: GenericClient>(
         && delivery.next_attempt_at.is_some_and(|at| at <= now);
     // The slot is reserved before the statement learns whether an older delivery is in
     // flight (rare); the delivery is then inserted unleased and the slot goes back.
+    let host = destination_host(&delivery.url);
     let handoff = seen.handoff.clone().filter(|_| due_now);
-    let slot = handoff.as_ref().and_then(|h| h.reserve(&destination_host(&delivery.url)));
+    let slot = handoff.as_ref().and_then(|h| h.reserve(&host));
     let lease =
         handoff.as_ref().filter(|_| slot.is_some()).map(|h| (h.node(), now.plus(h.lease())));
-    let leased = supersede_and_insert(tx, &delivery, lease).await?;
+    let leased = supersede_and_insert(tx, &delivery, host, lease).await?;
     let Some(slot) = slot.filter(|_| leased) else { return Ok((Some(delivery), false)) };
     seen.handed.push((delivery.id.clone(), merchant, slot));
     Ok((Some(delivery), true))

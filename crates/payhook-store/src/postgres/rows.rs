@@ -434,8 +434,8 @@ pub(crate) async fn load_delivery<C: GenericClient>(
     query_opt(c, &sql, &[&id]).await?.as_ref().map(delivery_from_row).transpose()
 }
 
-/// The columns a new delivery is inserted with, and their values ($1–$16, see
-/// [`delivery_params`]).
+/// The columns a new delivery is inserted with, and their values up to $14 (the lease, $15
+/// and $16, is added by each statement; all in [`NewDelivery`]'s order).
 const NEW_DELIVERY: &str = "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq,
       dialect, url, host, state, attempts, series_attempts, next_attempt_at, policy, last_error,
       created_at, updated_at, kind, leased_by, lease_until)
@@ -448,8 +448,10 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
     d: &Delivery,
     lease: Option<(&str, Timestamp)>,
 ) -> Result<(), StoreError> {
-    let sql = format!("{NEW_DELIVERY}, $15, $16)");
-    exec(c, &sql, &NewDelivery::of(d, lease).params()).await.map(|_| ())
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{NEW_DELIVERY}, $15, $16)"));
+    let host = destination_host(&d.url);
+    exec(c, &SQL, &NewDelivery::of(d, host, lease).params()).await.map(|_| ())
 }
 
 /// The planning of a report's delivery in one round trip: supersedes the operation's older
@@ -460,6 +462,7 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
 pub(crate) async fn supersede_and_insert<C: GenericClient>(
     c: &C,
     d: &Delivery,
+    host: String,
     lease: Option<(&str, Timestamp)>,
 ) -> Result<bool, StoreError> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -478,7 +481,7 @@ pub(crate) async fn supersede_and_insert<C: GenericClient>(
              RETURNING leased_by IS NOT NULL"
         )
     });
-    let row = query_opt(c, &SQL, &NewDelivery::of(d, lease).params()).await?;
+    let row = query_opt(c, &SQL, &NewDelivery::of(d, host, lease).params()).await?;
     Ok(row.is_some_and(|r| r.get(0)))
 }
 
@@ -496,7 +499,8 @@ struct NewDelivery<'a> {
 }
 
 impl<'a> NewDelivery<'a> {
-    fn of(d: &'a Delivery, lease: Option<(&'a str, Timestamp)>) -> Self {
+    /// `host` is `destination_host(&d.url)`, which the caller may have needed already.
+    fn of(d: &'a Delivery, host: String, lease: Option<(&'a str, Timestamp)>) -> Self {
         NewDelivery {
             d,
             ids: [
@@ -506,7 +510,7 @@ impl<'a> NewDelivery<'a> {
                 d.merchant_id.as_str(),
             ],
             names: [d.dialect.as_str(), d.state.as_str(), d.kind.as_str()],
-            host: destination_host(&d.url),
+            host,
             created_at: d.created_at.0,
             next_attempt_at: d.next_attempt_at.map(|t| t.0),
             policy: Json(&d.policy),
