@@ -381,7 +381,7 @@ impl Store for SqliteStore {
         let (sealer, handoff) = (self.sealer.clone(), self.handoff());
         let h = handoff.clone();
         let (reported, handed) = self
-            .write(move |tx| apply_report(tx, &sealer, h.as_deref(), report.clone(), now))
+            .write(move |tx| apply_report(tx, &sealer, h.as_deref(), &report, now))
             .await?;
         hand_over(handoff.as_deref(), &reported, handed);
         Ok(reported)
@@ -402,7 +402,7 @@ impl Store for SqliteStore {
             .write(move |tx| {
                 let h = h.as_deref();
                 let mut outcomes = Vec::with_capacity(reports.len());
-                for report in reports.iter().cloned() {
+                for report in &reports {
                     // Each item is all-or-nothing. An item that fails before writing needs no
                     // undo; one that fails after writing poisons the job, and the careful re-run
                     // gives every item its own savepoint.
@@ -732,7 +732,7 @@ fn apply_report(
     tx: &Connection,
     sealer: &Sealer,
     handoff: Option<&dyn Handoff>,
-    report: StatusReport,
+    report: &StatusReport,
     now: Timestamp,
 ) -> Result<(Reported, Handed), StoreError> {
     let (mut op, _) = query_operation(tx, "WHERE id = ?1", params![report.operation_id.as_str()])?
@@ -748,12 +748,12 @@ fn apply_report(
     }
     op.status.check_transition(report.status)?;
     let previous_status = op.status;
-    op.data.extend(report.data);
+    op.data.extend(report.data.iter().map(|(k, v)| (k.clone(), v.clone())));
     op.status = report.status;
     op.seq += 1;
     op.updated_at = now;
     save_operation_status(tx, &op)?;
-    let event = insert_event(tx, &op, previous_status, report.event_key, now)?;
+    let event = insert_event(tx, &op, previous_status, report.event_key.clone(), now)?;
     let (delivery, handed) = plan_delivery(tx, sealer, handoff, &op, &event, now)?;
     // Only operations with a status source have a watch to end.
     if op.status.is_final() && op.callback.status_source.is_some() {
