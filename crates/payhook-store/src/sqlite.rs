@@ -380,9 +380,8 @@ impl Store for SqliteStore {
     ) -> Result<Reported, StoreError> {
         let (sealer, handoff) = (self.sealer.clone(), self.handoff());
         let h = handoff.clone();
-        let (reported, handed) = self
-            .write(move |tx| apply_report(tx, &sealer, h.as_deref(), &report, now))
-            .await?;
+        let (reported, handed) =
+            self.write(move |tx| apply_report(tx, &sealer, h.as_deref(), &report, now)).await?;
         hand_over(handoff.as_deref(), &reported, handed);
         Ok(reported)
     }
