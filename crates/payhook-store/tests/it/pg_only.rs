@@ -282,3 +282,86 @@ async fn a_batch_item_failing_after_its_checks_fails_alone() {
     drop(store);
     drop_schema(&url, &schema).await.expect("drop schema");
 }
+
+/// A batch whose items are all for different operations runs pipelined (every item's checks
+/// sent at once, then every change's writes): each item still gets its own answer in the
+/// caller's order, refused items change nothing, an event key seen before answers with the
+/// earlier event, the new events enter the feed in item order, and exactly the stored
+/// items' deliveries are handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_different_operations_answers_each_item_as_one_by_one() {
+    use crate::handoff::Fake;
+    use payhook_core::ids::OperationId;
+    use payhook_store::StoreError;
+    use std::sync::Arc;
+
+    let schema = fresh_schema();
+    let store: Arc<dyn Store> = Arc::new(connect(&schema).await);
+    let fake = Fake::new(10);
+    fake.install(&store);
+    let s = store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let ops = add_operations(s, &m, 5).await;
+    let (a, b, c, d, e) = (&ops[0], &ops[1], &ops[2], &ops[3], &ops[4]);
+    let mut keyed = status_report(d, Status::Pending);
+    keyed.event_key = Some("k1".into());
+    let earlier = s.report_status(keyed.clone(), at(1)).await.expect("first keyed report");
+    let handed_before = fake.handed_ids().len();
+
+    let mut missing = status_report(a, Status::Pending);
+    missing.operation_id = "op_missing000000000000".parse::<OperationId>().expect("id");
+    let mut new_key = status_report(c, Status::Success);
+    new_key.event_key = Some("k2".into());
+    let items = vec![
+        status_report(e, Status::Success),
+        missing,
+        status_report(a, Status::Created),
+        keyed,
+        status_report(b, Status::Pending),
+        new_key,
+    ];
+    let out = s.report_statuses(items, at(10)).await.expect("the batch commits");
+
+    assert!(out[0].as_ref().is_ok_and(|r| r.event.operation_id == e.id && r.event.seq == 1));
+    assert!(matches!(out[1], Err(StoreError::NotFound)), "{:?}", out[1]);
+    assert!(matches!(out[2], Err(StoreError::InvalidTransition(_))), "{:?}", out[2]);
+    let dup = out[3].as_ref().expect("the keyed report again");
+    assert!(dup.duplicate && dup.event.id == earlier.event.id && dup.delivery.is_none());
+    assert!(out[4].as_ref().is_ok_and(|r| r.event.operation_id == b.id && r.event.seq == 1));
+    let keyed_c = out[5].as_ref().expect("a new key");
+    assert_eq!(keyed_c.event.event_key.as_deref(), Some("k2"));
+
+    let unchanged = s.get_operation(&a.id).await.expect("read").expect("found");
+    assert_eq!(
+        (unchanged.status, unchanged.seq),
+        (a.status, a.seq),
+        "a refused item wrote nothing"
+    );
+    let stored = [(0, e, Status::Success), (4, b, Status::Pending), (5, c, Status::Success)];
+    for (_, op, status) in &stored {
+        let now = s.get_operation(&op.id).await.expect("read").expect("found");
+        assert_eq!((now.status, now.seq), (*status, 1));
+    }
+    let feed = s.events(&m.id, earlier.event.position, 100).await.expect("feed");
+    let fed: Vec<_> = feed.iter().map(|ev| ev.operation_id.clone()).collect();
+    assert_eq!(fed, [e.id.clone(), b.id.clone(), c.id.clone()], "new events in item order");
+    for (i, _, _) in &stored {
+        let reported = out[*i].as_ref().expect("stored");
+        assert!(feed
+            .iter()
+            .any(|ev| ev.id == reported.event.id && ev.position == reported.event.position));
+    }
+
+    let mut handed = fake.handed_ids()[handed_before..].to_vec();
+    handed.sort();
+    let mut expected: Vec<String> = stored
+        .iter()
+        .map(|(i, _, _)| {
+            out[*i].as_ref().expect("ok").delivery.as_ref().expect("delivery").id.to_string()
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(handed, expected, "the stored items' deliveries, each once");
+    drop(store);
+    drop_schema(&database_url(), &schema).await.expect("drop schema");
+}
