@@ -557,14 +557,8 @@ async fn change_status<C: GenericClient>(
     report: StatusReport,
     now: Timestamp,
 ) -> Result<Reported, StoreError> {
-    op.status.check_transition(report.status)?;
-    let previous_status = op.status;
-    op.data.extend(report.data);
-    op.status = report.status;
-    op.seq += 1;
-    op.updated_at = now;
+    let event = apply_change(&mut op, report, now)?;
     save_operation_status(tx, &op).await?;
-    let event = new_event(&op, previous_status, report.event_key, now)?;
     // The delivery refers to the event before it is inserted: the foreign key is deferred to
     // commit, so the feed lock is held only for the event insert and the commit.
     let (delivery, handed_off) = plan_delivery(tx, sealer, seen, &op, &event, now).await?;
@@ -573,6 +567,22 @@ async fn change_status<C: GenericClient>(
         watch::finish(tx, &op.id, now).await?;
     }
     Ok(Reported { event, duplicate: false, delivery, handed_off })
+}
+
+/// Applies an accepted report to the (locked) operation in memory and builds its event, not
+/// stored yet.
+fn apply_change(
+    op: &mut Operation,
+    report: StatusReport,
+    now: Timestamp,
+) -> Result<Event, StoreError> {
+    op.status.check_transition(report.status)?;
+    let previous_status = op.status;
+    op.data.extend(report.data);
+    op.status = report.status;
+    op.seq += 1;
+    op.updated_at = now;
+    new_event(op, previous_status, report.event_key, now)
 }
 
 /// How a batch runs its items.
@@ -668,12 +678,7 @@ async fn pipelined_reports<C: GenericClient + Sync>(
     let mut planned = Vec::with_capacity(changes.len());
     for (i, change) in changes {
         let (mut op, report) = *change;
-        let previous_status = op.status;
-        op.data.extend(report.data);
-        op.status = report.status;
-        op.seq += 1;
-        op.updated_at = now;
-        let event = new_event(&op, previous_status, report.event_key, now)?;
+        let event = apply_change(&mut op, report, now)?;
         let plan = prepare_delivery(tx, sealer, seen, &op, &event, now).await?;
         planned.push((i, op, event, plan));
     }
