@@ -562,10 +562,7 @@ async fn change_status<C: GenericClient>(
     // The delivery refers to the event before it is inserted: the foreign key is deferred to
     // commit, so the feed lock is held only for the event insert and the commit.
     let (delivery, handed_off) = plan_delivery(tx, sealer, seen, &op, &event, now).await?;
-    // Only an operation registered with a status source has a watch to finish.
-    if op.status.is_final() && op.callback.status_source.is_some() {
-        watch::finish(tx, &op.id, now).await?;
-    }
+    watch::finish_if_final(tx, &op, now).await?;
     Ok(Reported { event, duplicate: false, delivery, handed_off })
 }
 
@@ -698,9 +695,7 @@ async fn pipelined_reports<C: GenericClient + Sync>(
             Some(plan) => plan.finish(seen, leased),
             None => (None, false),
         };
-        if op.status.is_final() && op.callback.status_source.is_some() {
-            watch::finish(tx, &op.id, now).await?;
-        }
+        watch::finish_if_final(tx, &op, now).await?;
         results[i] = Some(Ok(Reported { event, duplicate: false, delivery, handed_off }));
     }
     store_report_events(tx, &mut results).await?;

@@ -21,17 +21,22 @@ pub(super) fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, S
         .transpose()
 }
 
-/// A final status arrived: the operation's active watch has nothing left to find out.
-pub(super) async fn finish<C: GenericClient>(
+/// After a status change: when `op` reached a final status, its active watch has nothing left
+/// to find out. Only an operation registered with a status source has a watch, so the others
+/// cost no statement.
+pub(super) async fn finish_if_final<C: GenericClient>(
     tx: &C,
-    op: &OperationId,
+    op: &Operation,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    if !op.status.is_final() || op.callback.status_source.is_none() {
+        return Ok(());
+    }
     exec(
         tx,
         "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = $2
          WHERE operation_id = $1 AND state = 'active'",
-        &[&op.as_str(), &now.0],
+        &[&op.id.as_str(), &now.0],
     )
     .await
     .map(|_| ())
