@@ -205,7 +205,7 @@ mod tests {
             "created_at": 1_700_000_000_500_i64, "updated_at": 1_700_000_000_500_i64,
         });
         payhook_store::Reported {
-            event: serde_json::from_value(event).expect("event"),
+            event: std::sync::Arc::new(serde_json::from_value(event).expect("event")),
             duplicate: event_key.is_some(),
             delivery: planned.then(|| serde_json::from_value(delivery).expect("delivery")),
             handed_off: false,

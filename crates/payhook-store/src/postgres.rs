@@ -543,7 +543,7 @@ async fn apply_report<C: GenericClient>(
         return Ok(reported);
     }
     lock_feed(tx, &reported.event.merchant_id).await?;
-    store_event(tx, &mut reported.event).await?;
+    store_event(tx, Arc::make_mut(&mut reported.event)).await?;
     Ok(reported)
 }
 
@@ -563,7 +563,7 @@ async fn change_status<C: GenericClient>(
     // commit, so the feed lock is held only for the event insert and the commit.
     let (delivery, handed_off) = plan_delivery(tx, sealer, seen, &op, &event, now).await?;
     watch::finish_if_final(tx, &op, now).await?;
-    Ok(Reported { event, duplicate: false, delivery, handed_off })
+    Ok(Reported { event: Arc::new(event), duplicate: false, delivery, handed_off })
 }
 
 /// Applies an accepted report to the (locked) operation in memory and builds its event, not
@@ -696,7 +696,8 @@ async fn pipelined_reports<C: GenericClient + Sync>(
             None => (None, false),
         };
         watch::finish_if_final(tx, &op, now).await?;
-        results[i] = Some(Ok(Reported { event, duplicate: false, delivery, handed_off }));
+        results[i] =
+            Some(Ok(Reported { event: Arc::new(event), duplicate: false, delivery, handed_off }));
     }
     store_report_events(tx, &mut results).await?;
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
@@ -766,7 +767,7 @@ async fn store_report_events<C: GenericClient>(
         .flatten()
         .flatten()
         .filter(|r| !r.duplicate)
-        .map(|r| &mut r.event)
+        .map(|r| Arc::make_mut(&mut r.event)) // not shared yet: no copy
         .collect();
     store_events(tx, &mut events).await
 }
@@ -811,7 +812,12 @@ async fn check_report<C: GenericClient>(
             if event.status != report.status {
                 return Err(StoreError::EventKeyConflict(key.clone()));
             }
-            let earlier = Reported { event, duplicate: true, delivery: None, handed_off: false };
+            let earlier = Reported {
+                event: Arc::new(event),
+                duplicate: true,
+                delivery: None,
+                handed_off: false,
+            };
             return Ok(Checked::Duplicate(Box::new(earlier)));
         }
     }
@@ -1095,7 +1101,7 @@ async fn claim_in<C: GenericClient>(
         let event = events.get(delivery.event_id.as_str()).cloned().ok_or(StoreError::NotFound)?;
         let merchant =
             merchants.get(delivery.merchant_id.as_str()).cloned().ok_or(StoreError::NotFound)?;
-        claimed.push(Claimed { delivery, event, merchant });
+        claimed.push(Claimed { delivery, event: Arc::new(event), merchant });
     }
     Ok(claimed)
 }

@@ -741,7 +741,12 @@ fn apply_report(
             if event.status != report.status {
                 return Err(StoreError::EventKeyConflict(key.clone()));
             }
-            let reported = Reported { event, duplicate: true, delivery: None, handed_off: false };
+            let reported = Reported {
+                event: Arc::new(event),
+                duplicate: true,
+                delivery: None,
+                handed_off: false,
+            };
             return Ok((reported, None));
         }
     }
@@ -765,6 +770,7 @@ fn apply_report(
         .map_err(backend)?;
     }
     let handed_off = handed.is_some();
+    let event = Arc::new(event);
     Ok((Reported { event, duplicate: false, delivery, handed_off }, handed))
 }
 
@@ -997,7 +1003,7 @@ fn load_claimed(
             m
         }
     };
-    Ok(Claimed { delivery, event, merchant })
+    Ok(Claimed { delivery, event: Arc::new(event), merchant })
 }
 
 fn record_in(

@@ -61,7 +61,8 @@ pub struct StatusReport {
 
 #[derive(Debug, Clone)]
 pub struct Reported {
-    pub event: Event,
+    /// Shared with the hand-off: the dispatcher renders the callback from the same event.
+    pub event: Arc<Event>,
     /// True when the event key had been seen: nothing new was stored.
     pub duplicate: bool,
     /// The delivery planned for the event, if the dialect sends one.
@@ -172,7 +173,7 @@ pub struct ClaimRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub delivery: Delivery,
-    pub event: Event,
+    pub event: Arc<Event>,
     /// Shared: many deliveries of one merchant are in flight at once.
     pub merchant: Arc<Merchant>,
 }

@@ -271,7 +271,13 @@ async fn group_tx(
             lock_feed(&tx, m).await?;
         }
         let mut events: Vec<&mut Event> = created.iter_mut().collect();
-        events.extend(reported.iter_mut().flatten().filter(|r| !r.duplicate).map(|r| &mut r.event));
+        events.extend(
+            reported
+                .iter_mut()
+                .flatten()
+                .filter(|r| !r.duplicate)
+                .map(|r| Arc::make_mut(&mut r.event)),
+        );
         store_events(&tx, &mut events).await?;
         Ok::<_, StoreError>((registered, reported))
     };
