@@ -607,24 +607,29 @@ async fn apply_reports(
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
     let (order, mut slots, mut results) = by_operation(reports);
     if matches!(items, Items::Checked) && distinct_operations(&order, &slots) {
-        return pipelined_reports(tx, sealer, seen, order, slots, results, now).await;
-    }
-    for i in order {
-        let report = slots[i].take().expect("each item once");
-        results[i] = Some(match items {
-            Items::Checked => checked_report(tx, sealer, seen, report, now).await?,
-            Items::Savepoints => {
-                exec(tx, "SAVEPOINT item", &[]).await?;
-                let outcome = prepare_report(tx, sealer, seen, report, now).await;
-                let undo = if outcome.is_ok() {
-                    "RELEASE SAVEPOINT item"
-                } else {
-                    "ROLLBACK TO SAVEPOINT item"
-                };
-                exec(tx, undo, &[]).await?;
-                outcome
-            }
-        });
+        let items = order.iter().map(|&i| (slots[i].take().expect("each item once"), now));
+        let outcomes = pipelined_reports(tx, sealer, seen, items.collect()).await?;
+        for (&i, outcome) in order.iter().zip(outcomes) {
+            results[i] = Some(outcome);
+        }
+    } else {
+        for i in order {
+            let report = slots[i].take().expect("each item once");
+            results[i] = Some(match items {
+                Items::Checked => checked_report(tx, sealer, seen, report, now).await?,
+                Items::Savepoints => {
+                    exec(tx, "SAVEPOINT item", &[]).await?;
+                    let outcome = prepare_report(tx, sealer, seen, report, now).await;
+                    let undo = if outcome.is_ok() {
+                        "RELEASE SAVEPOINT item"
+                    } else {
+                        "ROLLBACK TO SAVEPOINT item"
+                    };
+                    exec(tx, undo, &[]).await?;
+                    outcome
+                }
+            });
+        }
     }
     store_report_events(tx, &mut results).await?;
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
@@ -636,35 +641,37 @@ fn distinct_operations(order: &[usize], slots: &[Option<StatusReport>]) -> bool 
     order.windows(2).all(|w| id(w[0]) != id(w[1]))
 }
 
-/// [`Items::Checked`] for a batch whose items are all for different operations, pipelined on
-/// the connection instead of three round trips per item one after the other:
+/// [`Items::Checked`] for reports that are all for different operations, in lock order (a
+/// batch's items, or a group's single reports, each with its own `now`), pipelined on the
+/// connection instead of three round trips per report one after the other:
 ///
-/// 1. every item's row lock and read are sent at once, in lock order (PostgreSQL runs one
+/// 1. every report's row lock and read are sent at once, in lock order (PostgreSQL runs one
 ///    connection's statements in the order they were sent, so the locks are taken in the
 ///    order a one-by-one run takes them);
 /// 2. each accepted change is applied in memory and its delivery built (merchants and
-///    disabled URLs read once per batch, as one by one);
-/// 3. every change's operation UPDATE and delivery statement are sent at once;
-/// 4. the events are stored as in the one-by-one run.
+///    disabled URLs read once per transaction, as one by one);
+/// 3. every change's operation UPDATE and delivery statement are sent at once.
 ///
-/// As in that run, an item refused by its checks has written nothing, and anything failing
-/// after the checks fails the batch (the caller runs it again with savepoints).
+/// The outcomes come back in the order of `reports`, their events not stored yet: the caller
+/// takes the feed locks and stores them, as after a one-by-one run. As in that run, a report
+/// refused by its checks has written nothing, and anything failing after the checks is `Err`
+/// (the caller rolls back).
 async fn pipelined_reports<C: GenericClient + Sync>(
     tx: &C,
     sealer: &Sealer,
     seen: &mut Seen,
-    order: Vec<usize>,
-    mut slots: Vec<Option<StatusReport>>,
-    mut results: Vec<Option<Result<Reported, StoreError>>>,
-    now: Timestamp,
+    reports: Vec<(StatusReport, Timestamp)>,
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
-    let checks = join_all(order.iter().map(|&i| {
-        let report = slots[i].take().expect("each item once");
+    let mut results: Vec<Option<Result<Reported, StoreError>>> = Vec::new();
+    results.resize_with(reports.len(), || None);
+    let mut times = Vec::with_capacity(reports.len());
+    let checks = join_all(reports.into_iter().map(|(report, now)| {
+        times.push(now);
         check_report(tx, report)
     }))
     .await;
-    let mut changes = Vec::with_capacity(order.len());
-    for (&i, checked) in order.iter().zip(checks) {
+    let mut changes = Vec::with_capacity(results.len());
+    for (i, checked) in checks.into_iter().enumerate() {
         match checked {
             Err(e) if is_refusal(&e) => results[i] = Some(Err(e)),
             Err(e) => return Err(e),
@@ -674,7 +681,7 @@ async fn pipelined_reports<C: GenericClient + Sync>(
     }
     let mut planned = Vec::with_capacity(changes.len());
     for (i, change) in changes {
-        let (mut op, report) = *change;
+        let ((mut op, report), now) = (*change, times[i]);
         let event = apply_change(&mut op, report, now)?;
         let plan = prepare_delivery(tx, sealer, seen, &op, &event, now).await?;
         planned.push((i, op, event, plan));
@@ -695,12 +702,11 @@ async fn pipelined_reports<C: GenericClient + Sync>(
             Some(plan) => plan.finish(seen, leased),
             None => (None, false),
         };
-        watch::finish_if_final(tx, &op, now).await?;
+        watch::finish_if_final(tx, &op, times[i]).await?;
         results[i] =
             Some(Ok(Reported { event: Arc::new(event), duplicate: false, delivery, handed_off }));
     }
-    store_report_events(tx, &mut results).await?;
-    Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+    Ok(results.into_iter().map(|r| r.expect("every report has a result")).collect())
 }
 
 /// One report without a savepoint: `Ok(Err(_))` when its checks refuse it (it wrote nothing),

@@ -8,7 +8,9 @@
 //! one statement, and one COMMIT makes them all durable. Each caller is answered only after
 //! that COMMIT. A report refused by its checks (unknown operation, transition, event key) has
 //! written nothing when it is refused, so the others go on without it; no savepoints needed.
-//! Merchants (and whether a URL is disabled) are read once per group.
+//! Merchants (and whether a URL is disabled) are read once per group. When the group's
+//! reports are all for different operations (the usual case), their statements are pipelined
+//! on the connection as a batch's are (`pipelined_reports`), each with its caller's time.
 //!
 //! Lock order is the one every transaction of the store follows: registrations by (merchant,
 //! external id), then operation rows by id, then feed locks by merchant. If a group fails as a
@@ -19,8 +21,8 @@
 
 use super::rows::*;
 use super::{
-    apply_report, checked_report, lock_feed, prepare_register, register_in, with_sources,
-    NewOperation, Registered, Reported, Seen, StatusReport, StoreError,
+    apply_report, checked_report, lock_feed, pipelined_reports, prepare_register, register_in,
+    with_sources, NewOperation, Registered, Reported, Seen, StatusReport, StoreError,
 };
 use crate::seal::Sealer;
 use crate::HandoffTarget;
@@ -250,10 +252,18 @@ async fn group_tx(
             registered.push(Ok(r));
             created.extend(event);
         }
-        let mut reported = Vec::with_capacity(reports.len());
-        for (report, now) in reports {
-            reported.push(checked_report(&tx, sealer, &mut seen, report, now).await?);
-        }
+        // Reports are sorted by operation: when no two are for the same one (the usual case
+        // of concurrent callers), their statements are pipelined; otherwise one by one.
+        let distinct = reports.windows(2).all(|w| w[0].0.operation_id != w[1].0.operation_id);
+        let mut reported = if distinct && reports.len() > 1 {
+            pipelined_reports(&tx, sealer, &mut seen, reports).await?
+        } else {
+            let mut reported = Vec::with_capacity(reports.len());
+            for (report, now) in reports {
+                reported.push(checked_report(&tx, sealer, &mut seen, report, now).await?);
+            }
+            reported
+        };
         let mut merchants: Vec<MerchantId> = created
             .iter()
             .map(|e| e.merchant_id.clone())

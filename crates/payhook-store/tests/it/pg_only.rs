@@ -141,10 +141,13 @@ async fn concurrent_writes_answer_each_caller_on_its_own() {
     let ops: Vec<_> = ops.into_values().collect();
 
     let missing: OperationId = "op_missing000000000000".parse().expect("id");
+    // Each report at its own time: a group of reports (pipelined when they are for different
+    // operations) must still stamp each with the time its caller gave.
     let mut tasks = Vec::new();
-    for op in &ops {
+    for (i, op) in ops.iter().enumerate() {
         let (s, r) = (s.clone(), status_report(op, Status::Pending));
-        tasks.push(tokio::spawn(async move { s.report_status(r, at(10)).await }));
+        let now = at(10 + i as i64);
+        tasks.push(tokio::spawn(async move { (now, s.report_status(r, now).await) }));
     }
     let (s2, refused) = (s.clone(), status_report(&ops[0], Status::Created));
     let invalid = tokio::spawn(async move { s2.report_status(refused, at(10)).await });
@@ -154,8 +157,12 @@ async fn concurrent_writes_answer_each_caller_on_its_own() {
     let not_found = tokio::spawn(async move { s2.report_status(unknown, at(10)).await });
     let mut deliveries = Vec::new();
     for task in tasks {
-        let reported = task.await.expect("task").expect("report accepted");
-        deliveries.push(reported.delivery.expect("a delivery"));
+        let (now, reported) = task.await.expect("task");
+        let reported = reported.expect("report accepted");
+        assert_eq!(reported.event.created_at, now, "the event is stamped with its report's time");
+        let delivery = reported.delivery.expect("a delivery");
+        assert_eq!(delivery.created_at, now, "so is its delivery");
+        deliveries.push(delivery);
     }
     assert!(invalid.await.expect("task").is_err(), "created -> created is refused");
     assert!(matches!(not_found.await.expect("task"), Err(StoreError::NotFound)));
@@ -163,7 +170,7 @@ async fn concurrent_writes_answer_each_caller_on_its_own() {
     assert_eq!(feed.len(), 2 * ops.len(), "one created and one pending event per operation");
     assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
 
-    let claimed = claim(s.as_ref(), "node-a", at(20), 100).await;
+    let claimed = claim(s.as_ref(), "node-a", at(100), 100).await;
     assert_eq!(claimed.len(), ops.len());
     let mut tasks = Vec::new();
     for (i, c) in claimed.iter().enumerate() {
@@ -171,14 +178,14 @@ async fn concurrent_writes_answer_each_caller_on_its_own() {
         let (status, next) =
             if i == 0 { (503, NextStep::RetryAt(at(60_000))) } else { (200, NextStep::Delivered) };
         tasks.push(tokio::spawn(async move {
-            s.record_attempt(&attempt(&d, at(30), status), next, at(30)).await
+            s.record_attempt(&attempt(&d, at(110), status), next, at(110)).await
         }));
     }
-    let mut ghost = attempt(&claimed[0].delivery, at(30), 200);
+    let mut ghost = attempt(&claimed[0].delivery, at(110), 200);
     ghost.delivery_id = "dlv_missing000000000000".parse::<DeliveryId>().expect("id");
     let s2 = s.clone();
     let ghost =
-        tokio::spawn(async move { s2.record_attempt(&ghost, NextStep::Delivered, at(30)).await });
+        tokio::spawn(async move { s2.record_attempt(&ghost, NextStep::Delivered, at(110)).await });
     for (i, task) in tasks.into_iter().enumerate() {
         let state = task.await.expect("task").expect("recorded").state;
         let want = if i == 0 { DeliveryState::Pending } else { DeliveryState::Delivered };
