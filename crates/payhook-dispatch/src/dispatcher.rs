@@ -6,6 +6,7 @@
 //! merchant only ever occupies its own slots. Per-operation order and supersede are the
 //! store's job (see `Store::claim_due`).
 
+use crate::metrics::Via;
 use crate::sender::{SendResult, Sender};
 use payhook_core::clock::Clock;
 use payhook_core::dialect::{RenderInput, Reply, Verdict};
@@ -69,6 +70,8 @@ pub struct Dispatcher {
     tracker: TaskTracker,
     /// Set while `run` dispatches: only then may the store hand deliveries over.
     running: AtomicBool,
+    /// Metric handles, registered at the first use (see [`crate::metrics::Handles`]).
+    metrics: std::sync::OnceLock<crate::metrics::Handles>,
 }
 
 /// Attempts in flight per destination host, and the rules for taking one more. A std mutex:
@@ -276,6 +279,7 @@ impl Dispatcher {
             slots,
             tracker: TaskTracker::new(),
             running: AtomicBool::new(false),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -306,7 +310,7 @@ impl Dispatcher {
         let asked = req.limit;
         match claimed {
             Ok(claimed) => {
-                crate::metrics::started("claim", claimed.len());
+                self.metrics().started(Via::Claim, claimed.len());
                 let hosts = claimed.into_iter().map(|c| (destination_host(&c.delivery.url), c));
                 (self.slots.end_claim(hosts.collect()), asked)
             }
@@ -391,6 +395,10 @@ impl Dispatcher {
         }
     }
 
+    fn metrics(&self) -> &crate::metrics::Handles {
+        self.metrics.get_or_init(crate::metrics::Handles::register)
+    }
+
     /// How long to sleep when there is nothing to claim: until the next due delivery, at most
     /// the poll interval.
     async fn idle_wait(&self) -> Duration {
@@ -413,7 +421,7 @@ impl Dispatcher {
         match self.store.record_attempt(&attempt, next.clone(), now).await {
             Ok(change) => {
                 log_attempt(&claimed, &attempt, change.state);
-                crate::metrics::attempt(claimed.delivery.dialect, &attempt, change.state);
+                self.metrics().attempt(claimed.delivery.dialect, &attempt, change.state);
                 if retry || change.state != DeliveryState::Delivered {
                     // A retry is scheduled, or the operation's next delivery may be free to
                     // go: let the loop look (it sleeps until the earliest due time it knew).
@@ -553,7 +561,7 @@ impl Handoff for Dispatcher {
 
     fn deliver(&self, claimed: Claimed, slot: Slot) {
         let Some(this) = self.me.upgrade() else { return };
-        crate::metrics::started("handoff", 1);
+        self.metrics().started(Via::Handoff, 1);
         if let Some(host) = slot.line() {
             // Held first, then the place given up; room may have come free since the
             // reservation, with no slot given back left to say so: look once now.

@@ -252,6 +252,11 @@ pub async fn serve(
     config: &Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if config.api {
+        // Before the dispatcher starts: it registers its metric handles at its first attempt,
+        // and handles taken before the recorder is installed count nothing.
+        payhook_api::metrics::install();
+    }
     let workers = config.dispatch.then(|| {
         let d = tokio::spawn(services.dispatcher.clone().run(shutdown.clone()));
         let w = tokio::spawn(services.watchdog.clone().run(shutdown.clone()));
