@@ -122,7 +122,9 @@ const HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// How many hand-offs may wait in line, as a multiple of the limits: per host (of the
 /// per-host limit) and in all (of the node's total). Beyond that the store plans the delivery
 /// unleased and a claim picks it up; a short line is drained well within [`HOLD_LIMIT`].
-const LINE_FACTOR: usize = 8;
+/// A node therefore holds at most `max_in_flight × (1 + LINE_FACTOR)` leases: its attempts
+/// in flight and what waits in its lines.
+pub const LINE_FACTOR: usize = 8;
 
 impl<T: Send + 'static> Slots<T> {
     fn new(max_total: usize, per_host: usize, wake: Arc<Notify>, room: Arc<Notify>) -> Arc<Self> {
