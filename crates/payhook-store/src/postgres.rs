@@ -606,7 +606,8 @@ async fn apply_reports(
     items: Items,
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
     let (order, mut slots, mut results) = by_operation(reports);
-    if matches!(items, Items::Checked) && distinct_operations(&order, &slots) {
+    let ids = order.iter().filter_map(|&i| slots[i].as_ref().map(|r| &r.operation_id));
+    if matches!(items, Items::Checked) && distinct_operations(ids) {
         let items = order.iter().map(|&i| (slots[i].take().expect("each item once"), now));
         let outcomes = pipelined_reports(tx, sealer, seen, items.collect()).await?;
         for (&i, outcome) in order.iter().zip(outcomes) {
@@ -635,10 +636,11 @@ async fn apply_reports(
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
 }
 
-/// True when no two items of the batch are for the same operation (`order` sorts them by it).
-fn distinct_operations(order: &[usize], slots: &[Option<StatusReport>]) -> bool {
-    let id = |i: usize| slots[i].as_ref().map(|r| &r.operation_id);
-    order.windows(2).all(|w| id(w[0]) != id(w[1]))
+/// True when no two reports are for the same operation; `sorted` yields their operation ids
+/// in lock order, so equal ids are neighbours.
+fn distinct_operations<'a>(sorted: impl Iterator<Item = &'a OperationId>) -> bool {
+    let mut last = None;
+    sorted.into_iter().all(|id| last.replace(id) != Some(id))
 }
 
 /// [`Items::Checked`] for reports that are all for different operations, in lock order (a
@@ -664,12 +666,8 @@ async fn pipelined_reports<C: GenericClient + Sync>(
 ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
     let mut results: Vec<Option<Result<Reported, StoreError>>> = Vec::new();
     results.resize_with(reports.len(), || None);
-    let mut times = Vec::with_capacity(reports.len());
-    let checks = join_all(reports.into_iter().map(|(report, now)| {
-        times.push(now);
-        check_report(tx, report)
-    }))
-    .await;
+    let (reports, times): (Vec<StatusReport>, Vec<Timestamp>) = reports.into_iter().unzip();
+    let checks = join_all(reports.into_iter().map(|report| check_report(tx, report))).await;
     let mut changes = Vec::with_capacity(results.len());
     for (i, checked) in checks.into_iter().enumerate() {
         match checked {

@@ -21,8 +21,9 @@
 
 use super::rows::*;
 use super::{
-    apply_report, checked_report, lock_feed, pipelined_reports, prepare_register, register_in,
-    with_sources, NewOperation, Registered, Reported, Seen, StatusReport, StoreError,
+    apply_report, checked_report, distinct_operations, lock_feed, pipelined_reports,
+    prepare_register, register_in, with_sources, NewOperation, Registered, Reported, Seen,
+    StatusReport, StoreError,
 };
 use crate::seal::Sealer;
 use crate::HandoffTarget;
@@ -254,7 +255,7 @@ async fn group_tx(
         }
         // Reports are sorted by operation: when no two are for the same one (the usual case
         // of concurrent callers), their statements are pipelined; otherwise one by one.
-        let distinct = reports.windows(2).all(|w| w[0].0.operation_id != w[1].0.operation_id);
+        let distinct = distinct_operations(reports.iter().map(|(r, _)| &r.operation_id));
         let mut reported = if distinct && reports.len() > 1 {
             pipelined_reports(&tx, sealer, &mut seen, reports).await?
         } else {
