@@ -29,8 +29,9 @@ pub struct Handles {
     attempts: Vec<Counter>,
     /// `[dialect]`.
     seconds: Vec<Histogram>,
-    /// `[dialect][state]`, in `Dialect::ALL` × `DeliveryState::ALL` order.
-    ended: Vec<Counter>,
+    /// `[dialect][state]`, in `Dialect::ALL` × `DeliveryState::ALL` order; none for
+    /// `pending`, which ends nothing.
+    ended: Vec<Option<Counter>>,
     started_handoff: Counter,
     started_claim: Counter,
 }
@@ -46,10 +47,11 @@ impl Handles {
                     .push(metrics::counter!(ATTEMPTS, "dialect" => dialect, "outcome" => outcome));
             }
             seconds.push(metrics::histogram!(ATTEMPT_SECONDS, "dialect" => dialect));
-            for state in DeliveryState::ALL.iter().map(|s| s.as_str()) {
-                ended.push(
-                    metrics::counter!(DELIVERIES_ENDED, "dialect" => dialect, "state" => state),
-                );
+            for state in DeliveryState::ALL {
+                ended.push((*state != DeliveryState::Pending).then(|| {
+                    let state = state.as_str();
+                    metrics::counter!(DELIVERIES_ENDED, "dialect" => dialect, "state" => state)
+                }));
             }
         }
         Handles {
@@ -67,9 +69,9 @@ impl Handles {
         let outcomes = AttemptOutcome::ALL.len();
         self.attempts[d * outcomes + position(AttemptOutcome::ALL, attempt.outcome)].increment(1);
         self.seconds[d].record(attempt.duration_ms as f64 / 1000.0);
-        if state != DeliveryState::Pending {
-            let states = DeliveryState::ALL.len();
-            self.ended[d * states + position(DeliveryState::ALL, state)].increment(1);
+        let states = DeliveryState::ALL.len();
+        if let Some(ended) = &self.ended[d * states + position(DeliveryState::ALL, state)] {
+            ended.increment(1);
         }
     }
 
@@ -167,7 +169,7 @@ mod tests {
             for state in DeliveryState::ALL {
                 let labels = [("dialect", d), ("state", state.as_str())];
                 let want = (*state != DeliveryState::Pending).then_some(1.0);
-                let got = value(DELIVERIES_ENDED, &labels).filter(|v| *v > 0.0);
+                let got = value(DELIVERIES_ENDED, &labels);
                 assert_eq!(got, want, "{d} {state:?}: {text}");
             }
             let count = value(&format!("{ATTEMPT_SECONDS}_count"), &[("dialect", d)]);
