@@ -17,8 +17,8 @@ pub struct BadId {
 macro_rules! prefixed_id {
     ($name:ident, $prefix:literal, $kind:literal) => {
         #[doc = concat!("A `", $prefix, "…` identifier.")]
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -32,27 +32,41 @@ macro_rules! prefixed_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
-        }
 
-        impl FromStr for $name {
-            type Err = BadId;
-            fn from_str(s: &str) -> Result<Self, BadId> {
+            /// The `prefix_` form: the prefix, then ASCII letters and digits (at least
+            /// one), 36 characters at most in all.
+            fn check(s: &str) -> Result<(), BadId> {
                 let rest = s.strip_prefix($prefix).ok_or(BadId { kind: $kind })?;
                 let ok = !rest.is_empty()
                     && s.len() <= 36
                     && rest.bytes().all(|b| b.is_ascii_alphanumeric());
                 if ok {
-                    Ok($name(s.to_owned()))
+                    Ok(())
                 } else {
                     Err(BadId { kind: $kind })
                 }
             }
         }
 
+        impl FromStr for $name {
+            type Err = BadId;
+            fn from_str(s: &str) -> Result<Self, BadId> {
+                Self::check(s).map(|()| $name(s.to_owned()))
+            }
+        }
+
+        /// Deserialized ids keep the string serde built (no second copy).
         impl TryFrom<String> for $name {
             type Error = BadId;
             fn try_from(s: String) -> Result<Self, BadId> {
-                s.parse()
+                Self::check(&s).map(|()| $name(s))
+            }
+        }
+
+        /// Serialized as the string itself, borrowed (callbacks and answers carry several).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
             }
         }
 
@@ -86,5 +100,15 @@ mod tests {
         assert!("op_".parse::<OperationId>().is_err());
         assert!("op_a-b".parse::<OperationId>().is_err());
         assert!(format!("op_{}", "a".repeat(34)).parse::<OperationId>().is_err());
+    }
+
+    #[test]
+    fn serde_carries_the_plain_string_and_checks_it_on_the_way_in() {
+        let id: OperationId = "op_0193abc".parse().expect("valid");
+        assert_eq!(serde_json::to_string(&id).expect("serializes"), r#""op_0193abc""#);
+        let back: OperationId = serde_json::from_str(r#""op_0193abc""#).expect("deserializes");
+        assert_eq!(back, id);
+        assert!(serde_json::from_str::<OperationId>(r#""evt_0193abc""#).is_err());
+        assert!(serde_json::from_str::<OperationId>(r#""op_a-b""#).is_err());
     }
 }
