@@ -345,7 +345,7 @@ impl Store for SqliteStore {
             }
             let id = mint_id(OperationId::PREFIX);
             insert_operation(tx, &id, &new, now)?;
-            let (op, _) = query_operation(tx, "WHERE id = ?1", params![id])?
+            let (op, _) = operation_by_id(tx, &id)?
                 .ok_or_else(|| StoreError::Backend("inserted operation vanished".into()))?;
             insert_event(tx, &op, Status::Created, None, now)?;
             if let Some(source) = status_source_of(&op)? {
@@ -358,10 +358,7 @@ impl Store for SqliteStore {
 
     async fn get_operation(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
         let id = id.clone();
-        self.run(move |c| {
-            Ok(query_operation(c, "WHERE id = ?1", params![id.as_str()])?.map(|(op, _)| op))
-        })
-        .await
+        self.run(move |c| Ok(operation_by_id(c, id.as_str())?.map(|(op, _)| op))).await
     }
 
     async fn find_operation(
@@ -619,9 +616,8 @@ impl Store for SqliteStore {
                     params![watch.operation_id.as_str(), lease_until.0, node],
                 )
                 .map_err(backend)?;
-                let (operation, _) =
-                    query_operation(tx, "WHERE id = ?1", params![watch.operation_id.as_str()])?
-                        .ok_or(StoreError::NotFound)?;
+                let (operation, _) = operation_by_id(tx, watch.operation_id.as_str())?
+                    .ok_or(StoreError::NotFound)?;
                 claimed.push(ClaimedWatch { watch, operation });
             }
             Ok(claimed)
@@ -742,8 +738,8 @@ fn apply_report(
     report: &StatusReport,
     now: Timestamp,
 ) -> Result<(Reported, Handed), StoreError> {
-    let (mut op, _) = query_operation(tx, "WHERE id = ?1", params![report.operation_id.as_str()])?
-        .ok_or(StoreError::NotFound)?;
+    let (mut op, _) =
+        operation_by_id(tx, report.operation_id.as_str())?.ok_or(StoreError::NotFound)?;
     if let Some(key) = &report.event_key {
         if let Some(event) = event_by_key(tx, &op.id, key)? {
             if event.status != report.status {
@@ -908,8 +904,7 @@ fn plan_poll_timeout(
     op_id: &OperationId,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let (op, _) = query_operation(tx, "WHERE id = ?1", params![op_id.as_str()])?
-        .ok_or(StoreError::NotFound)?;
+    let (op, _) = operation_by_id(tx, op_id.as_str())?.ok_or(StoreError::NotFound)?;
     let merchant = writer_merchant(tx, sealer, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, &op);
     let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };

@@ -48,6 +48,9 @@ struct Snapshot<'a> {
     data: &'a serde_json::Map<String, serde_json::Value>,
 }
 
+/// Bytes reserved for a callback body: an operation with a few provider fields fits.
+const BODY_CAPACITY: usize = 512;
+
 pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
     let op = &input.event.operation;
     let body = Body {
@@ -67,7 +70,10 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
             data: &op.data,
         },
     };
-    let body = serde_json::to_vec(&body).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    // Sized for a typical body up front (`to_vec` starts at 128 bytes and regrows twice).
+    let mut bytes = Vec::with_capacity(BODY_CAPACITY);
+    serde_json::to_writer(&mut bytes, &body).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    let body = bytes;
     Ok(Outgoing {
         method: Method::Post,
         url: input.url.to_owned(),

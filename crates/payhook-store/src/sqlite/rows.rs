@@ -16,6 +16,7 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 use serde::de::DeserializeOwned;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -238,6 +239,18 @@ pub(crate) fn query_operation<P: Params>(
     stmt.query_row(p, operation_from_row).optional().map_err(backend)
 }
 
+/// One operation (and its request hash) by id: every status report reads one, so its SQL is
+/// built once.
+pub(crate) fn operation_by_id(
+    c: &Connection,
+    id: &str,
+) -> Result<Option<(Operation, String)>, StoreError> {
+    static BY_ID: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1"));
+    let mut stmt = c.prepare_cached(&BY_ID).map_err(backend)?;
+    stmt.query_row([id], operation_from_row).optional().map_err(backend)
+}
+
 /// Operations (without request hashes) by a `WHERE … ORDER BY … LIMIT` clause.
 pub(crate) fn query_operations<P: Params>(
     c: &Connection,
@@ -344,7 +357,7 @@ pub(crate) fn insert_event(
         created_at: now,
         operation: op.clone(),
     };
-    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    static INSERT: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO events ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             EVENT_COLUMNS.trim_start_matches("position, ")
@@ -496,10 +509,14 @@ pub(crate) fn load_attempts(c: &Connection, delivery: &str) -> Result<Vec<Attemp
 }
 
 pub(crate) fn insert_attempt(c: &Connection, a: &Attempt) -> Result<(), StoreError> {
-    exec(c,
-        &format!(
+    static INSERT: LazyLock<String> = LazyLock::new(|| {
+        format!(
             "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ),
+        )
+    });
+    exec(
+        c,
+        &INSERT,
         params![
             a.delivery_id.as_str(),
             a.number,
