@@ -393,7 +393,9 @@ impl Dispatcher {
     fn start_held(self: &Arc<Self>) {
         for (c, slot) in self.slots.take_held() {
             let this = self.clone();
-            self.tracker.spawn(async move { this.attempt(c, slot).await });
+            // Boxed: the attempt's future is ≈ 2.2 KB, which tokio would otherwise copy into
+            // the task and again when the task's stage is rewritten at its end.
+            self.tracker.spawn(Box::pin(async move { this.attempt(c, slot).await }));
         }
     }
 
