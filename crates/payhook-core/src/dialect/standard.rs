@@ -73,12 +73,11 @@ pub(super) fn render(input: &RenderInput<'_>) -> Result<Outgoing, RenderError> {
     // Sized for a typical body up front (`to_vec` starts at 128 bytes and regrows twice).
     let mut bytes = Vec::with_capacity(BODY_CAPACITY);
     serde_json::to_writer(&mut bytes, &body).map_err(|e| RenderError::Invalid(e.to_string()))?;
-    let body = bytes;
     Ok(Outgoing {
         method: Method::Post,
         url: input.url.to_owned(),
-        headers: signed_headers(input, &body, "application/json"),
-        body,
+        headers: signed_headers(input, &bytes, "application/json"),
+        body: bytes,
     })
 }
 
