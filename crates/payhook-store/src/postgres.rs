@@ -638,9 +638,9 @@ async fn apply_reports(
 
 /// True when no two reports are for the same operation; `sorted` yields their operation ids
 /// in lock order, so equal ids are neighbours.
-fn distinct_operations<'a>(sorted: impl Iterator<Item = &'a OperationId>) -> bool {
+fn distinct_operations<'a>(mut sorted: impl Iterator<Item = &'a OperationId>) -> bool {
     let mut last = None;
-    sorted.into_iter().all(|id| last.replace(id) != Some(id))
+    sorted.all(|id| last.replace(id) != Some(id))
 }
 
 /// [`Items::Checked`] for reports that are all for different operations, in lock order (a
