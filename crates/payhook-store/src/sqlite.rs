@@ -126,7 +126,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&writer::Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&writer::Tx<'_, '_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(f).await
     }
@@ -732,7 +732,7 @@ fn hand_over(handoff: Option<&dyn Handoff>, reported: &Reported, handed: Handed)
 }
 
 fn apply_report(
-    tx: &Connection,
+    tx: &impl Statements,
     sealer: &Sealer,
     handoff: Option<&dyn Handoff>,
     report: &StatusReport,
@@ -741,7 +741,7 @@ fn apply_report(
     let (mut op, _) =
         operation_by_id(tx, report.operation_id.as_str())?.ok_or(StoreError::NotFound)?;
     if let Some(key) = &report.event_key {
-        if let Some(event) = event_by_key(tx, &op.id, key)? {
+        if let Some(event) = event_by_key(tx.connection(), &op.id, key)? {
             if event.status != report.status {
                 return Err(StoreError::EventKeyConflict(key.clone()));
             }
@@ -765,7 +765,7 @@ fn apply_report(
     let (delivery, handed) = plan_delivery(tx, sealer, handoff, &op, &event, now)?;
     // Only operations with a status source have a watch to end.
     if op.status.is_final() && op.callback.status_source.is_some() {
-        exec(
+        run(
             tx,
             "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = ?2
              WHERE operation_id = ?1 AND state = 'active'",
@@ -783,21 +783,21 @@ fn apply_report(
 /// due now, nothing older of the operation is in flight, and the dispatcher has a slot or a
 /// place in the host's line.
 fn plan_delivery(
-    tx: &Connection,
+    tx: &impl Statements,
     sealer: &Sealer,
     handoff: Option<&dyn Handoff>,
     op: &Operation,
     event: &Event,
     now: Timestamp,
 ) -> Result<(Option<Delivery>, Handed), StoreError> {
-    let merchant = writer_merchant(tx, sealer, &op.merchant_id)?;
+    let merchant = writer_merchant(tx.connection(), sealer, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, op);
     let Some(url) = dialect.destination(&merchant, op) else { return Ok((None, None)) };
     // Most operations have nothing pending when a status arrives: one lookup then replaces
     // both the supersede UPDATE and the check for an older delivery in flight.
     let any_pending = pending_exists(tx, &op.id)?;
     if any_pending {
-        exec(
+        run(
             tx,
             "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
              WHERE operation_id = ?1 AND state = 'pending'
@@ -1010,7 +1010,7 @@ fn load_claimed(
 }
 
 fn record_in(
-    tx: &Connection,
+    tx: &impl Statements,
     attempt: &Attempt,
     next: NextStep,
     now: Timestamp,
@@ -1024,12 +1024,14 @@ fn record_in(
     }
     // Only what deciding the next state needs, not the whole row (this runs per attempt).
     let (op_id, seq, merchant_id, url): (String, i64, String, String) = tx
-        .prepare_cached("SELECT operation_id, seq, merchant_id, url FROM deliveries WHERE id = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_row([attempt.delivery_id.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-        })
+        .with_sql(
+            "SELECT operation_id, seq, merchant_id, url FROM deliveries WHERE id = ?1",
+            |stmt| {
+                stmt.query_row([attempt.delivery_id.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+            },
+        )
         .optional()
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
@@ -1044,7 +1046,7 @@ fn record_in(
         NextStep::Exhausted => (DeliveryState::Exhausted, None),
         NextStep::Cancel { disable } => {
             if disable {
-                disable_destination(tx, &parse_id(&merchant_id)?, &url, now)?;
+                disable_destination(tx.connection(), &parse_id(&merchant_id)?, &url, now)?;
             }
             (DeliveryState::Cancelled, None)
         }
@@ -1056,13 +1058,13 @@ fn record_in(
 /// Writes the delivery's state after `attempt` and releases its lease; `NotFound` (having
 /// written nothing) when there is no such delivery.
 fn end_delivery(
-    tx: &Connection,
+    tx: &impl Statements,
     attempt: &Attempt,
     state: DeliveryState,
     next_at: Option<i64>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let changed = exec(
+    let changed = run(
         tx,
         "UPDATE deliveries SET state = ?2, attempts = MAX(attempts, ?3),
            series_attempts = series_attempts + 1, next_attempt_at = ?4,
@@ -1084,20 +1086,27 @@ fn end_delivery(
     Ok(())
 }
 
-fn newer_delivery_exists(c: &Connection, op: &OperationId, seq: i64) -> Result<bool, StoreError> {
+fn newer_delivery_exists(
+    c: &impl Statements,
+    op: &OperationId,
+    seq: i64,
+) -> Result<bool, StoreError> {
     exists(c, "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq > ?2 LIMIT 1", op, seq)
 }
 
-fn pending_exists(c: &Connection, op: &OperationId) -> Result<bool, StoreError> {
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND state = 'pending' LIMIT 1",
-        )
-        .map_err(backend)?;
-    stmt.exists([op.as_str()]).map_err(backend)
+fn pending_exists(c: &impl Statements, op: &OperationId) -> Result<bool, StoreError> {
+    c.with_sql(
+        "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND state = 'pending' LIMIT 1",
+        |stmt| stmt.exists([op.as_str()]),
+    )
+    .map_err(backend)
 }
 
-fn older_pending_exists(c: &Connection, op: &OperationId, seq: i64) -> Result<bool, StoreError> {
+fn older_pending_exists(
+    c: &impl Statements,
+    op: &OperationId,
+    seq: i64,
+) -> Result<bool, StoreError> {
     exists(
         c,
         "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq < ?2 AND state = 'pending' LIMIT 1",
@@ -1106,9 +1115,13 @@ fn older_pending_exists(c: &Connection, op: &OperationId, seq: i64) -> Result<bo
     )
 }
 
-fn exists(c: &Connection, sql: &str, op: &OperationId, seq: i64) -> Result<bool, StoreError> {
-    let mut stmt = c.prepare_cached(sql).map_err(backend)?;
-    stmt.exists(params![op.as_str(), seq]).map_err(backend)
+fn exists(
+    c: &impl Statements,
+    sql: &'static str,
+    op: &OperationId,
+    seq: i64,
+) -> Result<bool, StoreError> {
+    c.with_sql(sql, |stmt| stmt.exists(params![op.as_str(), seq])).map_err(backend)
 }
 
 fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), StoreError> {
@@ -1122,11 +1135,11 @@ fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), Stor
     Ok(())
 }
 
-fn is_disabled(c: &Connection, merchant: &MerchantId, url: &str) -> Result<bool, StoreError> {
-    let mut stmt = c
-        .prepare_cached("SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1 AND url = ?2")
-        .map_err(backend)?;
-    stmt.exists(params![merchant.as_str(), url]).map_err(backend)
+fn is_disabled(c: &impl Statements, merchant: &MerchantId, url: &str) -> Result<bool, StoreError> {
+    c.with_sql("SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1 AND url = ?2", |stmt| {
+        stmt.exists(params![merchant.as_str(), url])
+    })
+    .map_err(backend)
 }
 
 fn disable_destination(

@@ -13,7 +13,7 @@ use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row, Statement};
 use serde::de::DeserializeOwned;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -25,6 +25,45 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
 /// Executes one statement through the connection's prepared-statement cache.
 pub(crate) fn exec<P: Params>(c: &Connection, sql: &str, p: P) -> rusqlite::Result<usize> {
     c.prepare_cached(sql).and_then(|mut stmt| stmt.execute(p))
+}
+
+/// Where a statement whose SQL is known at compile time comes from: rusqlite's statement
+/// cache on a plain connection; on the writer's transaction (`writer::Tx`), the writer's own
+/// table, which finds it by the SQL's address instead of hashing and copying the whole text
+/// on every use as rusqlite's cache does. The paths a status report and an attempt record
+/// take run their statements through this.
+pub(crate) trait Statements {
+    /// Runs `f` with the prepared statement for `sql`.
+    fn with_sql<T>(
+        &self,
+        sql: &'static str,
+        f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+    fn connection(&self) -> &Connection;
+}
+
+impl Statements for Connection {
+    fn with_sql<T>(
+        &self,
+        sql: &'static str,
+        f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut stmt = self.prepare_cached(sql)?;
+        f(&mut stmt)
+    }
+
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+/// [`exec`] for SQL known at compile time, through [`Statements`].
+pub(crate) fn run<P: Params>(
+    c: &impl Statements,
+    sql: &'static str,
+    p: P,
+) -> rusqlite::Result<usize> {
+    c.with_sql(sql, |stmt| stmt.execute(p))
 }
 
 /// Every row of a cached statement, mapped by `f`.
@@ -242,13 +281,12 @@ pub(crate) fn query_operation<P: Params>(
 /// One operation (and its request hash) by id: every status report reads one, so its SQL is
 /// built once.
 pub(crate) fn operation_by_id(
-    c: &Connection,
+    c: &impl Statements,
     id: &str,
 ) -> Result<Option<(Operation, String)>, StoreError> {
     static BY_ID: LazyLock<String> =
         LazyLock::new(|| format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1"));
-    let mut stmt = c.prepare_cached(&BY_ID).map_err(backend)?;
-    stmt.query_row([id], operation_from_row).optional().map_err(backend)
+    c.with_sql(&BY_ID, |stmt| stmt.query_row([id], operation_from_row).optional()).map_err(backend)
 }
 
 /// Operations (without request hashes) by a `WHERE … ORDER BY … LIMIT` clause.
@@ -289,8 +327,8 @@ pub(crate) fn insert_operation(
     Ok(())
 }
 
-pub(crate) fn save_operation_status(c: &Connection, op: &Operation) -> Result<(), StoreError> {
-    exec(
+pub(crate) fn save_operation_status(c: &impl Statements, op: &Operation) -> Result<(), StoreError> {
+    run(
         c,
         "UPDATE operations SET status = ?2, seq = ?3, data = ?4, updated_at = ?5 WHERE id = ?1",
         params![op.id.as_str(), op.status.as_str(), op.seq, to_json(&op.data), op.updated_at.0],
@@ -339,7 +377,7 @@ pub(crate) fn event_by_key(
 }
 
 pub(crate) fn insert_event(
-    c: &Connection,
+    c: &impl Statements,
     op: &Operation,
     previous_status: Status,
     event_key: Option<String>,
@@ -363,7 +401,7 @@ pub(crate) fn insert_event(
             EVENT_COLUMNS.trim_start_matches("position, ")
         )
     });
-    exec(
+    run(
         c,
         &INSERT,
         params![
@@ -379,7 +417,7 @@ pub(crate) fn insert_event(
         ],
     )
     .map_err(backend)?;
-    event.position = c.last_insert_rowid();
+    event.position = c.connection().last_insert_rowid();
     Ok(event)
 }
 
@@ -447,12 +485,12 @@ fn policy_json(policy: &payhook_core::retry::RetryPolicy) -> String {
 
 /// Inserts a delivery, leased to `lease` = (node, until) when given (a hand-off).
 pub(crate) fn insert_leased_delivery(
-    c: &Connection,
+    c: &impl Statements,
     d: &Delivery,
     host: &str,
     lease: Option<(&str, Timestamp)>,
 ) -> Result<(), StoreError> {
-    exec(
+    run(
         c,
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
            state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
@@ -508,13 +546,13 @@ pub(crate) fn load_attempts(c: &Connection, delivery: &str) -> Result<Vec<Attemp
     query_all(c, &sql, [delivery], attempt_from_row)
 }
 
-pub(crate) fn insert_attempt(c: &Connection, a: &Attempt) -> Result<(), StoreError> {
+pub(crate) fn insert_attempt(c: &impl Statements, a: &Attempt) -> Result<(), StoreError> {
     static INSERT: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         )
     });
-    exec(
+    run(
         c,
         &INSERT,
         params![

@@ -14,9 +14,11 @@
 //! Under load (the last group held more than one job) the writer lingers up to 200 µs for more
 //! jobs before committing a small group; an idle writer commits a lone job at once.
 
-use super::rows::{backend, exec};
+use super::rows::{backend, run as exec, Statements};
 use crate::StoreError;
-use rusqlite::Connection;
+use rusqlite::{Connection, PrepFlags, Statement};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,22 +27,77 @@ use tokio::sync::oneshot;
 /// Jobs committed together at most (bounds the latency a job can add to its group).
 const MAX_GROUP: usize = 512;
 
-/// The write connection as a job sees it: the open transaction, and whether this run is the
-/// careful one (each job in a savepoint), which jobs with several all-or-nothing parts of
-/// their own (batch reports) need to know.
-pub(super) struct Tx<'c> {
+/// The write connection's statements, each prepared once and kept for the connection's life,
+/// found by the address and length of their `&'static str` SQL. A statement in use is taken
+/// out of the table and put back after, so a statement needed again while it is in use is
+/// simply prepared a second time.
+pub(super) struct Prepared<'c> {
     conn: &'c Connection,
-    careful: bool,
+    idle: RefCell<HashMap<(usize, usize), Statement<'c>>>,
 }
 
-impl Deref for Tx<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
+impl<'c> Prepared<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Prepared { conn, idle: RefCell::new(HashMap::new()) }
+    }
+}
+
+impl Statements for Prepared<'_> {
+    fn with_sql<T>(
+        &self,
+        sql: &'static str,
+        f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let key = (sql.as_ptr() as usize, sql.len());
+        let idle = self.idle.borrow_mut().remove(&key);
+        let mut stmt = match idle {
+            Some(stmt) => stmt,
+            // Kept for the connection's life: SQLite then keeps its lookaside memory for
+            // running statements, as it does for rusqlite's cached ones.
+            None => self.conn.prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?,
+        };
+        // rusqlite resets a statement when its execution or its rows end, so what goes back
+        // is ready for the next use.
+        let result = f(&mut stmt);
+        self.idle.borrow_mut().insert(key, stmt);
+        result
+    }
+
+    fn connection(&self) -> &Connection {
         self.conn
     }
 }
 
-impl Tx<'_> {
+/// The write connection as a job sees it: the open transaction, and whether this run is the
+/// careful one (each job in a savepoint), which jobs with several all-or-nothing parts of
+/// their own (batch reports) need to know.
+pub(super) struct Tx<'t, 'c> {
+    prepared: &'t Prepared<'c>,
+    careful: bool,
+}
+
+impl Deref for Tx<'_, '_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.prepared.conn
+    }
+}
+
+impl Statements for Tx<'_, '_> {
+    fn with_sql<T>(
+        &self,
+        sql: &'static str,
+        f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepared.with_sql(sql, f)
+    }
+
+    fn connection(&self) -> &Connection {
+        self.prepared.conn
+    }
+}
+
+impl Tx<'_, '_> {
     /// True when the job runs inside its own savepoint (the re-run of a poisoned group).
     pub(super) fn careful(&self) -> bool {
         self.careful
@@ -49,7 +106,7 @@ impl Tx<'_> {
     /// Rows changed so far in this connection: a part that failed without changing any can
     /// be answered with its error and nothing undone.
     pub(super) fn changes(&self) -> u64 {
-        self.conn.total_changes()
+        self.prepared.conn.total_changes()
     }
 }
 
@@ -63,7 +120,7 @@ enum Ran {
 
 /// A unit of work for the writer thread.
 trait Job: Send {
-    fn run(&mut self, tx: &Tx<'_>) -> Ran;
+    fn run(&mut self, tx: &Tx<'_, '_>) -> Ran;
     /// Answers the caller once the group's commit is known.
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
@@ -77,9 +134,9 @@ struct Typed<T, F> {
 impl<T, F> Job for Typed<T, F>
 where
     T: Send + 'static,
-    F: Fn(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    F: Fn(&Tx<'_, '_>) -> Result<T, StoreError> + Send + 'static,
 {
-    fn run(&mut self, tx: &Tx<'_>) -> Ran {
+    fn run(&mut self, tx: &Tx<'_, '_>) -> Ran {
         if !tx.careful {
             let before = tx.changes();
             let r = (self.work)(tx);
@@ -131,7 +188,7 @@ impl Writer {
     pub(super) async fn submit<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Tx<'_, '_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Typed { work, result: None, reply });
@@ -184,26 +241,27 @@ fn gather(
 
 /// The writer thread: take what is queued, run it in one transaction, commit, answer.
 fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
+    let prepared = Prepared::new(&conn);
     let mut last_group = 0;
     while let Ok(first) = queue.recv() {
         let mut group = gather(&queue, first, last_group > 1);
         last_group = group.len();
-        let commit = commit_group(&conn, &mut group);
+        let commit = commit_group(&prepared, &mut group);
         for job in group {
             job.finish(commit.clone());
         }
     }
 }
 
-fn commit_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<(), String> {
+fn commit_group(conn: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(), String> {
     exec(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
-    let fast = Tx { conn, careful: false };
+    let fast = Tx { prepared: conn, careful: false };
     let poisoned = group.iter_mut().any(|job| matches!(job.run(&fast), Ran::Poisoned));
     if poisoned {
         // Undo everything and run the group again, each job in its own savepoint.
         exec(conn, "ROLLBACK", []).map_err(|e| e.to_string())?;
         exec(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
-        let careful = Tx { conn, careful: true };
+        let careful = Tx { prepared: conn, careful: true };
         for job in group.iter_mut() {
             job.run(&careful);
         }
@@ -226,9 +284,37 @@ mod tests {
         (dir, Writer::start(conn).expect("writer"))
     }
 
+    #[test]
+    fn prepared_statements_are_reused_and_one_in_use_is_prepared_again_when_nested() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(dir.path().join("p.db")).expect("open");
+        conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+            .expect("schema");
+        const INSERT: &str = "INSERT INTO t (k, v) VALUES (?1, ?2)";
+        const GET: &str = "SELECT v FROM t WHERE k = ?1";
+        let p = Prepared::new(&conn);
+        exec(&p, INSERT, rusqlite::params!["a", 1]).expect("first insert");
+        exec(&p, INSERT, rusqlite::params!["b", 2]).expect("second insert, same statement");
+        assert_eq!(p.idle.borrow().len(), 1, "one statement, prepared once");
+        let both = p
+            .with_sql(GET, |outer| {
+                let a: i64 = outer.query_row(["a"], |r| r.get(0))?;
+                let b: i64 = p.with_sql(GET, |inner| inner.query_row(["b"], |r| r.get(0)))?;
+                Ok((a, b))
+            })
+            .expect("nested reads");
+        assert_eq!(both, (1, 2));
+        // A statement that failed goes back ready for its next use.
+        assert!(exec(&p, INSERT, rusqlite::params!["a", 3]).is_err(), "duplicate key");
+        exec(&p, INSERT, rusqlite::params!["c", 3]).expect("insert after a failed one");
+        let n: i64 =
+            conn.query_row("SELECT COUNT(*) + SUM(v) FROM t", [], |r| r.get(0)).expect("sum");
+        assert_eq!(n, 3 + 6);
+    }
+
     fn job() -> Box<dyn Job> {
         let (reply, _answer) = oneshot::channel::<Result<(), StoreError>>();
-        Box::new(Typed { work: |_: &Tx<'_>| Ok(()), result: None, reply })
+        Box::new(Typed { work: |_: &Tx<'_, '_>| Ok(()), result: None, reply })
     }
 
     #[test]
