@@ -18,7 +18,6 @@ use super::rows::{backend, run as exec, Statements};
 use crate::StoreError;
 use rusqlite::{Connection, PrepFlags, Statement};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -30,15 +29,26 @@ const MAX_GROUP: usize = 512;
 /// The write connection's statements, each prepared once and kept for the connection's life,
 /// found by the address and length of their `&'static str` SQL. A statement in use is taken
 /// out of the table and put back after, so a statement needed again while it is in use is
-/// simply prepared a second time.
+/// simply prepared a second time. The writer runs a few dozen distinct statements, so the
+/// table is a list searched by two integer comparisons per entry, which costs less than
+/// hashing the key.
 pub(super) struct Prepared<'c> {
     conn: &'c Connection,
-    idle: RefCell<HashMap<(usize, usize), Statement<'c>>>,
+    idle: RefCell<Vec<(SqlKey, Statement<'c>)>>,
 }
+
+/// The address and length of a statement's `&'static str` SQL.
+type SqlKey = (usize, usize);
 
 impl<'c> Prepared<'c> {
     fn new(conn: &'c Connection) -> Self {
-        Prepared { conn, idle: RefCell::new(HashMap::new()) }
+        Prepared { conn, idle: RefCell::new(Vec::new()) }
+    }
+
+    fn take(&self, key: SqlKey) -> Option<Statement<'c>> {
+        let mut idle = self.idle.borrow_mut();
+        let i = idle.iter().position(|(k, _)| *k == key)?;
+        Some(idle.swap_remove(i).1)
     }
 }
 
@@ -49,8 +59,7 @@ impl Statements for Prepared<'_> {
         f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         let key = (sql.as_ptr() as usize, sql.len());
-        let idle = self.idle.borrow_mut().remove(&key);
-        let mut stmt = match idle {
+        let mut stmt = match self.take(key) {
             Some(stmt) => stmt,
             // Kept for the connection's life: SQLite then keeps its lookaside memory for
             // running statements, as it does for rusqlite's cached ones.
@@ -59,7 +68,7 @@ impl Statements for Prepared<'_> {
         // rusqlite resets a statement when its execution or its rows end, so what goes back
         // is ready for the next use.
         let result = f(&mut stmt);
-        self.idle.borrow_mut().insert(key, stmt);
+        self.idle.borrow_mut().push((key, stmt));
         result
     }
 
