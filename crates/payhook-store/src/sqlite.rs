@@ -760,7 +760,7 @@ fn apply_report(
     op.status = report.status;
     op.seq += 1;
     op.updated_at = now;
-    save_operation_status(tx, &op)?;
+    save_operation_status(tx, &op, !report.data.is_empty())?;
     let event = insert_event(tx, &op, previous_status, report.event_key.clone(), now)?;
     let (delivery, handed) = plan_delivery(tx, sealer, handoff, &op, &event, now)?;
     // Only operations with a status source have a watch to end.

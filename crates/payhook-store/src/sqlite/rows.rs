@@ -327,12 +327,28 @@ pub(crate) fn insert_operation(
     Ok(())
 }
 
-pub(crate) fn save_operation_status(c: &impl Statements, op: &Operation) -> Result<(), StoreError> {
-    run(
-        c,
-        "UPDATE operations SET status = ?2, seq = ?3, data = ?4, updated_at = ?5 WHERE id = ?1",
-        params![op.id.as_str(), op.status.as_str(), op.seq, to_json(&op.data), op.updated_at.0],
-    )
+/// Writes an operation's new status, sequence and time, found by its row number (the rowid,
+/// so no lookup in the id index), and its data only when the report changed it.
+pub(crate) fn save_operation_status(
+    c: &impl Statements,
+    op: &Operation,
+    data_changed: bool,
+) -> Result<(), StoreError> {
+    let (number, status, seq, at) = (op.number, op.status.as_str(), op.seq, op.updated_at.0);
+    if data_changed {
+        run(
+            c,
+            "UPDATE operations SET status = ?2, seq = ?3, updated_at = ?4, data = ?5
+             WHERE number = ?1",
+            params![number, status, seq, at, to_json(&op.data)],
+        )
+    } else {
+        run(
+            c,
+            "UPDATE operations SET status = ?2, seq = ?3, updated_at = ?4 WHERE number = ?1",
+            params![number, status, seq, at],
+        )
+    }
     .map_err(backend)?;
     Ok(())
 }

@@ -97,6 +97,9 @@ pub async fn seq_grows_and_data_merges(store: Arc<dyn Store>) {
     assert_eq!(success.event.operation, now);
     let partial_refund = report(s, &op, Status::Success, at(3)).await;
     assert_eq!(partial_refund.seq, 3, "a partial refund keeps success with a new seq");
+    let after = s.get_operation(&op.id).await.expect("get").expect("exists");
+    assert_eq!((after.status, after.seq, after.updated_at), (Status::Success, 3, at(3)));
+    assert_eq!(serde_json::Value::Object(after.data), expected, "a report without data keeps it");
 }
 
 pub async fn events_feed_in_order_by_cursor(store: Arc<dyn Store>) {
