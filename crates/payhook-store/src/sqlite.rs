@@ -347,7 +347,7 @@ impl Store for SqliteStore {
             insert_operation(tx, &id, &new, now)?;
             let (op, _) = operation_by_id(tx, &id)?
                 .ok_or_else(|| StoreError::Backend("inserted operation vanished".into()))?;
-            insert_event(tx, &op, Status::Created, None, now)?;
+            let op = insert_event(tx, op, Status::Created, None, now)?.operation;
             if let Some(source) = status_source_of(&op)? {
                 insert_watch(tx, &op, &source, now)?;
             }
@@ -761,8 +761,9 @@ fn apply_report(
     op.seq += 1;
     op.updated_at = now;
     save_operation_status(tx, &op, !report.data.is_empty())?;
-    let event = insert_event(tx, &op, previous_status, report.event_key.clone(), now)?;
-    let (delivery, handed) = plan_delivery(tx, sealer, handoff, &op, &event, now)?;
+    let event = insert_event(tx, op, previous_status, report.event_key.clone(), now)?;
+    let op = &event.operation;
+    let (delivery, handed) = plan_delivery(tx, sealer, handoff, op, &event, now)?;
     // Only operations with a status source have a watch to end.
     if op.status.is_final() && op.callback.status_source.is_some() {
         run(

@@ -394,7 +394,7 @@ pub(crate) fn event_by_key(
 
 pub(crate) fn insert_event(
     c: &impl Statements,
-    op: &Operation,
+    op: Operation,
     previous_status: Status,
     event_key: Option<String>,
     now: Timestamp,
@@ -409,7 +409,7 @@ pub(crate) fn insert_event(
         previous_status,
         event_key,
         created_at: now,
-        operation: op.clone(),
+        operation: op,
     };
     static INSERT: LazyLock<String> = LazyLock::new(|| {
         format!(
