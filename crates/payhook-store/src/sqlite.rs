@@ -766,7 +766,7 @@ fn apply_report(
     let (delivery, handed) = plan_delivery(tx, sealer, handoff, op, &event, now)?;
     // Only operations with a status source have a watch to end.
     if op.status.is_final() && op.callback.status_source.is_some() {
-        run(
+        exec_prepared(
             tx,
             "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = ?2
              WHERE operation_id = ?1 AND state = 'active'",
@@ -798,7 +798,7 @@ fn plan_delivery(
     // both the supersede UPDATE and the check for an older delivery in flight.
     let any_pending = pending_exists(tx, &op.id)?;
     if any_pending {
-        run(
+        exec_prepared(
             tx,
             "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
              WHERE operation_id = ?1 AND state = 'pending'
@@ -1065,7 +1065,7 @@ fn end_delivery(
     next_at: Option<i64>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let changed = run(
+    let changed = exec_prepared(
         tx,
         "UPDATE deliveries SET state = ?2, attempts = MAX(attempts, ?3),
            series_attempts = series_attempts + 1, next_attempt_at = ?4,

@@ -57,8 +57,9 @@ impl Statements for Connection {
     }
 }
 
-/// [`exec`] for SQL known at compile time, through [`Statements`].
-pub(crate) fn run<P: Params>(
+/// [`exec`] for SQL known at compile time, through [`Statements`]: on the writer, its own
+/// prepared statements.
+pub(crate) fn exec_prepared<P: Params>(
     c: &impl Statements,
     sql: &'static str,
     p: P,
@@ -336,14 +337,14 @@ pub(crate) fn save_operation_status(
 ) -> Result<(), StoreError> {
     let (number, status, seq, at) = (op.number, op.status.as_str(), op.seq, op.updated_at.0);
     if data_changed {
-        run(
+        exec_prepared(
             c,
             "UPDATE operations SET status = ?2, seq = ?3, updated_at = ?4, data = ?5
              WHERE number = ?1",
             params![number, status, seq, at, to_json(&op.data)],
         )
     } else {
-        run(
+        exec_prepared(
             c,
             "UPDATE operations SET status = ?2, seq = ?3, updated_at = ?4 WHERE number = ?1",
             params![number, status, seq, at],
@@ -417,7 +418,7 @@ pub(crate) fn insert_event(
             EVENT_COLUMNS.trim_start_matches("position, ")
         )
     });
-    run(
+    exec_prepared(
         c,
         &INSERT,
         params![
@@ -506,7 +507,7 @@ pub(crate) fn insert_leased_delivery(
     host: &str,
     lease: Option<(&str, Timestamp)>,
 ) -> Result<(), StoreError> {
-    run(
+    exec_prepared(
         c,
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
            state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
@@ -568,7 +569,7 @@ pub(crate) fn insert_attempt(c: &impl Statements, a: &Attempt) -> Result<(), Sto
             "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         )
     });
-    run(
+    exec_prepared(
         c,
         &INSERT,
         params![

@@ -14,7 +14,7 @@
 //! Under load (the last group held more than one job) the writer lingers up to 200 µs for more
 //! jobs before committing a small group; an idle writer commits a lone job at once.
 
-use super::rows::{backend, run as exec, Statements};
+use super::rows::{backend, exec_prepared, Statements};
 use crate::StoreError;
 use rusqlite::{Connection, PrepFlags, Statement};
 use std::cell::RefCell;
@@ -153,12 +153,12 @@ where
             self.result = Some(r);
             return if poisoned { Ran::Poisoned } else { Ran::Clean };
         }
-        let result = match exec(tx, "SAVEPOINT job", []).map_err(backend) {
+        let result = match exec_prepared(tx, "SAVEPOINT job", []).map_err(backend) {
             Err(e) => Err(e),
             Ok(_) => {
                 let r = (self.work)(tx);
-                let undo = if r.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO job", []) };
-                match undo.and_then(|_| exec(tx, "RELEASE job", [])).map_err(backend) {
+                let undo = if r.is_ok() { Ok(0) } else { exec_prepared(tx, "ROLLBACK TO job", []) };
+                match undo.and_then(|_| exec_prepared(tx, "RELEASE job", [])).map_err(backend) {
                     Ok(_) => r,
                     Err(e) => Err(e),
                 }
@@ -263,20 +263,20 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
 }
 
 fn commit_group(conn: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(), String> {
-    exec(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
+    exec_prepared(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
     let fast = Tx { prepared: conn, careful: false };
     let poisoned = group.iter_mut().any(|job| matches!(job.run(&fast), Ran::Poisoned));
     if poisoned {
         // Undo everything and run the group again, each job in its own savepoint.
-        exec(conn, "ROLLBACK", []).map_err(|e| e.to_string())?;
-        exec(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
+        exec_prepared(conn, "ROLLBACK", []).map_err(|e| e.to_string())?;
+        exec_prepared(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
         let careful = Tx { prepared: conn, careful: true };
         for job in group.iter_mut() {
             job.run(&careful);
         }
     }
-    exec(conn, "COMMIT", []).map(drop).map_err(|e| {
-        let _ = exec(conn, "ROLLBACK", []);
+    exec_prepared(conn, "COMMIT", []).map(drop).map_err(|e| {
+        let _ = exec_prepared(conn, "ROLLBACK", []);
         e.to_string()
     })
 }
@@ -302,8 +302,9 @@ mod tests {
         const INSERT: &str = "INSERT INTO t (k, v) VALUES (?1, ?2)";
         const GET: &str = "SELECT v FROM t WHERE k = ?1";
         let p = Prepared::new(&conn);
-        exec(&p, INSERT, rusqlite::params!["a", 1]).expect("first insert");
-        exec(&p, INSERT, rusqlite::params!["b", 2]).expect("second insert, same statement");
+        exec_prepared(&p, INSERT, rusqlite::params!["a", 1]).expect("first insert");
+        exec_prepared(&p, INSERT, rusqlite::params!["b", 2])
+            .expect("second insert, same statement");
         assert_eq!(p.idle.borrow().len(), 1, "one statement, prepared once");
         let both = p
             .with_sql(GET, |outer| {
@@ -314,8 +315,8 @@ mod tests {
             .expect("nested reads");
         assert_eq!(both, (1, 2));
         // A statement that failed goes back ready for its next use.
-        assert!(exec(&p, INSERT, rusqlite::params!["a", 3]).is_err(), "duplicate key");
-        exec(&p, INSERT, rusqlite::params!["c", 3]).expect("insert after a failed one");
+        assert!(exec_prepared(&p, INSERT, rusqlite::params!["a", 3]).is_err(), "duplicate key");
+        exec_prepared(&p, INSERT, rusqlite::params!["c", 3]).expect("insert after a failed one");
         let n: i64 =
             conn.query_row("SELECT COUNT(*) + SUM(v) FROM t", [], |r| r.get(0)).expect("sum");
         assert_eq!(n, 3 + 6);
@@ -355,7 +356,7 @@ mod tests {
             let w = w.clone();
             tasks.push(tokio::spawn(async move {
                 w.submit(move |tx| {
-                    exec(tx, "INSERT INTO t (k, v) VALUES (?1, 1)", [format!("k{i}")])
+                    exec_prepared(tx, "INSERT INTO t (k, v) VALUES (?1, 1)", [format!("k{i}")])
                         .map_err(backend)?;
                     if i % 7 == 0 {
                         // Fails after writing: must leave nothing behind.
