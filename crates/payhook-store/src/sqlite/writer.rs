@@ -262,21 +262,21 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
-fn commit_group(conn: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(), String> {
-    exec_prepared(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
-    let fast = Tx { prepared: conn, careful: false };
+fn commit_group(writer: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(), String> {
+    exec_prepared(writer, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
+    let fast = Tx { prepared: writer, careful: false };
     let poisoned = group.iter_mut().any(|job| matches!(job.run(&fast), Ran::Poisoned));
     if poisoned {
         // Undo everything and run the group again, each job in its own savepoint.
-        exec_prepared(conn, "ROLLBACK", []).map_err(|e| e.to_string())?;
-        exec_prepared(conn, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
-        let careful = Tx { prepared: conn, careful: true };
+        exec_prepared(writer, "ROLLBACK", []).map_err(|e| e.to_string())?;
+        exec_prepared(writer, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
+        let careful = Tx { prepared: writer, careful: true };
         for job in group.iter_mut() {
             job.run(&careful);
         }
     }
-    exec_prepared(conn, "COMMIT", []).map(drop).map_err(|e| {
-        let _ = exec_prepared(conn, "ROLLBACK", []);
+    exec_prepared(writer, "COMMIT", []).map(drop).map_err(|e| {
+        let _ = exec_prepared(writer, "ROLLBACK", []);
         e.to_string()
     })
 }
