@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, Weak};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_watchdog.sql")),
+    (3, include_str!("../migrations/sqlite/0003_event_key_index.sql")),
 ];
 
 pub struct SqliteStore {
@@ -132,12 +133,23 @@ impl SqliteStore {
     }
 }
 
+/// Applies the migrations not applied yet, each in its own transaction. Foreign keys are off
+/// meanwhile, as SQLite's procedure for rebuilding a table asks (migration 3 rebuilds
+/// `events`, which deliveries refer to), and checked before each commit instead: a
+/// migration that would leave a dangling reference is rolled back.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
     .map_err(backend)?;
+    conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(backend)?;
+    let applied = apply_migrations(conn);
+    conn.execute_batch("PRAGMA foreign_keys = ON").map_err(backend)?;
+    applied
+}
+
+fn apply_migrations(conn: &mut Connection) -> Result<(), StoreError> {
     for (version, sql) in MIGRATIONS {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
         let done: bool = tx
@@ -149,6 +161,15 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .unwrap_or(false);
         if !done {
             tx.execute_batch(sql).map_err(backend)?;
+            let dangling: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            if let Some(table) = dangling {
+                return Err(StoreError::Backend(format!(
+                    "migration {version} left rows in {table} referring to missing rows"
+                )));
+            }
             exec(
                 &tx,
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
@@ -1307,5 +1328,158 @@ mod tests {
             SqliteStore::open(&path, Sealer::random()),
             Err(StoreError::MasterKey(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    //! Migration 3 rebuilds `events` around a partial event-key index; a database at v2 must
+    //! come through with the same rows, the same rules and positions that never repeat.
+
+    use super::*;
+
+    /// A database at schema v2 with one operation, three events (one with a key, positions
+    /// 1, 2 and 5; the counter at 9, past a row since deleted) and a delivery of event 2.
+    fn v2_database(path: &Path) {
+        let mut c = Connection::open(path).expect("open");
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (
+                version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .expect("migrations table");
+        let tx = c.transaction().expect("tx");
+        for (version, sql) in &MIGRATIONS[..2] {
+            tx.execute_batch(sql).expect("v1, v2");
+            tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version]).expect("v");
+        }
+        tx.execute_batch(
+            "INSERT INTO merchants (id, name, dialect, allowed_callback_urls, settings,
+                                    signing_secret, created_at, updated_at)
+             VALUES ('mer_1', 'Shop', 'standard', '[]', '{}', 'secret', 1, 1);
+             INSERT INTO operations (id, merchant_id, external_id, amount, currency, kind,
+                                     status, seq, callback, data, request_hash, created_at,
+                                     updated_at)
+             VALUES ('op_1', 'mer_1', 'ext', 100, 'UAH', 'purchase', 'success', 2, '{}', '{}',
+                     '', 1, 1);
+             INSERT INTO events (position, id, operation_id, merchant_id, seq, status,
+                                 previous_status, event_key, created_at, snapshot)
+             VALUES (1, 'evt_1', 'op_1', 'mer_1', 0, 'created', 'created', NULL, 1, '{}'),
+                    (2, 'evt_2', 'op_1', 'mer_1', 1, 'processing', 'created', 'k1', 2, '{}'),
+                    (5, 'evt_5', 'op_1', 'mer_1', 2, 'success', 'processing', NULL, 3, '{}');
+             UPDATE sqlite_sequence SET seq = 9 WHERE name = 'events';
+             INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url,
+                                     host, state, policy, created_at, updated_at)
+             VALUES ('dlv_1', 'evt_2', 'op_1', 'mer_1', 1, 'standard', 'https://a.example/cb',
+                     'a.example', 'delivered', '{}', 2, 2);",
+        )
+        .expect("rows");
+        tx.commit().expect("commit");
+    }
+
+    fn events(c: &Connection) -> Vec<(i64, String, i64, Option<String>)> {
+        let mut s = c
+            .prepare("SELECT position, id, seq, event_key FROM events ORDER BY position")
+            .expect("prepare");
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn v2_events_come_through_with_their_rules_and_the_position_counter() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v2.db");
+        v2_database(&path);
+        let before = events(&Connection::open(&path).expect("open"));
+
+        let mut c = connect(&path).expect("connect");
+        migrate(&mut c).expect("migrate");
+        let version: i64 = c
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 3);
+        assert_eq!(events(&c), before, "same rows, same positions");
+        let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).expect("pragma");
+        assert_eq!(fk, 1, "foreign keys are back on after migrating");
+
+        // Keyless events write no index entry; the keyed one is in the partial index.
+        let indexed: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM events INDEXED BY events_by_key
+                 WHERE operation_id = 'op_1' AND event_key IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(indexed, 1);
+
+        let insert = "INSERT INTO events (id, operation_id, merchant_id, seq, status,
+                                          previous_status, event_key, created_at, snapshot)
+                      VALUES (?1, 'op_1', 'mer_1', ?2, 'success', 'success', ?3, 4, '{}')";
+        // One event per operation and key, as before.
+        let dup = c.execute(insert, params!["evt_dup", 3, "k1"]);
+        assert!(
+            matches!(&dup, Err(e) if e.to_string().contains("UNIQUE")),
+            "a second event with key k1 must be refused: {dup:?}"
+        );
+        // One event per operation and seq, as before.
+        let dup = c.execute(insert, params!["evt_seq", 2, Option::<String>::None]);
+        assert!(matches!(&dup, Err(e) if e.to_string().contains("UNIQUE")), "{dup:?}");
+        // Two keyless events of one operation are fine, and positions go on past the counter.
+        c.execute(insert, params!["evt_new", 3, Option::<String>::None]).expect("keyless");
+        let position: i64 = c
+            .query_row("SELECT position FROM events WHERE id = 'evt_new'", [], |r| r.get(0))
+            .expect("position");
+        assert_eq!(position, 10, "positions are never reused");
+
+        // Deliveries still refer to the (rebuilt) events table.
+        let dangling = c.execute(
+            "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url,
+                                     host, state, policy, created_at, updated_at)
+             VALUES ('dlv_2', 'evt_missing', 'op_1', 'mer_1', 3, 'standard', 'https://a/cb',
+                     'a', 'pending', '{}', 4, 4)",
+            [],
+        );
+        assert!(
+            matches!(&dangling, Err(e) if e.to_string().contains("FOREIGN KEY")),
+            "{dangling:?}"
+        );
+        // Migrating again changes nothing.
+        migrate(&mut c).expect("migrate again");
+        assert_eq!(events(&c).len(), 4);
+    }
+
+    #[test]
+    fn a_migration_leaving_a_dangling_reference_is_rolled_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v2.db");
+        v2_database(&path);
+        // A delivery of an event that does not exist: v2 let it in only with foreign keys off.
+        let c = Connection::open(&path).expect("open");
+        c.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url,
+                                     host, state, policy, created_at, updated_at)
+             VALUES ('dlv_x', 'evt_gone', 'op_1', 'mer_1', 9, 'standard', 'https://a/cb', 'a',
+                     'pending', '{}', 4, 4);",
+        )
+        .expect("dangling row");
+        drop(c);
+        let mut c = connect(&path).expect("connect");
+        let err = migrate(&mut c).expect_err("the check refuses");
+        assert!(err.to_string().contains("deliveries"), "{err}");
+        let version: i64 = c
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 2, "migration 3 rolled back");
+        let autoindex: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'sqlite_autoindex_events_3'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(autoindex, 1, "the old events table is still there");
     }
 }
