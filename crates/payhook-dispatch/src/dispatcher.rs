@@ -359,8 +359,7 @@ impl Dispatcher {
             let full = asked > 0 && batch.len() == asked;
             batch.extend(self.slots.take_held());
             for (c, slot) in batch {
-                let this = self.clone();
-                self.tracker.spawn(async move { this.attempt(c, slot).await });
+                self.clone().spawn_attempt(c, slot);
             }
             if full {
                 continue; // there may be more due right now
@@ -392,11 +391,16 @@ impl Dispatcher {
     /// Spawns attempts for held deliveries whose host has room now.
     fn start_held(self: &Arc<Self>) {
         for (c, slot) in self.slots.take_held() {
-            let this = self.clone();
-            // Boxed: the attempt's future is ≈ 2.2 KB, which tokio would otherwise copy into
-            // the task and again when the task's stage is rewritten at its end.
-            self.tracker.spawn(Box::pin(async move { this.attempt(c, slot).await }));
+            self.clone().spawn_attempt(c, slot);
         }
+    }
+
+    /// Runs one attempt in a task of its own. Boxed: the attempt's future is ≈ 2.2 KB, which
+    /// tokio would otherwise copy into the task and again when the task's stage is rewritten
+    /// at its end.
+    fn spawn_attempt(self: Arc<Self>, claimed: Claimed, slot: Slot) {
+        let tracker = self.tracker.clone();
+        tracker.spawn(Box::pin(async move { self.attempt(claimed, slot).await }));
     }
 
     fn metrics(&self) -> &crate::metrics::Handles {
@@ -574,7 +578,7 @@ impl Handoff for Dispatcher {
             this.start_held();
             return;
         }
-        self.tracker.spawn(async move { this.attempt(claimed, slot).await });
+        this.spawn_attempt(claimed, slot);
     }
 }
 
