@@ -167,7 +167,8 @@ fn apply_migrations(conn: &mut Connection) -> Result<(), StoreError> {
                 .map_err(backend)?;
             if let Some(table) = dangling {
                 return Err(StoreError::Backend(format!(
-                    "migration {version} left rows in {table} referring to missing rows"
+                    "after migration {version}, rows of {table} refer to rows that do not \
+                     exist; the migration was rolled back"
                 )));
             }
             exec(
