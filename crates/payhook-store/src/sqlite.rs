@@ -26,7 +26,7 @@ use payhook_core::Timestamp;
 use rows::*;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -445,8 +445,12 @@ impl Store for SqliteStore {
                     }
                     exec(tx, "SAVEPOINT item", []).map_err(backend)?;
                     let outcome = apply_report(tx, &sealer, h, report, now);
-                    let undo =
-                        if outcome.is_ok() { Ok(0) } else { exec(tx, "ROLLBACK TO item", []) };
+                    let undo = if outcome.is_ok() {
+                        Ok(0)
+                    } else {
+                        forget_writer_caches();
+                        exec(tx, "ROLLBACK TO item", [])
+                    };
                     undo.and_then(|_| exec(tx, "RELEASE item", [])).map_err(backend)?;
                     outcomes.push(outcome);
                 }
@@ -853,6 +857,17 @@ thread_local! {
     /// Merchants as the writer thread last read them. Only writer jobs use it, and they run
     /// one at a time on that thread, so invalidating in the update job keeps it exact.
     static MERCHANTS: RefCell<HashMap<MerchantId, Arc<Merchant>>> = RefCell::new(HashMap::new());
+    /// Merchants the writer thread found without any disabled destination, so that planning
+    /// a delivery for them needs no lookup. Only writer jobs disable a destination, and they
+    /// take the merchant out first.
+    static NONE_DISABLED: RefCell<HashSet<MerchantId>> = RefCell::new(HashSet::new());
+}
+
+/// Forgets what the writer thread caches. The writer calls it whenever it rolls work back:
+/// a job may have read, and cached, rows that the rollback takes away again.
+pub(super) fn forget_writer_caches() {
+    MERCHANTS.with(|cache| cache.borrow_mut().clear());
+    NONE_DISABLED.with(|cache| cache.borrow_mut().clear());
 }
 
 /// A merchant, from the writer thread's cache (status reports need it on every call).
@@ -1158,11 +1173,30 @@ fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), Stor
     Ok(())
 }
 
+/// Whether deliveries to `url` are disabled for `merchant` (a 410 Gone disabled it). Nearly
+/// every merchant has no disabled destination at all; the writer remembers those
+/// ([`NONE_DISABLED`]) and answers for them without a statement.
 fn is_disabled(c: &impl Statements, merchant: &MerchantId, url: &str) -> Result<bool, StoreError> {
-    c.with_sql("SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1 AND url = ?2", |stmt| {
-        stmt.exists(params![merchant.as_str(), url])
-    })
-    .map_err(backend)
+    if NONE_DISABLED.with(|known| known.borrow().contains(merchant)) {
+        return Ok(false);
+    }
+    let disabled = c
+        .with_sql(
+            "SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1 AND url = ?2",
+            |stmt| stmt.exists(params![merchant.as_str(), url]),
+        )
+        .map_err(backend)?;
+    if !disabled {
+        let any = c
+            .with_sql("SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1", |stmt| {
+                stmt.exists([merchant.as_str()])
+            })
+            .map_err(backend)?;
+        if !any {
+            NONE_DISABLED.with(|known| known.borrow_mut().insert(merchant.clone()));
+        }
+    }
+    Ok(disabled)
 }
 
 fn disable_destination(
@@ -1171,6 +1205,7 @@ fn disable_destination(
     url: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    NONE_DISABLED.with(|known| known.borrow_mut().remove(merchant));
     exec(
         c,
         "INSERT INTO disabled_destinations (merchant_id, url, disabled_at) VALUES (?1, ?2, ?3)
@@ -1228,7 +1263,7 @@ mod tests {
     const SECRET: &str = "whsec_c2VjcmV0LXNpZ25pbmcta2V5LTAxMjM0NTY3ODk=";
     const OLD: &str = "whsec_b2xkLXNpZ25pbmcta2V5LTAxMjM0NTY3ODk=";
 
-    fn merchant() -> Merchant {
+    pub(super) fn merchant() -> Merchant {
         Merchant {
             id: "mer_sealed".parse().expect("id"),
             name: "Shop".into(),
@@ -1329,6 +1364,66 @@ mod tests {
             SqliteStore::open(&path, Sealer::random()),
             Err(StoreError::MasterKey(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod writer_cache_tests {
+    //! The writer thread's cache of merchants without a disabled destination stays true to
+    //! the database: a new disabled destination and a rollback both invalidate it.
+
+    use super::*;
+
+    const URL: &str = "https://shop.example/cb";
+
+    async fn store() -> (tempfile::TempDir, SqliteStore, MerchantId) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            SqliteStore::open(&dir.path().join("cache.db"), Sealer::random()).expect("open");
+        let m = super::tests::merchant();
+        store.create_merchant(&m, "hash").await.expect("create");
+        (dir, store, m.id)
+    }
+
+    async fn disabled(store: &SqliteStore, id: &MerchantId) -> bool {
+        let id = id.clone();
+        store.write(move |tx| is_disabled(tx, &id, URL)).await.expect("lookup")
+    }
+
+    #[tokio::test]
+    async fn disabling_a_destination_of_a_merchant_known_to_have_none_is_seen() {
+        let (_dir, store, id) = store().await;
+        assert!(!disabled(&store, &id).await, "nothing disabled yet");
+        let m = id.clone();
+        store
+            .write(move |tx| disable_destination(tx.connection(), &m, URL, Timestamp(5)))
+            .await
+            .expect("disable");
+        assert!(disabled(&store, &id).await, "the new disabled destination must be seen");
+    }
+
+    #[tokio::test]
+    async fn what_a_rolled_back_job_read_is_not_remembered() {
+        let (_dir, store, id) = store().await;
+        let m = id.clone();
+        store
+            .write(move |tx| disable_destination(tx.connection(), &m, URL, Timestamp(5)))
+            .await
+            .expect("disable");
+        // A job that re-enables the merchant's destinations, looks (and so would remember the
+        // merchant as having none disabled), then fails after writing: it is rolled back,
+        // once with its group and once alone in its savepoint.
+        let m = id.clone();
+        let failed = store
+            .write(move |tx| {
+                exec(tx, "DELETE FROM disabled_destinations WHERE merchant_id = ?1", [m.as_str()])
+                    .map_err(backend)?;
+                assert!(!is_disabled(tx, &m, URL)?, "inside the job the row is gone");
+                Err::<(), _>(StoreError::Backend("fails after writing".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(disabled(&store, &id).await, "the rollback brought the disabled row back");
     }
 }
 

@@ -157,7 +157,7 @@ where
             Err(e) => Err(e),
             Ok(_) => {
                 let r = (self.work)(tx);
-                let undo = if r.is_ok() { Ok(0) } else { exec_prepared(tx, "ROLLBACK TO job", []) };
+                let undo = if r.is_ok() { Ok(0) } else { rollback_to_job(tx) };
                 match undo.and_then(|_| exec_prepared(tx, "RELEASE job", [])).map_err(backend) {
                     Ok(_) => r,
                     Err(e) => Err(e),
@@ -268,7 +268,7 @@ fn commit_group(writer: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(),
     let poisoned = group.iter_mut().any(|job| matches!(job.run(&fast), Ran::Poisoned));
     if poisoned {
         // Undo everything and run the group again, each job in its own savepoint.
-        exec_prepared(writer, "ROLLBACK", []).map_err(|e| e.to_string())?;
+        rollback(writer)?;
         exec_prepared(writer, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
         let careful = Tx { prepared: writer, careful: true };
         for job in group.iter_mut() {
@@ -276,9 +276,21 @@ fn commit_group(writer: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(),
         }
     }
     exec_prepared(writer, "COMMIT", []).map(drop).map_err(|e| {
-        let _ = exec_prepared(writer, "ROLLBACK", []);
+        let _ = rollback(writer);
         e.to_string()
     })
+}
+
+/// Rolls the group's transaction back, and with it what the writer thread cached from it.
+fn rollback(writer: &Prepared<'_>) -> Result<(), String> {
+    super::forget_writer_caches();
+    exec_prepared(writer, "ROLLBACK", []).map(drop).map_err(|e| e.to_string())
+}
+
+/// Rolls one job back to its savepoint, and with it what the writer thread cached.
+fn rollback_to_job(tx: &Tx<'_, '_>) -> rusqlite::Result<usize> {
+    super::forget_writer_caches();
+    exec_prepared(tx, "ROLLBACK TO job", [])
 }
 
 #[cfg(test)]
