@@ -857,17 +857,18 @@ thread_local! {
     /// Merchants as the writer thread last read them. Only writer jobs use it, and they run
     /// one at a time on that thread, so invalidating in the update job keeps it exact.
     static MERCHANTS: RefCell<HashMap<MerchantId, Arc<Merchant>>> = RefCell::new(HashMap::new());
-    /// Merchants the writer thread found without any disabled destination, so that planning
-    /// a delivery for them needs no lookup. Only writer jobs disable a destination, and they
-    /// take the merchant out first.
-    static NONE_DISABLED: RefCell<HashSet<MerchantId>> = RefCell::new(HashSet::new());
+    /// Each merchant's disabled destinations (URLs a 410 Gone disabled) as the writer thread
+    /// last read them, so that planning a delivery needs no lookup; nearly every merchant has
+    /// none. Only writer jobs disable or re-enable destinations, and they take the merchant
+    /// out first.
+    static DISABLED: RefCell<HashMap<MerchantId, HashSet<String>>> = RefCell::new(HashMap::new());
 }
 
 /// Forgets what the writer thread caches. The writer calls it whenever it rolls work back:
 /// a job may have read, and cached, rows that the rollback takes away again.
 pub(super) fn forget_writer_caches() {
     MERCHANTS.with(|cache| cache.borrow_mut().clear());
-    NONE_DISABLED.with(|cache| cache.borrow_mut().clear());
+    DISABLED.with(|cache| cache.borrow_mut().clear());
 }
 
 /// A merchant, from the writer thread's cache (status reports need it on every call).
@@ -884,8 +885,10 @@ fn writer_merchant(
     Ok(m)
 }
 
+/// Forgets a merchant and its disabled destinations (an update may re-enable them).
 fn forget_merchant(id: &MerchantId) {
     MERCHANTS.with(|cache| cache.borrow_mut().remove(id));
+    DISABLED.with(|cache| cache.borrow_mut().remove(id));
 }
 
 /// A [`ClaimRequest`] owned, to move into the blocking thread.
@@ -1173,30 +1176,21 @@ fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), Stor
     Ok(())
 }
 
-/// Whether deliveries to `url` are disabled for `merchant` (a 410 Gone disabled it). Nearly
-/// every merchant has no disabled destination at all; the writer remembers those
-/// ([`NONE_DISABLED`]) and answers for them without a statement.
+/// Whether deliveries to `url` are disabled for `merchant`, from the writer thread's
+/// [`DISABLED`] cache: the merchant's disabled destinations are read once, then kept.
 fn is_disabled(c: &impl Statements, merchant: &MerchantId, url: &str) -> Result<bool, StoreError> {
-    if NONE_DISABLED.with(|known| known.borrow().contains(merchant)) {
-        return Ok(false);
+    if let Some(hit) = DISABLED.with(|known| known.borrow().get(merchant).map(|u| u.contains(url)))
+    {
+        return Ok(hit);
     }
-    let disabled = c
-        .with_sql(
-            "SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1 AND url = ?2",
-            |stmt| stmt.exists(params![merchant.as_str(), url]),
-        )
+    let urls = c
+        .with_sql("SELECT url FROM disabled_destinations WHERE merchant_id = ?1", |stmt| {
+            stmt.query_map([merchant.as_str()], |r| r.get(0))?.collect::<Result<HashSet<_>, _>>()
+        })
         .map_err(backend)?;
-    if !disabled {
-        let any = c
-            .with_sql("SELECT 1 FROM disabled_destinations WHERE merchant_id = ?1", |stmt| {
-                stmt.exists([merchant.as_str()])
-            })
-            .map_err(backend)?;
-        if !any {
-            NONE_DISABLED.with(|known| known.borrow_mut().insert(merchant.clone()));
-        }
-    }
-    Ok(disabled)
+    let hit = urls.contains(url);
+    DISABLED.with(|known| known.borrow_mut().insert(merchant.clone(), urls));
+    Ok(hit)
 }
 
 fn disable_destination(
@@ -1205,7 +1199,7 @@ fn disable_destination(
     url: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    NONE_DISABLED.with(|known| known.borrow_mut().remove(merchant));
+    DISABLED.with(|known| known.borrow_mut().remove(merchant));
     exec(
         c,
         "INSERT INTO disabled_destinations (merchant_id, url, disabled_at) VALUES (?1, ?2, ?3)
@@ -1369,8 +1363,8 @@ mod tests {
 
 #[cfg(test)]
 mod writer_cache_tests {
-    //! The writer thread's cache of merchants without a disabled destination stays true to
-    //! the database: a new disabled destination and a rollback both invalidate it.
+    //! The writer thread's cache of disabled destinations stays true to the database:
+    //! disabling, re-enabling and a rollback all invalidate it.
 
     use super::*;
 
@@ -1391,7 +1385,7 @@ mod writer_cache_tests {
     }
 
     #[tokio::test]
-    async fn disabling_a_destination_of_a_merchant_known_to_have_none_is_seen() {
+    async fn disabling_a_destination_of_a_cached_merchant_is_seen() {
         let (_dir, store, id) = store().await;
         assert!(!disabled(&store, &id).await, "nothing disabled yet");
         let m = id.clone();
@@ -1403,6 +1397,19 @@ mod writer_cache_tests {
     }
 
     #[tokio::test]
+    async fn re_enabling_a_merchants_destinations_is_seen() {
+        let (_dir, store, id) = store().await;
+        let m = id.clone();
+        store
+            .write(move |tx| disable_destination(tx.connection(), &m, URL, Timestamp(5)))
+            .await
+            .expect("disable");
+        assert!(disabled(&store, &id).await, "disabled, and now cached");
+        store.update_merchant(&super::tests::merchant(), true).await.expect("re-enable");
+        assert!(!disabled(&store, &id).await, "the re-enabled destination must be seen");
+    }
+
+    #[tokio::test]
     async fn what_a_rolled_back_job_read_is_not_remembered() {
         let (_dir, store, id) = store().await;
         let m = id.clone();
@@ -1410,9 +1417,9 @@ mod writer_cache_tests {
             .write(move |tx| disable_destination(tx.connection(), &m, URL, Timestamp(5)))
             .await
             .expect("disable");
-        // A job that re-enables the merchant's destinations, looks (and so would remember the
-        // merchant as having none disabled), then fails after writing: it is rolled back,
-        // once with its group and once alone in its savepoint.
+        // A job that deletes the merchant's disabled destinations, looks (and so would
+        // remember that it has none), then fails after writing: it is rolled back, once with
+        // its group and once alone in its savepoint.
         let m = id.clone();
         let failed = store
             .write(move |tx| {
