@@ -1379,6 +1379,15 @@ mod writer_cache_tests {
         (dir, store, m.id)
     }
 
+    /// Disables `URL` for the merchant, as a 410 Gone does.
+    async fn disable(store: &SqliteStore, id: &MerchantId) {
+        let id = id.clone();
+        store
+            .write(move |tx| disable_destination(tx.connection(), &id, URL, Timestamp(5)))
+            .await
+            .expect("disable");
+    }
+
     async fn disabled(store: &SqliteStore, id: &MerchantId) -> bool {
         let id = id.clone();
         store.write(move |tx| is_disabled(tx, &id, URL)).await.expect("lookup")
@@ -1388,22 +1397,14 @@ mod writer_cache_tests {
     async fn disabling_a_destination_of_a_cached_merchant_is_seen() {
         let (_dir, store, id) = store().await;
         assert!(!disabled(&store, &id).await, "nothing disabled yet");
-        let m = id.clone();
-        store
-            .write(move |tx| disable_destination(tx.connection(), &m, URL, Timestamp(5)))
-            .await
-            .expect("disable");
+        disable(&store, &id).await;
         assert!(disabled(&store, &id).await, "the new disabled destination must be seen");
     }
 
     #[tokio::test]
     async fn re_enabling_a_merchants_destinations_is_seen() {
         let (_dir, store, id) = store().await;
-        let m = id.clone();
-        store
-            .write(move |tx| disable_destination(tx.connection(), &m, URL, Timestamp(5)))
-            .await
-            .expect("disable");
+        disable(&store, &id).await;
         assert!(disabled(&store, &id).await, "disabled, and now cached");
         store.update_merchant(&super::tests::merchant(), true).await.expect("re-enable");
         assert!(!disabled(&store, &id).await, "the re-enabled destination must be seen");
@@ -1412,11 +1413,7 @@ mod writer_cache_tests {
     #[tokio::test]
     async fn what_a_rolled_back_job_read_is_not_remembered() {
         let (_dir, store, id) = store().await;
-        let m = id.clone();
-        store
-            .write(move |tx| disable_destination(tx.connection(), &m, URL, Timestamp(5)))
-            .await
-            .expect("disable");
+        disable(&store, &id).await;
         // A job that deletes the merchant's disabled destinations, looks (and so would
         // remember that it has none), then fails after writing: it is rolled back, once with
         // its group and once alone in its savepoint.
