@@ -445,12 +445,8 @@ impl Store for SqliteStore {
                     }
                     exec(tx, "SAVEPOINT item", []).map_err(backend)?;
                     let outcome = apply_report(tx, &sealer, h, report, now);
-                    let undo = if outcome.is_ok() {
-                        Ok(0)
-                    } else {
-                        forget_writer_caches();
-                        exec(tx, "ROLLBACK TO item", [])
-                    };
+                    let undo =
+                        if outcome.is_ok() { Ok(0) } else { tx.roll_back_to("ROLLBACK TO item") };
                     undo.and_then(|_| exec(tx, "RELEASE item", [])).map_err(backend)?;
                     outcomes.push(outcome);
                 }

@@ -112,6 +112,13 @@ impl Tx<'_, '_> {
         self.careful
     }
 
+    /// Rolls back to a savepoint (`sql` is its `ROLLBACK TO …`), and with it what the writer
+    /// thread cached, since a job may have cached what the rollback takes away.
+    pub(super) fn roll_back_to(&self, sql: &'static str) -> rusqlite::Result<usize> {
+        super::forget_writer_caches();
+        exec_prepared(self, sql, [])
+    }
+
     /// Rows changed so far in this connection: a part that failed without changing any can
     /// be answered with its error and nothing undone.
     pub(super) fn changes(&self) -> u64 {
@@ -157,7 +164,7 @@ where
             Err(e) => Err(e),
             Ok(_) => {
                 let r = (self.work)(tx);
-                let undo = if r.is_ok() { Ok(0) } else { rollback_to_job(tx) };
+                let undo = if r.is_ok() { Ok(0) } else { tx.roll_back_to("ROLLBACK TO job") };
                 match undo.and_then(|_| exec_prepared(tx, "RELEASE job", [])).map_err(backend) {
                     Ok(_) => r,
                     Err(e) => Err(e),
@@ -285,12 +292,6 @@ fn commit_group(writer: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(),
 fn rollback(writer: &Prepared<'_>) -> Result<(), String> {
     super::forget_writer_caches();
     exec_prepared(writer, "ROLLBACK", []).map(drop).map_err(|e| e.to_string())
-}
-
-/// Rolls one job back to its savepoint, and with it what the writer thread cached.
-fn rollback_to_job(tx: &Tx<'_, '_>) -> rusqlite::Result<usize> {
-    super::forget_writer_caches();
-    exec_prepared(tx, "ROLLBACK TO job", [])
 }
 
 #[cfg(test)]
