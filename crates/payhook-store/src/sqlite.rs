@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_watchdog.sql")),
     (3, include_str!("../migrations/sqlite/0003_event_key_index.sql")),
+    (4, include_str!("../migrations/sqlite/0004_event_own_part.sql")),
 ];
 
 pub struct SqliteStore {
@@ -143,10 +144,27 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
     .map_err(backend)?;
+    refuse_newer_schema(conn)?;
     conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(backend)?;
     let applied = apply_migrations(conn);
     conn.execute_batch("PRAGMA foreign_keys = ON").map_err(backend)?;
     applied
+}
+
+/// Refuses a database a newer payhook has migrated: this one might misread what that one wrote
+/// (v4 changed what an event stores, for one).
+fn refuse_newer_schema(conn: &Connection) -> Result<(), StoreError> {
+    let newest: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+        .map_err(backend)?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    match newest {
+        Some(v) if v > known => Err(StoreError::Backend(format!(
+            "the database has schema v{v}, newer than this payhook's v{known}: \
+             run the payhook version that last opened it, or a newer one"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn apply_migrations(conn: &mut Connection) -> Result<(), StoreError> {
@@ -473,8 +491,8 @@ impl Store for SqliteStore {
         let merchant = merchant.clone();
         self.run(move |c| {
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE merchant_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3"
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_JOINED}
+                 WHERE e.merchant_id = ?1 AND e.position > ?2 ORDER BY e.position LIMIT ?3"
             );
             query_all(c, &sql, params![merchant.as_str(), after, limit], event_from_row)
         })
@@ -501,8 +519,9 @@ impl Store for SqliteStore {
     async fn operation_events(&self, op: &OperationId) -> Result<Vec<Event>, StoreError> {
         let op = op.clone();
         self.run(move |c| {
-            let sql =
-                format!("SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ?1 ORDER BY seq");
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_JOINED} WHERE e.operation_id = ?1 ORDER BY e.seq"
+            );
             query_all(c, &sql, [op.as_str()], event_from_row)
         })
         .await
@@ -1494,7 +1513,7 @@ mod migration_tests {
         let version: i64 = c
             .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         assert_eq!(events(&c), before, "same rows, same positions");
         let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).expect("pragma");
         assert_eq!(fk, 1, "foreign keys are back on after migrating");
@@ -1577,5 +1596,94 @@ mod migration_tests {
             )
             .expect("schema");
         assert_eq!(autoindex, 1, "the old events table is still there");
+    }
+
+    /// The operation as v3 stored it in every event: the whole of it, as JSON.
+    fn whole_snapshot(seq: i64, status: Status, data: serde_json::Value) -> Operation {
+        Operation {
+            id: "op_1".parse().expect("id"),
+            number: 1,
+            merchant_id: "mer_1".parse().expect("id"),
+            external_id: "ext".into(),
+            amount: 100,
+            currency: "UAH".into(),
+            kind: "purchase".into(),
+            status,
+            seq,
+            callback: Default::default(),
+            data: data.as_object().cloned().expect("object"),
+            created_at: Timestamp(1),
+            // Not the event's time: read from the row, this would differ.
+            updated_at: Timestamp(1000 + seq),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_written_before_v4_are_read_from_their_whole_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v2.db");
+        v2_database(&path);
+        // Snapshots that differ from the operation's row (whose data is `{}`), so that reading
+        // them from the row instead would show.
+        let old = [
+            whole_snapshot(0, Status::Created, serde_json::json!({"basket": 1})),
+            whole_snapshot(1, Status::Pending, serde_json::json!({"rrn": "111"})),
+            whole_snapshot(2, Status::Success, serde_json::json!({"rrn": "222"})),
+        ];
+        let c = Connection::open(&path).expect("open");
+        for op in &old {
+            let json = serde_json::to_string(op).expect("json");
+            c.execute(
+                "UPDATE events SET snapshot = ?1, status = ?2,
+                   previous_status = CASE seq WHEN 2 THEN 'pending' ELSE previous_status END
+                 WHERE seq = ?3",
+                params![json, op.status.as_str(), op.seq],
+            )
+            .expect("snapshot");
+        }
+        // The fixture's merchant, with a secret a status report can sign with.
+        c.execute(
+            "UPDATE merchants SET signing_secret = ?1",
+            ["whsec_c2VjcmV0LXNpZ25pbmcta2V5LTAxMjM0NTY3ODk="],
+        )
+        .expect("secret");
+        drop(c);
+
+        let store = SqliteStore::open(&path, Sealer::random()).expect("open and migrate");
+        let op_id: OperationId = "op_1".parse().expect("id");
+        let read = store.operation_events(&op_id).await.expect("events");
+        let ops: Vec<_> = read.iter().map(|e| e.operation.clone()).collect();
+        assert_eq!(ops, old, "read from the whole snapshots");
+
+        // A new event of the same operation stores only its own part, and reads back whole.
+        let report = StatusReport {
+            operation_id: op_id.clone(),
+            status: Status::Success,
+            data: Default::default(),
+            event_key: None,
+        };
+        let new = store.report_status(report, Timestamp(50)).await.expect("report");
+        let read = store.operation_events(&op_id).await.expect("events");
+        assert_eq!(read.len(), 4);
+        assert_eq!(read[3], *new.event);
+        drop(store);
+        let c = Connection::open(&path).expect("open");
+        let stored: String = c
+            .query_row("SELECT snapshot FROM events WHERE seq = 3", [], |r| r.get(0))
+            .expect("snapshot");
+        assert_eq!(stored, r#"{"data":{}}"#, "only the event's own part is stored");
+    }
+
+    #[test]
+    fn a_database_a_newer_payhook_migrated_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("newer.db");
+        drop(SqliteStore::open(&path, Sealer::random()).expect("create"));
+        let c = Connection::open(&path).expect("open");
+        c.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)", [])
+            .expect("a newer version");
+        drop(c);
+        let err = SqliteStore::open(&path, Sealer::random()).err().expect("refused");
+        assert!(err.to_string().contains("schema v99, newer than"), "{err}");
     }
 }

@@ -48,6 +48,7 @@ conformance! {
     operations::event_key_is_idempotent,
     operations::seq_grows_and_data_merges,
     operations::events_feed_in_order_by_cursor,
+    operations::events_read_back_as_they_were,
     operations::report_supersedes_pending_deliveries,
     operations::report_keeps_a_delivery_in_flight,
     operations::no_delivery_without_destination,

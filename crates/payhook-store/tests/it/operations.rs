@@ -102,6 +102,41 @@ pub async fn seq_grows_and_data_merges(store: Arc<dyn Store>) {
     assert_eq!(serde_json::Value::Object(after.data), expected, "a report without data keeps it");
 }
 
+/// An event read back — from the feed, from the operation's events, or claimed with its
+/// delivery — carries the operation exactly as it was right after that event, whatever
+/// changed later (the SQLite store rebuilds it from the event and the operation's row).
+pub async fn events_read_back_as_they_were(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let mut new = new_operation(&m, "order-1");
+    new.callback.callback_url = Some("https://shop.example/order-1".into());
+    new.callback.return_url = Some("https://shop.example/back".into());
+    new.data = json!({"basket": [1, 2]}).as_object().cloned().expect("object");
+    let Registered::Created(op) = s.register_operation(new, at(1)).await.expect("register") else {
+        panic!("a new operation")
+    };
+    let mut r = status_report(&op, Status::Pending);
+    r.data = json!({"rrn": "111"}).as_object().cloned().expect("object");
+    let pending = s.report_status(r, at(2)).await.expect("report");
+    let mut r = status_report(&op, Status::Success);
+    r.data = json!({"rrn": "222", "approvalCode": "A1"}).as_object().cloned().expect("object");
+    let success = s.report_status(r, at(3)).await.expect("report");
+
+    let expected = [op.clone(), pending.event.operation.clone(), success.event.operation.clone()];
+    assert_eq!(expected[1].data["rrn"], "111");
+    assert_eq!((expected[2].updated_at, expected[2].seq), (at(3), 2));
+    let of_operation = s.operation_events(&op.id).await.expect("events");
+    let read: Vec<_> = of_operation.iter().map(|e| e.operation.clone()).collect();
+    assert_eq!(read, expected, "the operation's events");
+    let feed = s.events(&m.id, 0, 10).await.expect("feed");
+    assert_eq!(feed, of_operation, "the feed");
+    assert_eq!(*success.event, of_operation[2], "the whole event, as reported");
+
+    let claimed = claim(s, "node-a", at(4), 10).await;
+    assert_eq!(ids(&claimed), [success.delivery.expect("planned").id.to_string()]);
+    assert_eq!(*claimed[0].event, *success.event, "the claimed delivery's event");
+}
+
 pub async fn events_feed_in_order_by_cursor(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let m1 = add_merchant(s, "https://one.example/cb").await;

@@ -1,0 +1,9 @@
+-- payhook schema v4 (SQLite): events store their own part of the operation.
+-- Until v3 every event's `snapshot` held the whole operation as JSON (≈ 280 bytes, with the
+-- operation's and the merchant's ids again). From v4 a new event stores only what neither its
+-- own columns (status, seq, time) nor the operation's unchanging columns hold: today
+-- `{"data":{…}}`. Reading an event joins its operation and puts the two together
+-- (`event_from_row` in sqlite/rows.rs); events written before v4 keep their whole snapshot and
+-- are read as before. No table changes, so this migration only records the version: a
+-- payhook older than v4 cannot read events written after it, and payhook v4 and later refuse
+-- a database whose schema is newer than they know.
