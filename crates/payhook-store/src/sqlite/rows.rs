@@ -8,6 +8,7 @@ use payhook_core::model::{
     Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind,
     Event, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
 };
+use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
 use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
@@ -15,6 +16,7 @@ use payhook_core::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Params, Row, Statement};
 use serde::de::DeserializeOwned;
+use std::cell::RefCell;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
@@ -501,9 +503,13 @@ pub(crate) fn own_part(op: &Operation) -> String {
     to_json(&OwnPart { data: &op.data })
 }
 
+/// A delivery's columns; its policy from `policies` when it refers to one (schema v5), from
+/// its own `policy` column when written before.
 pub(crate) const DELIVERY_COLUMNS: &str =
     "id, event_id, operation_id, merchant_id, seq, dialect, url, state, attempts, \
-     series_attempts, next_attempt_at, policy, last_error, created_at, updated_at, kind";
+     series_attempts, next_attempt_at, \
+     COALESCE((SELECT p.policy FROM policies p WHERE p.id = policy_id), policy), last_error, \
+     created_at, updated_at, kind";
 
 pub(crate) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = r.get(7)?;
@@ -543,24 +549,45 @@ pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreE
     insert_leased_delivery(c, d, &host_of(&d.url), None)
 }
 
-/// The policy as stored. Consecutive deliveries nearly always share their merchant's policy,
-/// and writing one out formats every delay, so the last one written is kept.
-fn policy_json(policy: &payhook_core::retry::RetryPolicy) -> String {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(payhook_core::retry::RetryPolicy, String)>> =
-            const { std::cell::RefCell::new(None) };
+thread_local! {
+    /// The `policies` rows the writer thread has seen, newest last. Only writer jobs insert
+    /// policies, and a rollback clears this (`forget_writer_caches`), so every id here names a
+    /// committed row or one of the running transaction.
+    static POLICY_REFS: RefCell<Vec<(RetryPolicy, i64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most policies [`POLICY_REFS`] keeps: merchants' policies and the rare per-operation
+/// override. Past it the list starts over, which costs one lookup per policy.
+const POLICY_REFS_KEPT: usize = 64;
+
+/// The id of `policy`'s row in `policies`, inserting the row the first time (schema v5).
+pub(crate) fn policy_ref(c: &impl Statements, policy: &RetryPolicy) -> Result<i64, StoreError> {
+    let known = POLICY_REFS
+        .with(|refs| refs.borrow().iter().rev().find(|(p, _)| p == policy).map(|(_, id)| *id));
+    if let Some(id) = known {
+        return Ok(id);
     }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        match last.as_ref() {
-            Some((p, json)) if p == policy => json.clone(),
-            _ => {
-                let json = to_json(policy);
-                *last = Some((policy.clone(), json.clone()));
-                json
-            }
+    let json = to_json(policy);
+    exec_prepared(c, "INSERT INTO policies (policy) VALUES (?1) ON CONFLICT DO NOTHING", [&json])
+        .map_err(backend)?;
+    let id: i64 = c
+        .with_sql("SELECT id FROM policies WHERE policy = ?1", |stmt| {
+            stmt.query_row([&json], |r| r.get(0))
+        })
+        .map_err(backend)?;
+    POLICY_REFS.with(|refs| {
+        let mut refs = refs.borrow_mut();
+        if refs.len() >= POLICY_REFS_KEPT {
+            refs.clear();
         }
-    })
+        refs.push((policy.clone(), id));
+    });
+    Ok(id)
+}
+
+/// Forgets the policy ids the writer thread has seen (after a rollback).
+pub(crate) fn forget_policy_refs() {
+    POLICY_REFS.with(|refs| refs.borrow_mut().clear());
 }
 
 /// Inserts a delivery, leased to `lease` = (node, until) when given (a hand-off).
@@ -573,9 +600,10 @@ pub(crate) fn insert_leased_delivery(
     exec_prepared(
         c,
         "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
-           state, attempts, series_attempts, next_attempt_at, policy, last_error, created_at,
-           updated_at, kind, leased_by, lease_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16)",
+           state, attempts, series_attempts, next_attempt_at, policy, policy_id, last_error,
+           created_at, updated_at, kind, leased_by, lease_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, '', ?11, ?12, ?13, ?13, ?14, ?15,
+                 ?16)",
         params![
             d.id.as_str(),
             d.event_id.as_str(),
@@ -587,7 +615,7 @@ pub(crate) fn insert_leased_delivery(
             host,
             d.state.as_str(),
             d.next_attempt_at.map(|t| t.0),
-            policy_json(&d.policy),
+            policy_ref(c, &d.policy)?,
             d.last_error,
             d.created_at.0,
             d.kind.as_str(),
