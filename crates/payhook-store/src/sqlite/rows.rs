@@ -499,7 +499,7 @@ pub(crate) fn insert_event(
 }
 
 /// The event's own part of `op`, as stored (see [`OwnPart`]).
-pub(crate) fn own_part(op: &Operation) -> String {
+fn own_part(op: &Operation) -> String {
     to_json(&OwnPart { data: &op.data })
 }
 
