@@ -55,7 +55,7 @@ pub fn sqlite() -> TestStore {
 
 /// A fresh schema name, unique per test so tests run in parallel.
 pub fn fresh_schema() -> String {
-    payhook_store::mint_id("payhook_t_")
+    payhook_store::mint_id("payhook_t_").to_lowercase()
 }
 
 pub async fn postgres() -> TestStore {
