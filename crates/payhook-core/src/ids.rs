@@ -1,7 +1,9 @@
 //! Prefixed identifiers. Parsed once at the edge (`FromStr`), trusted after.
 //!
-//! The core never generates ids (that needs randomness); the store mints them with
-//! [`IdPrefix`] plus a UUIDv7, so ids sort by creation time and stay within 36 characters.
+//! The core never generates ids (that needs randomness); the store mints them
+//! (`payhook_store::mint_id`): the prefix plus a UUIDv7 in base 62, 22 characters, so ids
+//! sort by creation time and stay within 36 characters. Ids minted before that carry 32 hex
+//! digits instead; both forms pass the check.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
