@@ -265,6 +265,12 @@ pub fn mint_id(prefix: &str) -> String {
     id
 }
 
+/// A fresh PostgreSQL schema name for a test or a bench phase: a minted id in lower case
+/// (ids mix cases; PostgreSQL's unquoted names are lower case).
+pub fn mint_schema_name(prefix: &str) -> String {
+    mint_id(prefix).to_lowercase()
+}
+
 /// `n` in base 62, fixed width, most significant digit first.
 fn base62(mut n: u128) -> [u8; 22] {
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

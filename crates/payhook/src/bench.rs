@@ -689,8 +689,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if label == "sqlite" {
             return temp_sqlite(dir.path(), phase);
         }
-        // PostgreSQL schema names here are lower case (ids mix cases).
-        let schema = payhook_store::mint_id(&format!("payhook_bench_{phase}_")).to_lowercase();
+        let schema = payhook_store::mint_schema_name(&format!("payhook_bench_{phase}_"));
         schemas.push(schema.clone());
         format!("{}?options=-csearch_path%3D{schema}", args.postgres)
     };

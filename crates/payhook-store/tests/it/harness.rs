@@ -55,7 +55,7 @@ pub fn sqlite() -> TestStore {
 
 /// A fresh schema name, unique per test so tests run in parallel.
 pub fn fresh_schema() -> String {
-    payhook_store::mint_id("payhook_t_").to_lowercase()
+    payhook_store::mint_schema_name("payhook_t_")
 }
 
 pub async fn postgres() -> TestStore {

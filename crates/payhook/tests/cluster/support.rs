@@ -48,7 +48,7 @@ impl Database {
     pub async fn fresh() -> Database {
         let base = std::env::var("PAYHOOK_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = payhook_store::mint_id("payhook_c_").to_lowercase();
+        let schema = payhook_store::mint_schema_name("payhook_c_");
         let sealer = payhook_store::seal::Sealer::from_base64(&MASTER_KEY).expect("test key");
         let store = match PgStore::connect(&base, Some(&schema), sealer).await {
             Ok(s) => s,

@@ -46,7 +46,7 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = std::env::var("PAYHOOK_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = payhook_store::mint_id("payhook_e2e_").to_lowercase();
+        let schema = payhook_store::mint_schema_name("payhook_e2e_");
         let database = format!("{url}?options=-csearch_path%3D{schema}");
         TestDb { database, _dir: dir, schema: Some((url, schema)) }
     }
