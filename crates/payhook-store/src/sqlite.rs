@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_event_key_index.sql")),
     (4, include_str!("../migrations/sqlite/0004_event_own_part.sql")),
     (5, include_str!("../migrations/sqlite/0005_policies.sql")),
+    (6, include_str!("../migrations/sqlite/0006_integer_refs.sql")),
 ];
 
 pub struct SqliteStore {
@@ -521,7 +522,7 @@ impl Store for SqliteStore {
         let op = op.clone();
         self.run(move |c| {
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM {EVENTS_JOINED} WHERE e.operation_id = ?1 ORDER BY e.seq"
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_JOINED} WHERE o.id = ?1 ORDER BY e.seq"
             );
             query_all(c, &sql, [op.as_str()], event_from_row)
         })
@@ -541,7 +542,9 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE operation_id = ?1 ORDER BY seq"
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE operation_number = (SELECT number FROM operations WHERE id = ?1)
+                     ORDER BY seq"
                 ))
                 .map_err(backend)?;
             let deliveries = stmt
@@ -563,15 +566,18 @@ impl Store for SqliteStore {
     async fn resend(&self, id: &DeliveryId, now: Timestamp) -> Result<Delivery, StoreError> {
         let id = id.clone();
         self.write(move |tx| {
-            let d = load_delivery(tx, id.as_str())?.ok_or(StoreError::NotFound)?;
-            if newer_delivery_exists(tx, &d.operation_id, d.seq)? {
+            let (operation, seq, leased): (i64, i64, Option<i64>) = tx
+                .query_row(
+                    "SELECT operation_number, seq, lease_until FROM deliveries WHERE id = ?1",
+                    [id.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound)?;
+            if newer_delivery_exists(tx, operation, seq)? {
                 return Err(StoreError::Superseded);
             }
-            let leased: Option<i64> = tx
-                .query_row("SELECT lease_until FROM deliveries WHERE id = ?1", [id.as_str()], |r| {
-                    r.get(0)
-                })
-                .map_err(backend)?;
             if leased.is_some_and(|until| until > now.0) {
                 return Err(StoreError::Conflict("the delivery is being attempted now".into()));
             }
@@ -838,14 +844,14 @@ fn plan_delivery(
     let Some(url) = dialect.destination(&merchant, op) else { return Ok((None, None)) };
     // Most operations have nothing pending when a status arrives: one lookup then replaces
     // both the supersede UPDATE and the check for an older delivery in flight.
-    let any_pending = pending_exists(tx, &op.id)?;
+    let any_pending = pending_exists(tx, op.number)?;
     if any_pending {
         exec_prepared(
             tx,
             "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, updated_at = ?2
-             WHERE operation_id = ?1 AND state = 'pending'
+             WHERE operation_number = ?1 AND state = 'pending'
                AND (lease_until IS NULL OR lease_until <= ?2)",
-            params![op.id.as_str(), now.0],
+            params![op.number, now.0],
         )
         .map_err(backend)?;
     }
@@ -856,16 +862,20 @@ fn plan_delivery(
     let due_now = delivery.state == DeliveryState::Pending
         && delivery.next_attempt_at.is_some_and(|at| at <= now);
     let slot = match handoff {
-        Some(h) if due_now && !(any_pending && older_pending_exists(tx, &op.id, delivery.seq)?) => {
+        Some(h)
+            if due_now && !(any_pending && older_pending_exists(tx, op.number, delivery.seq)?) =>
+        {
             h.reserve(&host)
         }
         _ => None,
     };
+    let refs = Refs::of(event);
     let Some((h, slot)) = handoff.zip(slot) else {
-        insert_leased_delivery(tx, &delivery, &host, None)?;
+        insert_leased_delivery(tx, &delivery, refs, &host, None)?;
         return Ok((Some(delivery), None));
     };
-    insert_leased_delivery(tx, &delivery, &host, Some((h.node(), now.plus(h.lease()))))?;
+    let lease = (h.node(), now.plus(h.lease()));
+    insert_leased_delivery(tx, &delivery, refs, &host, Some(lease))?;
     Ok((Some(delivery), Some((merchant, slot))))
 }
 
@@ -966,11 +976,12 @@ fn plan_poll_timeout(
     let merchant = writer_merchant(tx, sealer, &op.merchant_id)?;
     let dialect = effective_dialect(&merchant, &op);
     let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
-    let event_id: String = tx
+    let (event_id, event_position): (String, i64) = tx
         .query_row(
-            "SELECT id FROM events WHERE operation_id = ?1 ORDER BY seq DESC LIMIT 1",
-            [op.id.as_str()],
-            |r| r.get(0),
+            "SELECT id, position FROM events WHERE operation_number = ?1
+             ORDER BY seq DESC LIMIT 1",
+            [op.number],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(backend)?;
     let delivery = new_delivery(
@@ -982,7 +993,8 @@ fn plan_poll_timeout(
         false,
         now,
     )?;
-    insert_delivery(tx, &delivery)
+    let refs = Refs { event_position, operation_number: op.number };
+    insert_leased_delivery(tx, &delivery, refs, &host_of(&delivery.url), None)
 }
 
 /// Leases due deliveries; returns their ids.
@@ -994,7 +1006,7 @@ fn claim_in(tx: &Connection, plan: &ClaimPlan) -> Result<Vec<String>, StoreError
     let now = plan.now;
     let candidates = due_candidates(tx, now, &busy, plan.limit + 16)?;
     let mut claimed = Vec::new();
-    for (id, op_id, seq, host) in candidates {
+    for (id, operation, seq, host) in candidates {
         if claimed.len() >= plan.limit {
             break;
         }
@@ -1002,12 +1014,11 @@ fn claim_in(tx: &Connection, plan: &ClaimPlan) -> Result<Vec<String>, StoreError
         if *host_in_flight >= plan.per_host_limit {
             continue;
         }
-        let op_id: OperationId = parse_id(&op_id)?;
-        if newer_delivery_exists(tx, &op_id, seq)? {
+        if newer_delivery_exists(tx, operation, seq)? {
             mark_superseded(tx, &id, now)?;
             continue;
         }
-        if older_pending_exists(tx, &op_id, seq)? {
+        if older_pending_exists(tx, operation, seq)? {
             continue; // keep per-operation order: the older one is still in flight
         }
         exec(
@@ -1028,10 +1039,10 @@ fn due_candidates(
     now: Timestamp,
     busy: &str,
     n: usize,
-) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+) -> Result<Vec<(String, i64, i64, String)>, StoreError> {
     let mut stmt = tx
         .prepare_cached(
-            "SELECT id, operation_id, seq, host FROM deliveries
+            "SELECT id, operation_number, seq, host FROM deliveries
              WHERE state = 'pending' AND next_attempt_at <= ?1
                AND (lease_until IS NULL OR lease_until <= ?1)
                AND host NOT IN (SELECT value FROM json_each(?2))
@@ -1081,9 +1092,9 @@ fn record_in(
         return Ok(DeliveryStateChange { state: DeliveryState::Delivered });
     }
     // Only what deciding the next state needs, not the whole row (this runs per attempt).
-    let (op_id, seq, merchant_id, url): (String, i64, String, String) = tx
+    let (operation, seq, merchant_id, url): (i64, i64, String, String) = tx
         .with_sql(
-            "SELECT operation_id, seq, merchant_id, url FROM deliveries WHERE id = ?1",
+            "SELECT operation_number, seq, merchant_id, url FROM deliveries WHERE id = ?1",
             |stmt| {
                 stmt.query_row([attempt.delivery_id.as_str()], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -1096,7 +1107,7 @@ fn record_in(
     insert_attempt(tx, attempt)?;
     let (state, next_at) = match next {
         NextStep::Delivered => (DeliveryState::Delivered, None),
-        NextStep::RetryAt(at) if newer_delivery_exists(tx, &parse_id(&op_id)?, seq)? => {
+        NextStep::RetryAt(at) if newer_delivery_exists(tx, operation, seq)? => {
             let _ = at;
             (DeliveryState::Superseded, None)
         }
@@ -1144,42 +1155,33 @@ fn end_delivery(
     Ok(())
 }
 
-fn newer_delivery_exists(
-    c: &impl Statements,
-    op: &OperationId,
-    seq: i64,
-) -> Result<bool, StoreError> {
-    exists(c, "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq > ?2 LIMIT 1", op, seq)
+// The delivery lookups below take the operation's `number`, which deliveries refer to it by
+// (schema v6).
+
+fn newer_delivery_exists(c: &impl Statements, op: i64, seq: i64) -> Result<bool, StoreError> {
+    exists(c, "SELECT 1 FROM deliveries WHERE operation_number = ?1 AND seq > ?2 LIMIT 1", op, seq)
 }
 
-fn pending_exists(c: &impl Statements, op: &OperationId) -> Result<bool, StoreError> {
+fn pending_exists(c: &impl Statements, op: i64) -> Result<bool, StoreError> {
     c.with_sql(
-        "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND state = 'pending' LIMIT 1",
-        |stmt| stmt.exists([op.as_str()]),
+        "SELECT 1 FROM deliveries WHERE operation_number = ?1 AND state = 'pending' LIMIT 1",
+        |stmt| stmt.exists([op]),
     )
     .map_err(backend)
 }
 
-fn older_pending_exists(
-    c: &impl Statements,
-    op: &OperationId,
-    seq: i64,
-) -> Result<bool, StoreError> {
+fn older_pending_exists(c: &impl Statements, op: i64, seq: i64) -> Result<bool, StoreError> {
     exists(
         c,
-        "SELECT 1 FROM deliveries WHERE operation_id = ?1 AND seq < ?2 AND state = 'pending' LIMIT 1",
+        "SELECT 1 FROM deliveries
+         WHERE operation_number = ?1 AND seq < ?2 AND state = 'pending' LIMIT 1",
         op,
         seq,
     )
 }
 
-fn exists(
-    c: &impl Statements,
-    sql: &'static str,
-    op: &OperationId,
-    seq: i64,
-) -> Result<bool, StoreError> {
-    c.with_sql(sql, |stmt| stmt.exists(params![op.as_str(), seq])).map_err(backend)
+fn exists(c: &impl Statements, sql: &'static str, op: i64, seq: i64) -> Result<bool, StoreError> {
+    c.with_sql(sql, |stmt| stmt.exists(params![op, seq])).map_err(backend)
 }
 
 fn mark_superseded(tx: &Connection, id: &str, now: Timestamp) -> Result<(), StoreError> {
@@ -1610,7 +1612,7 @@ mod migration_tests {
         let version: i64 = c
             .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 5);
+        assert_eq!(version, MIGRATIONS.last().expect("migrations").0);
         assert_eq!(events(&c), before, "same rows, same positions");
         let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).expect("pragma");
         assert_eq!(fk, 1, "foreign keys are back on after migrating");
@@ -1619,16 +1621,16 @@ mod migration_tests {
         let indexed: i64 = c
             .query_row(
                 "SELECT COUNT(*) FROM events INDEXED BY events_by_key
-                 WHERE operation_id = 'op_1' AND event_key IS NOT NULL",
+                 WHERE operation_number = 1 AND event_key IS NOT NULL",
                 [],
                 |r| r.get(0),
             )
             .expect("count");
         assert_eq!(indexed, 1);
 
-        let insert = "INSERT INTO events (id, operation_id, merchant_id, seq, status,
+        let insert = "INSERT INTO events (id, operation_number, merchant_id, seq, status,
                                           previous_status, event_key, created_at, snapshot)
-                      VALUES (?1, 'op_1', 'mer_1', ?2, 'success', 'success', ?3, 4, '{}')";
+                      VALUES (?1, 1, 'mer_1', ?2, 'success', 'success', ?3, 4, '{}')";
         // One event per operation and key, as before.
         let dup = c.execute(insert, params!["evt_dup", 3, "k1"]);
         assert!(
@@ -1647,9 +1649,9 @@ mod migration_tests {
 
         // Deliveries still refer to the (rebuilt) events table.
         let dangling = c.execute(
-            "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url,
-                                     host, state, policy, created_at, updated_at)
-             VALUES ('dlv_2', 'evt_missing', 'op_1', 'mer_1', 3, 'standard', 'https://a/cb',
+            "INSERT INTO deliveries (id, event_position, operation_number, merchant_id, seq,
+                                     dialect, url, host, state, policy, created_at, updated_at)
+             VALUES ('dlv_2', 99, 1, 'mer_1', 3, 'standard', 'https://a/cb',
                      'a', 'pending', '{}', 4, 4)",
             [],
         );
@@ -1769,6 +1771,106 @@ mod migration_tests {
             .query_row("SELECT snapshot FROM events WHERE seq = 3", [], |r| r.get(0))
             .expect("snapshot");
         assert_eq!(stored, r#"{"data":{}}"#, "only the event's own part is stored");
+    }
+
+    /// The v2 fixture taken to schema v5, the last before events and deliveries referred to
+    /// their operation and event by text id.
+    fn v5_database(path: &Path) {
+        v2_database(path);
+        let mut c = Connection::open(path).expect("open");
+        c.execute_batch("PRAGMA foreign_keys = OFF").expect("fk off");
+        let tx = c.transaction().expect("tx");
+        for (version, sql) in &MIGRATIONS[2..5] {
+            tx.execute_batch(sql).expect("v3 to v5");
+            tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version]).expect("v");
+        }
+        // Events as v4 and v5 store them (their own part of the operation), with statuses a
+        // reader knows.
+        tx.execute_batch(
+            r#"UPDATE events SET snapshot = '{"data":{}}',
+                 status = CASE seq WHEN 0 THEN 'created' WHEN 1 THEN 'pending' ELSE 'success' END,
+                 previous_status = CASE seq WHEN 2 THEN 'pending' ELSE 'created' END"#,
+        )
+        .expect("own parts");
+        tx.execute_batch(r#"UPDATE deliveries SET policy = '{"schedule":["5s"]}'"#)
+            .expect("a policy");
+        tx.commit().expect("commit");
+    }
+
+    fn version(c: &Connection) -> i64 {
+        c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+            .expect("version")
+    }
+
+    #[tokio::test]
+    async fn v6_refers_by_number_and_reads_back_the_same_ids() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v5.db");
+        v5_database(&path);
+        let before = events(&Connection::open(&path).expect("open"));
+
+        let store = SqliteStore::open(&path, Sealer::random()).expect("open and migrate");
+        let op_id: OperationId = "op_1".parse().expect("id");
+        let read = store.operation_events(&op_id).await.expect("events");
+        let ids: Vec<_> = read.iter().map(|e| (e.position, e.id.to_string())).collect();
+        let expected: Vec<_> = before.iter().map(|(p, id, _, _)| (*p, id.clone())).collect();
+        assert_eq!(ids, expected, "same events, same positions");
+        assert!(read.iter().all(|e| e.operation_id == op_id && e.operation.id == op_id));
+
+        let deliveries = store.deliveries_of(&op_id).await.expect("deliveries");
+        assert_eq!(deliveries.len(), 1);
+        let d = &deliveries[0].0;
+        assert_eq!((d.id.as_str(), d.event_id.as_str()), ("dlv_1", "evt_2"));
+        assert_eq!(d.operation_id, op_id);
+        drop(store);
+
+        let c = Connection::open(&path).expect("open");
+        assert_eq!(version(&c), 6);
+        let refs: (i64, i64) = c
+            .query_row(
+                "SELECT event_position, operation_number FROM deliveries WHERE id = 'dlv_1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("refs");
+        assert_eq!(refs, (2, 1), "the event's position and the operation's number");
+        let counter: i64 = c
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+            .expect("counter");
+        assert_eq!(counter, 9, "the position counter came through");
+        let rows: i64 = c
+            .query_row("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'events'", [], |r| {
+                r.get(0)
+            })
+            .expect("count");
+        assert_eq!(rows, 1, "one counter row for events");
+    }
+
+    #[test]
+    fn v6_stops_rather_than_drop_a_delivery_whose_event_is_gone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v5.db");
+        v5_database(&path);
+        let c = Connection::open(&path).expect("open");
+        c.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url,
+                                     host, state, policy, created_at, updated_at)
+             VALUES ('dlv_x', 'evt_gone', 'op_1', 'mer_1', 9, 'standard', 'https://a/cb', 'a',
+                     'pending', '{}', 4, 4);",
+        )
+        .expect("dangling row");
+        drop(c);
+        let mut c = connect(&path).expect("connect");
+        let err = migrate(&mut c).expect_err("refused");
+        assert!(err.to_string().contains("NOT NULL"), "{err}");
+        assert_eq!(version(&c), 5, "migration 6 rolled back");
+        let kept: i64 = c
+            .query_row("SELECT COUNT(*) FROM deliveries WHERE event_id = 'evt_gone'", [], |r| {
+                r.get(0)
+            })
+            .expect("v5 table");
+        assert_eq!(kept, 1, "the v5 deliveries table, row and all, is still there");
     }
 
     #[test]

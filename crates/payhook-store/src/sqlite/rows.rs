@@ -1,6 +1,5 @@
 //! Row mapping for the SQLite store: column lists, `from_row` functions, inserts and updates.
 
-use super::host_of;
 use crate::seal::Sealer;
 use crate::{NewOperation, StoreError};
 use payhook_core::ids::{MerchantId, OperationId};
@@ -358,15 +357,17 @@ pub(crate) fn save_operation_status(
 
 /// An event's columns, with the columns of its operation that never change after
 /// registration: a stored event keeps only its own part of the operation (below), and the
-/// rest is read from the operation's row. `FROM {EVENTS_JOINED}`.
+/// rest is read from the operation's row, the operation's id included (an event refers to its
+/// operation by number since schema v6). `FROM {EVENTS_JOINED}`.
 pub(crate) const EVENT_COLUMNS: &str =
-    "e.position, e.id, e.operation_id, e.merchant_id, e.seq, e.status, e.previous_status, \
+    "e.position, e.id, o.id, e.merchant_id, e.seq, e.status, e.previous_status, \
      e.event_key, e.created_at, e.snapshot, o.number, o.external_id, o.amount, o.currency, \
      o.kind, o.callback, o.created_at";
 
 /// Events with their operations (every event has one: a foreign key, and operations are
 /// never deleted).
-pub(crate) const EVENTS_JOINED: &str = "events e JOIN operations o ON o.id = e.operation_id";
+pub(crate) const EVENTS_JOINED: &str =
+    "events e JOIN operations o ON o.number = e.operation_number";
 
 /// What an event stores of its operation (the `snapshot` column): the part that neither the
 /// event's columns (status, seq, the time, which is the operation's `updated_at`) nor the
@@ -443,7 +444,8 @@ pub(crate) fn event_by_key(
     let mut stmt = c
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM {EVENTS_JOINED}
-             WHERE e.operation_id = ?1 AND e.event_key = ?2"
+             WHERE e.operation_number = (SELECT number FROM operations WHERE id = ?1)
+               AND e.event_key = ?2"
         ))
         .map_err(backend)?;
     stmt.query_row(params![op.as_str(), key], event_from_row).optional().map_err(backend)
@@ -478,12 +480,12 @@ pub(crate) fn insert_event(
     };
     exec_prepared(
         c,
-        "INSERT INTO events (id, operation_id, merchant_id, seq, status, previous_status,
+        "INSERT INTO events (id, operation_number, merchant_id, seq, status, previous_status,
                              event_key, created_at, snapshot)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             event.id.as_str(),
-            event.operation_id.as_str(),
+            event.operation.number,
             event.merchant_id.as_str(),
             event.seq,
             event.status.as_str(),
@@ -503,11 +505,13 @@ fn own_part(op: &Operation) -> String {
     to_json(&OwnPart { data: &op.data })
 }
 
-/// A delivery's columns; its policy from `policies` when it refers to one (schema v5), from
-/// its own `policy` column when written before.
+/// A delivery's columns, `FROM deliveries`: its event's and its operation's ids from their
+/// rows (a delivery refers to them by number since schema v6); its policy from `policies`
+/// when it refers to one (schema v5), from its own `policy` column when written before.
 pub(crate) const DELIVERY_COLUMNS: &str =
-    "id, event_id, operation_id, merchant_id, seq, dialect, url, state, attempts, \
-     series_attempts, next_attempt_at, \
+    "id, (SELECT e.id FROM events e WHERE e.position = event_position), \
+     (SELECT o.id FROM operations o WHERE o.number = operation_number), \
+     merchant_id, seq, dialect, url, state, attempts, series_attempts, next_attempt_at, \
      COALESCE((SELECT p.policy FROM policies p WHERE p.id = policy_id), policy), last_error, \
      created_at, updated_at, kind";
 
@@ -545,8 +549,19 @@ pub(crate) fn load_delivery(c: &Connection, id: &str) -> Result<Option<Delivery>
     stmt.query_row([id], delivery_from_row).optional().map_err(backend)
 }
 
-pub(crate) fn insert_delivery(c: &Connection, d: &Delivery) -> Result<(), StoreError> {
-    insert_leased_delivery(c, d, &host_of(&d.url), None)
+/// What a delivery row refers to its event and its operation by (schema v6): the event's
+/// `position` and the operation's `number`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refs {
+    pub event_position: i64,
+    pub operation_number: i64,
+}
+
+impl Refs {
+    /// The references of a delivery of `event` (read from, or just written to, the store).
+    pub(crate) fn of(event: &Event) -> Refs {
+        Refs { event_position: event.position, operation_number: event.operation.number }
+    }
 }
 
 thread_local! {
@@ -594,20 +609,21 @@ pub(crate) fn forget_policy_refs() {
 pub(crate) fn insert_leased_delivery(
     c: &impl Statements,
     d: &Delivery,
+    refs: Refs,
     host: &str,
     lease: Option<(&str, Timestamp)>,
 ) -> Result<(), StoreError> {
     exec_prepared(
         c,
-        "INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url, host,
-           state, attempts, series_attempts, next_attempt_at, policy, policy_id, last_error,
-           created_at, updated_at, kind, leased_by, lease_until)
+        "INSERT INTO deliveries (id, event_position, operation_number, merchant_id, seq, dialect,
+           url, host, state, attempts, series_attempts, next_attempt_at, policy, policy_id,
+           last_error, created_at, updated_at, kind, leased_by, lease_until)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, '', ?11, ?12, ?13, ?13, ?14, ?15,
                  ?16)",
         params![
             d.id.as_str(),
-            d.event_id.as_str(),
-            d.operation_id.as_str(),
+            refs.event_position,
+            refs.operation_number,
             d.merchant_id.as_str(),
             d.seq,
             d.dialect.as_str(),
