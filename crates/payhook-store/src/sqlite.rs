@@ -1664,13 +1664,10 @@ mod migration_tests {
         assert_eq!(events(&c).len(), 4);
     }
 
-    #[test]
-    fn a_migration_leaving_a_dangling_reference_is_rolled_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("v2.db");
-        v2_database(&path);
-        // A delivery of an event that does not exist: v2 let it in only with foreign keys off.
-        let c = Connection::open(&path).expect("open");
+    /// A delivery of an event that does not exist, as a database before v6 lets in only with
+    /// foreign keys off.
+    fn add_dangling_delivery(path: &Path) {
+        let c = Connection::open(path).expect("open");
         c.execute_batch(
             "PRAGMA foreign_keys = OFF;
              INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url,
@@ -1679,7 +1676,14 @@ mod migration_tests {
                      'pending', '{}', 4, 4);",
         )
         .expect("dangling row");
-        drop(c);
+    }
+
+    #[test]
+    fn a_migration_leaving_a_dangling_reference_is_rolled_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v2.db");
+        v2_database(&path);
+        add_dangling_delivery(&path);
         let mut c = connect(&path).expect("connect");
         let err = migrate(&mut c).expect_err("the check refuses");
         assert!(err.to_string().contains("deliveries"), "{err}");
@@ -1851,16 +1855,7 @@ mod migration_tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("v5.db");
         v5_database(&path);
-        let c = Connection::open(&path).expect("open");
-        c.execute_batch(
-            "PRAGMA foreign_keys = OFF;
-             INSERT INTO deliveries (id, event_id, operation_id, merchant_id, seq, dialect, url,
-                                     host, state, policy, created_at, updated_at)
-             VALUES ('dlv_x', 'evt_gone', 'op_1', 'mer_1', 9, 'standard', 'https://a/cb', 'a',
-                     'pending', '{}', 4, 4);",
-        )
-        .expect("dangling row");
-        drop(c);
+        add_dangling_delivery(&path);
         let mut c = connect(&path).expect("connect");
         let err = migrate(&mut c).expect_err("refused");
         assert!(err.to_string().contains("NOT NULL"), "{err}");
