@@ -10,20 +10,14 @@ use crate::Timestamp;
 pub const T0: Timestamp = Timestamp(1_618_221_790_000);
 
 pub fn merchant(dialect: Dialect) -> Merchant {
-    Merchant {
-        id: "mer_1".parse().expect("valid id"),
-        name: "Test shop".into(),
+    Merchant::new(
+        "mer_1".parse().expect("valid id"),
+        "Test shop",
         dialect,
-        callback_url: Some("https://merchant.example/cb".into()),
-        allowed_callback_urls: vec![],
-        retry: None,
-        encryption_key: None,
-        settings: Default::default(),
-        signing_secret: SigningSecret::from_key(&[1u8; 32]),
-        previous_secret: None,
-        created_at: T0,
-        updated_at: T0,
-    }
+        Some("https://merchant.example/cb".into()),
+        SigningSecret::from_key(&[1u8; 32]),
+        T0,
+    )
 }
 
 pub fn operation(status: Status) -> Operation {

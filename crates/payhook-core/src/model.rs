@@ -52,6 +52,33 @@ pub struct Merchant {
 }
 
 impl Merchant {
+    /// A merchant with nothing configured beyond its dialect, its callback URL and its signing
+    /// secret: any callback URL allowed, the dialect's retry policy, no encryption key, no
+    /// settings, no previous secret; created and updated at `now`.
+    pub fn new(
+        id: MerchantId,
+        name: &str,
+        dialect: Dialect,
+        callback_url: Option<String>,
+        signing_secret: SigningSecret,
+        now: Timestamp,
+    ) -> Merchant {
+        Merchant {
+            id,
+            name: name.to_owned(),
+            dialect,
+            callback_url,
+            allowed_callback_urls: vec![],
+            retry: None,
+            encryption_key: None,
+            settings: Default::default(),
+            signing_secret,
+            previous_secret: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The secrets that sign at `now`: the current one, then the previous one while it lives.
     pub fn active_secrets(&self, now: Timestamp) -> Vec<&SigningSecret> {
         let mut secrets = vec![&self.signing_secret];

@@ -43,20 +43,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("cost.db"), Sealer::random())?);
     let t = now();
-    let merchant = Merchant {
-        id: mint_id("mer_").parse()?,
-        name: "writer-cost".into(),
-        dialect: payhook_core::dialect::Dialect::Standard,
-        callback_url: Some("http://127.0.0.1:9/callback".into()),
-        allowed_callback_urls: vec![],
-        retry: None,
-        encryption_key: None,
-        settings: Default::default(),
-        signing_secret: payhook_core::signing::SigningSecret::from_key(&[7u8; 32]),
-        previous_secret: None,
-        created_at: t,
-        updated_at: t,
-    };
+    let merchant = Merchant::new(
+        mint_id("mer_").parse()?,
+        "writer-cost",
+        payhook_core::dialect::Dialect::Standard,
+        Some("http://127.0.0.1:9/callback".into()),
+        payhook_core::signing::SigningSecret::from_key(&[7u8; 32]),
+        t,
+    );
     store.create_merchant(&merchant, &mint_id("key_")).await?;
 
     let ids: Arc<Mutex<Vec<OperationId>>> = Arc::default();

@@ -1278,18 +1278,16 @@ mod tests {
 
     pub(super) fn merchant() -> Merchant {
         Merchant {
-            id: "mer_sealed".parse().expect("id"),
-            name: "Shop".into(),
-            dialect: Dialect::Ecom,
-            callback_url: Some("https://shop.example/cb".into()),
-            allowed_callback_urls: vec![],
-            retry: None,
             encryption_key: Some(json!({"kty": "EC", "crv": "P-384", "x": "XKEY", "y": "YKEY"})),
-            settings: Default::default(),
-            signing_secret: SigningSecret::parse(SECRET).expect("secret"),
             previous_secret: Some((SigningSecret::parse(OLD).expect("old"), Timestamp(9))),
-            created_at: Timestamp(1),
-            updated_at: Timestamp(1),
+            ..Merchant::new(
+                "mer_sealed".parse().expect("id"),
+                "Shop",
+                Dialect::Ecom,
+                Some("https://shop.example/cb".into()),
+                SigningSecret::parse(SECRET).expect("secret"),
+                Timestamp(1),
+            )
         }
     }
 

@@ -566,20 +566,14 @@ async fn bench_merchant(
     store: &dyn Store,
     now: payhook_core::Timestamp,
 ) -> anyhow::Result<payhook_core::ids::MerchantId> {
-    let m = payhook_core::model::Merchant {
-        id: payhook_store::mint_id("mer_").parse()?,
-        name: "backlog".into(),
-        dialect: payhook_core::dialect::Dialect::Standard,
-        callback_url: Some("http://127.0.0.1:9/down".into()),
-        allowed_callback_urls: vec![],
-        retry: None,
-        encryption_key: None,
-        settings: Default::default(),
-        signing_secret: payhook_core::signing::SigningSecret::from_key(&[7u8; 32]),
-        previous_secret: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let m = payhook_core::model::Merchant::new(
+        payhook_store::mint_id("mer_").parse()?,
+        "backlog",
+        payhook_core::dialect::Dialect::Standard,
+        Some("http://127.0.0.1:9/down".into()),
+        payhook_core::signing::SigningSecret::from_key(&[7u8; 32]),
+        now,
+    );
     store.create_merchant(&m, &payhook_store::mint_id("bench")).await?;
     Ok(m.id)
 }

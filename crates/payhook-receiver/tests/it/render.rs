@@ -33,20 +33,14 @@ pub struct Setup {
 impl Setup {
     pub fn new(dialect: Dialect) -> Self {
         let t = Timestamp(now_ms());
-        let merchant = Merchant {
-            id: MerchantId::from_suffix("1"),
-            name: "Test shop".into(),
+        let merchant = Merchant::new(
+            MerchantId::from_suffix("1"),
+            "Test shop",
             dialect,
-            callback_url: Some("https://merchant.example/cb".into()),
-            allowed_callback_urls: vec![],
-            retry: None,
-            encryption_key: None,
-            settings: Map::new(),
-            signing_secret: SigningSecret::from_key(&[1u8; 32]),
-            previous_secret: None,
-            created_at: t,
-            updated_at: t,
-        };
+            Some("https://merchant.example/cb".into()),
+            SigningSecret::from_key(&[1u8; 32]),
+            t,
+        );
         Setup { dialect, merchant, encrypt: false, now: t }
     }
 

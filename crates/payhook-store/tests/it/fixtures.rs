@@ -27,18 +27,15 @@ pub fn at(ms: i64) -> Timestamp {
 /// A standard-dialect merchant with its callbacks going to `url`.
 pub fn merchant(url: &str) -> Merchant {
     Merchant {
-        id: mint_id(MerchantId::PREFIX).parse().expect("minted ids parse"),
-        name: "Test shop".into(),
-        dialect: Dialect::Standard,
-        callback_url: Some(url.into()),
-        allowed_callback_urls: vec![],
         retry: Some(RetryPolicy::every(Duration::from_secs(1), 3)),
-        encryption_key: None,
-        settings: Default::default(),
-        signing_secret: SigningSecret::from_key(&[7u8; 32]),
-        previous_secret: None,
-        created_at: T0,
-        updated_at: T0,
+        ..Merchant::new(
+            mint_id(MerchantId::PREFIX).parse().expect("minted ids parse"),
+            "Test shop",
+            Dialect::Standard,
+            Some(url.into()),
+            SigningSecret::from_key(&[7u8; 32]),
+            T0,
+        )
     }
 }
 
