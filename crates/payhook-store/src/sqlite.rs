@@ -1276,6 +1276,11 @@ mod tests {
     const SECRET: &str = "whsec_c2VjcmV0LXNpZ25pbmcta2V5LTAxMjM0NTY3ODk=";
     const OLD: &str = "whsec_b2xkLXNpZ25pbmcta2V5LTAxMjM0NTY3ODk=";
 
+    /// The one integer a query answers (a count, a version, a setting).
+    pub(super) fn count(c: &Connection, sql: &str) -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+
     pub(super) fn merchant() -> Merchant {
         Merchant {
             encryption_key: Some(json!({"kty": "EC", "crv": "P-384", "x": "XKEY", "y": "YKEY"})),
@@ -1453,13 +1458,10 @@ mod policy_tests {
     //! Schema v5: deliveries refer to one `policies` row per distinct retry policy; the
     //! writer thread's ids of those rows never outlive a rollback.
 
+    use super::tests::count;
     use super::*;
     use payhook_core::retry::RetryPolicy;
     use std::time::Duration;
-
-    fn count(c: &Connection, sql: &str) -> i64 {
-        c.query_row(sql, [], |r| r.get(0)).expect("count")
-    }
 
     #[tokio::test]
     async fn deliveries_refer_to_one_row_per_policy_and_older_rows_keep_their_own() {
@@ -1548,6 +1550,7 @@ mod migration_tests {
     //! Migration 3 rebuilds `events` around a partial event-key index; a database at v2 must
     //! come through with the same rows, the same rules and positions that never repeat.
 
+    use super::tests::count;
     use super::*;
 
     /// A database at schema v2 with one operation, three events (one with a key, positions
@@ -1607,23 +1610,17 @@ mod migration_tests {
 
         let mut c = connect(&path).expect("connect");
         migrate(&mut c).expect("migrate");
-        let version: i64 = c
-            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
-            .expect("version");
-        assert_eq!(version, MIGRATIONS.last().expect("migrations").0);
+        assert_eq!(version(&c), MIGRATIONS.last().expect("migrations").0);
         assert_eq!(events(&c), before, "same rows, same positions");
-        let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).expect("pragma");
+        let fk = count(&c, "PRAGMA foreign_keys");
         assert_eq!(fk, 1, "foreign keys are back on after migrating");
 
         // Keyless events write no index entry; the keyed one is in the partial index.
-        let indexed: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM events INDEXED BY events_by_key
+        let indexed = count(
+            &c,
+            "SELECT COUNT(*) FROM events INDEXED BY events_by_key
                  WHERE operation_number = 1 AND event_key IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
-            .expect("count");
+        );
         assert_eq!(indexed, 1);
 
         let insert = "INSERT INTO events (id, operation_number, merchant_id, seq, status,
@@ -1640,9 +1637,7 @@ mod migration_tests {
         assert!(matches!(&dup, Err(e) if e.to_string().contains("UNIQUE")), "{dup:?}");
         // Two keyless events of one operation are fine, and positions go on past the counter.
         c.execute(insert, params!["evt_new", 3, Option::<String>::None]).expect("keyless");
-        let position: i64 = c
-            .query_row("SELECT position FROM events WHERE id = 'evt_new'", [], |r| r.get(0))
-            .expect("position");
+        let position = count(&c, "SELECT position FROM events WHERE id = 'evt_new'");
         assert_eq!(position, 10, "positions are never reused");
 
         // Deliveries still refer to the (rebuilt) events table.
@@ -1685,17 +1680,11 @@ mod migration_tests {
         let mut c = connect(&path).expect("connect");
         let err = migrate(&mut c).expect_err("the check refuses");
         assert!(err.to_string().contains("deliveries"), "{err}");
-        let version: i64 = c
-            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
-            .expect("version");
-        assert_eq!(version, 2, "migration 3 rolled back");
-        let autoindex: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'sqlite_autoindex_events_3'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("schema");
+        assert_eq!(version(&c), 2, "migration 3 rolled back");
+        let autoindex = count(
+            &c,
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'sqlite_autoindex_events_3'",
+        );
         assert_eq!(autoindex, 1, "the old events table is still there");
     }
 
@@ -1800,8 +1789,7 @@ mod migration_tests {
     }
 
     fn version(c: &Connection) -> i64 {
-        c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
-            .expect("version")
+        count(c, "SELECT MAX(version) FROM schema_migrations")
     }
 
     #[tokio::test]
@@ -1836,15 +1824,9 @@ mod migration_tests {
             )
             .expect("refs");
         assert_eq!(refs, (2, 1), "the event's position and the operation's number");
-        let counter: i64 = c
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
-            .expect("counter");
+        let counter = count(&c, "SELECT seq FROM sqlite_sequence WHERE name = 'events'");
         assert_eq!(counter, 9, "the position counter came through");
-        let rows: i64 = c
-            .query_row("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'events'", [], |r| {
-                r.get(0)
-            })
-            .expect("count");
+        let rows = count(&c, "SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'events'");
         assert_eq!(rows, 1, "one counter row for events");
     }
 
@@ -1858,11 +1840,7 @@ mod migration_tests {
         let err = migrate(&mut c).expect_err("refused");
         assert!(err.to_string().contains("NOT NULL"), "{err}");
         assert_eq!(version(&c), 5, "migration 6 rolled back");
-        let kept: i64 = c
-            .query_row("SELECT COUNT(*) FROM deliveries WHERE event_id = 'evt_gone'", [], |r| {
-                r.get(0)
-            })
-            .expect("v5 table");
+        let kept = count(&c, "SELECT COUNT(*) FROM deliveries WHERE event_id = 'evt_gone'");
         assert_eq!(kept, 1, "the v5 deliveries table, row and all, is still there");
     }
 
