@@ -20,6 +20,7 @@
 pub mod clock;
 pub mod dialect;
 pub mod ids;
+pub mod lifecycle;
 pub mod model;
 pub mod retry;
 pub mod status;

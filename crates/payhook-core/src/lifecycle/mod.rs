@@ -1,0 +1,38 @@
+//! The payment lifecycle: every decision payhook makes about an operation and its callbacks,
+//! as pure functions that return plans. The stores persist what these decide and the
+//! dispatcher transports it; neither decides anything of its own.
+//!
+//! - [`report`]: a status report against an operation — the event key's replay rule, the
+//!   transition check, the new event, which older deliveries it supersedes, whether it ends
+//!   the operation's watch.
+//! - [`delivery`]: the delivery an event owes the merchant (destination, dialect, policy,
+//!   due time, or cancelled at once when the destination is disabled).
+//! - [`attempt`]: an attempt's verdict → the attempt's outcome and the next step; the next
+//!   step → the delivery's state after the record.
+//! - [`claim`]: which due deliveries a claim leases, supersedes or leaves waiting.
+//! - [`register`]: the dialects' rules for registering merchants and operations.
+//! - [`watch`]: what follows a poll of the re-poll watchdog.
+//!
+//! Ids, time and randomness come in as arguments; nothing here reads a clock or an RNG.
+
+pub mod attempt;
+pub mod claim;
+pub mod delivery;
+pub mod register;
+pub mod report;
+pub mod watch;
+
+pub use attempt::{
+    judge, settle, transport_failure, unsent, CancelReason, Judgement, NextStep, Settled,
+};
+pub use claim::{busy_hosts, choose, Candidate, ClaimChoice};
+pub use delivery::{new_delivery, NewDelivery};
+pub use register::{check_merchant, check_operation, RuleViolation};
+pub use report::{
+    apply_report, registration_event, replay, return_target, Change, NoReturn, Refusal,
+    StatusReport, Supersede,
+};
+pub use watch::{after_poll, PollNext};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,514 @@
+//! Table-driven tests of the lifecycle rules: each case is an input and what it must give.
+
+use super::attempt::{transport_failure, unsent};
+use super::report::{return_target, NoReturn, Supersede};
+use super::*;
+use crate::dialect::{Dialect, Verdict};
+use crate::fixtures::{merchant, operation, T0};
+use crate::ids::{DeliveryId, EventId};
+use crate::model::{
+    AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind, Poll,
+    PollOutcome, WatchState,
+};
+use crate::retry::RetryPolicy;
+use crate::status::Status;
+use crate::status_source::{Reading, StatusSource};
+use crate::Timestamp;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn report(status: Status, key: Option<&str>) -> StatusReport {
+    StatusReport {
+        operation_id: operation(Status::Pending).id,
+        status,
+        data: json!({"rrn": "42"}).as_object().cloned().expect("object"),
+        event_key: key.map(str::to_owned),
+    }
+}
+
+fn event_id() -> EventId {
+    EventId::from_suffix("e1")
+}
+
+#[test]
+fn a_report_is_checked_against_the_transition_table() {
+    fn check(from: Status, to: Status, expect: Result<(i64, bool), Refusal>) {
+        let got = apply_report(operation(from), &report(to, None), event_id(), ms(T0, 5))
+            .map(|c| (c.event.seq, c.finishes_watch));
+        assert_eq!(got, expect, "{from} → {to}");
+    }
+    let refused =
+        |from, to| Err(Refusal::InvalidTransition(crate::status::InvalidTransition { from, to }));
+    check(Status::Pending, Status::Success, Ok((2, false)));
+    check(Status::Created, Status::Pending, Ok((2, false)));
+    check(Status::Success, Status::Success, Ok((2, false)));
+    check(Status::Success, Status::Refunded, Ok((2, false)));
+    check(Status::Failed, Status::Success, refused(Status::Failed, Status::Success));
+    check(Status::Success, Status::Pending, refused(Status::Success, Status::Pending));
+    check(Status::Refunded, Status::Refunded, refused(Status::Refunded, Status::Refunded));
+}
+
+#[test]
+fn an_accepted_report_plans_its_event_and_what_it_supersedes() {
+    let now = ms(T0, 7);
+    let change = apply_report(
+        operation(Status::Pending),
+        &report(Status::Success, Some("k")),
+        event_id(),
+        now,
+    )
+    .expect("accepted");
+    let e = &change.event;
+    assert_eq!((e.id.clone(), e.position, e.seq), (event_id(), 0, 2));
+    assert_eq!((e.status, e.previous_status), (Status::Success, Status::Pending));
+    assert_eq!((e.event_key.as_deref(), e.created_at), (Some("k"), now));
+    assert_eq!(e.operation.status, Status::Success);
+    assert_eq!((e.operation.seq, e.operation.updated_at), (2, now));
+    assert_eq!(e.operation.data.get("rrn"), Some(&json!("42")), "the data is merged");
+    assert!(change.data_changed);
+    assert_eq!(change.supersede, Supersede { seq_below: 2, at: now });
+}
+
+#[test]
+fn a_final_status_finishes_the_watch_of_a_watched_operation_only() {
+    fn check(watched: bool, to: Status, expect: bool) {
+        let mut op = operation(Status::Pending);
+        op.callback.status_source = watched.then(|| json!({"url": "https://psp.example/s"}));
+        let change = apply_report(op, &report(to, None), event_id(), T0).expect("accepted");
+        assert_eq!(change.finishes_watch, expect, "watched {watched}, {to}");
+    }
+    check(true, Status::Success, true);
+    check(true, Status::Expired, true);
+    check(true, Status::Requires3ds, false);
+    check(false, Status::Success, false);
+}
+
+#[test]
+fn a_repeated_event_key_is_the_earlier_event_or_a_conflict() {
+    let earlier = registration_event(operation(Status::Success), event_id(), T0);
+    let mut keyed = earlier.clone();
+    keyed.status = Status::Success;
+    keyed.event_key = Some("k".into());
+    assert_eq!(replay(keyed.clone(), &report(Status::Success, Some("k"))), Ok(keyed.clone()));
+    assert_eq!(
+        replay(keyed, &report(Status::Failed, Some("k"))),
+        Err(Refusal::EventKeyConflict("k".into()))
+    );
+}
+
+#[test]
+fn registration_records_a_created_event_at_seq_zero() {
+    let mut op = operation(Status::Created);
+    op.seq = 0;
+    let e = registration_event(op, event_id(), T0);
+    assert_eq!(
+        (e.seq, e.status, e.previous_status, e.event_key),
+        (0, Status::Created, Status::Created, None)
+    );
+}
+
+fn delivery_of(dialect: Dialect, disabled: bool) -> Delivery {
+    let m = merchant(dialect);
+    let op = operation(Status::Success);
+    new_delivery(NewDelivery {
+        id: DeliveryId::from_suffix("d1"),
+        merchant: &m,
+        operation: &op,
+        event_id: event_id(),
+        url: "https://merchant.example/cb".into(),
+        kind: DeliveryKind::Status,
+        disabled,
+        now: T0,
+    })
+}
+
+#[test]
+fn a_new_delivery_is_due_now_unless_its_destination_is_disabled() {
+    fn check(disabled: bool, expect: (DeliveryState, Option<Timestamp>, bool, Option<&str>)) {
+        let d = delivery_of(Dialect::Standard, disabled);
+        let got = (d.state, d.next_attempt_at, delivery::is_due(&d, T0), d.last_error.as_deref());
+        assert_eq!(got, expect, "disabled {disabled}");
+    }
+    check(false, (DeliveryState::Pending, Some(T0), true, None));
+    check(true, (DeliveryState::Cancelled, None, false, Some(delivery::DISABLED_DESTINATION)));
+}
+
+#[test]
+fn a_new_delivery_takes_the_operations_then_the_merchants_then_the_dialects_policy() {
+    let own = RetryPolicy::fixed(vec![Duration::from_secs(1)]);
+    let merchants = RetryPolicy::fixed(vec![Duration::from_secs(2)]);
+    let cases = [
+        (Some(own.clone()), Some(merchants.clone()), own.clone()),
+        (None, Some(merchants.clone()), merchants.clone()),
+        (None, None, Dialect::Xpay.default_policy()),
+    ];
+    for (op_policy, merchant_policy, expect) in cases {
+        let mut m = merchant(Dialect::Xpay);
+        m.retry = merchant_policy;
+        let mut op = operation(Status::Success);
+        op.callback.retry = op_policy;
+        let d = new_delivery(NewDelivery {
+            id: DeliveryId::from_suffix("d1"),
+            merchant: &m,
+            operation: &op,
+            event_id: event_id(),
+            url: "https://merchant.example/cb".into(),
+            kind: DeliveryKind::Status,
+            disabled: false,
+            now: T0,
+        });
+        assert_eq!((d.policy, d.dialect, d.seq), (expect, Dialect::Xpay, op.seq));
+    }
+}
+
+#[test]
+fn destinations_by_dialect_and_kind() {
+    fn check(dialect: Dialect, status: Status, kind: DeliveryKind, expect: Option<&str>) {
+        let m = merchant(dialect);
+        let got = delivery::destination(&m, &operation(status), kind);
+        assert_eq!(got.as_deref(), expect, "{dialect} {status} {kind:?}");
+    }
+    let cb = Some("https://merchant.example/cb");
+    check(Dialect::Standard, Status::Success, DeliveryKind::Status, cb);
+    check(Dialect::Standard, Status::Created, DeliveryKind::Status, None);
+    check(Dialect::Standard, Status::Pending, DeliveryKind::PollTimeout, None);
+    check(Dialect::Ws2mpi, Status::Pending, DeliveryKind::PollTimeout, cb);
+}
+
+fn retry(kind: ErrorKind, after: Option<u64>) -> Verdict {
+    Verdict::Retry { kind, detail: "boom".into(), retry_after: after.map(Duration::from_secs) }
+}
+
+#[test]
+fn a_verdict_gives_the_attempts_outcome_and_the_next_step() {
+    let now = ms(T0, 1_000);
+    let mut d = delivery_of(Dialect::Standard, false);
+    d.policy = RetryPolicy::fixed(vec![Duration::from_secs(5), Duration::from_secs(60)]);
+    let check =
+        |made: u32, verdict: Verdict, expect: (AttemptOutcome, Option<ErrorKind>, NextStep)| {
+            let mut d = d.clone();
+            d.series_attempts = made;
+            let j = judge(&verdict, &d, now, 0.0);
+            assert_eq!((j.outcome, j.error_kind, j.next), expect, "{verdict:?} after {made}");
+        };
+    use AttemptOutcome::{Delivered, Permanent, Retry};
+    check(0, Verdict::Delivered, (Delivered, None, NextStep::Delivered));
+    check(
+        0,
+        retry(ErrorKind::Timeout, None),
+        (Retry, Some(ErrorKind::Timeout), NextStep::RetryAt(ms(now, 5_000))),
+    );
+    check(
+        1,
+        retry(ErrorKind::HttpStatus, None),
+        (Retry, Some(ErrorKind::HttpStatus), NextStep::RetryAt(ms(now, 60_000))),
+    );
+    check(
+        0,
+        retry(ErrorKind::HttpStatus, Some(30)),
+        (Retry, Some(ErrorKind::HttpStatus), NextStep::RetryAt(ms(now, 30_000))),
+    );
+    check(
+        2,
+        retry(ErrorKind::Connect, None),
+        (Permanent, Some(ErrorKind::Connect), NextStep::Exhausted),
+    );
+    check(
+        0,
+        Verdict::Gone,
+        (Permanent, Some(ErrorKind::HttpStatus), NextStep::Cancel(CancelReason::Gone)),
+    );
+    let blocked = Verdict::Permanent { kind: ErrorKind::BlockedTarget, detail: "no".into() };
+    check(
+        0,
+        blocked,
+        (Permanent, Some(ErrorKind::BlockedTarget), NextStep::Cancel(CancelReason::BlockedTarget)),
+    );
+    let refused = Verdict::Permanent { kind: ErrorKind::AckRejected, detail: "no".into() };
+    check(
+        0,
+        refused,
+        (Permanent, Some(ErrorKind::AckRejected), NextStep::Cancel(CancelReason::Permanent)),
+    );
+}
+
+#[test]
+fn an_exchange_without_an_answer_retries_unless_the_target_is_forbidden() {
+    let check = |kind: ErrorKind, expect_retry: bool| {
+        let v = transport_failure(kind, "x".into());
+        assert_eq!(matches!(v, Verdict::Retry { .. }), expect_retry, "{kind:?}");
+    };
+    check(ErrorKind::BlockedTarget, false);
+    check(ErrorKind::Dns, true);
+    check(ErrorKind::Connect, true);
+    check(ErrorKind::Timeout, true);
+    let j = unsent(ErrorKind::Render, "no key".into());
+    assert_eq!(
+        (j.outcome, j.next),
+        (AttemptOutcome::Permanent, NextStep::Cancel(CancelReason::Permanent))
+    );
+}
+
+#[test]
+fn the_next_step_settles_the_deliverys_state() {
+    let at = ms(T0, 9);
+    let check = |next: NextStep, newer: bool, expect: (DeliveryState, Option<Timestamp>, bool)| {
+        let s = settle(&next, newer);
+        assert_eq!(
+            (s.state, s.next_attempt_at, s.disable_destination),
+            expect,
+            "{next:?} newer {newer}"
+        );
+    };
+    check(NextStep::Delivered, false, (DeliveryState::Delivered, None, false));
+    check(NextStep::Delivered, true, (DeliveryState::Delivered, None, false));
+    check(NextStep::RetryAt(at), false, (DeliveryState::Pending, Some(at), false));
+    check(NextStep::RetryAt(at), true, (DeliveryState::Superseded, None, false));
+    check(NextStep::Exhausted, true, (DeliveryState::Exhausted, None, false));
+    check(NextStep::Cancel(CancelReason::Gone), false, (DeliveryState::Cancelled, None, true));
+    check(
+        NextStep::Cancel(CancelReason::BlockedTarget),
+        false,
+        (DeliveryState::Cancelled, None, false),
+    );
+    check(
+        NextStep::Cancel(CancelReason::Permanent),
+        false,
+        (DeliveryState::Cancelled, None, false),
+    );
+    assert!(NextStep::RetryAt(at).asks_for_newer());
+    assert!(!NextStep::Exhausted.asks_for_newer());
+}
+
+fn cand(id: &str, host: &str, newer: bool, older_pending: bool) -> Candidate {
+    Candidate { id: id.into(), host: host.into(), newer, older_pending }
+}
+
+#[test]
+fn a_claim_supersedes_waits_and_leases_within_its_limits() {
+    let check = |cands: Vec<Candidate>,
+                 in_flight: &[(&str, usize)],
+                 per_host: usize,
+                 limit: usize,
+                 expect: (&[&str], &[&str])| {
+        let in_flight: HashMap<String, usize> =
+            in_flight.iter().map(|(h, n)| (h.to_string(), *n)).collect();
+        let c = choose(cands, &in_flight, per_host, limit);
+        assert_eq!(
+            (c.superseded.as_slice(), c.leased.as_slice()),
+            (
+                expect.0.iter().map(|s| s.to_string()).collect::<Vec<_>>().as_slice(),
+                expect.1.iter().map(|s| s.to_string()).collect::<Vec<_>>().as_slice()
+            )
+        );
+    };
+    // Newer exists: superseded, even past the limit.
+    check(
+        vec![cand("a", "h", true, false), cand("b", "h", false, false)],
+        &[],
+        8,
+        1,
+        (&["a"], &["b"]),
+    );
+    check(
+        vec![cand("b", "h", false, false), cand("a", "h", true, false)],
+        &[],
+        8,
+        1,
+        (&["a"], &["b"]),
+    );
+    // An older one still pending holds the newer back.
+    check(vec![cand("a", "h", false, true)], &[], 8, 8, (&[], &[]));
+    // The host limit counts what is in flight already; other hosts go on.
+    check(
+        vec![
+            cand("a", "h", false, false),
+            cand("b", "h", false, false),
+            cand("c", "g", false, false),
+        ],
+        &[("h", 1)],
+        2,
+        8,
+        (&[], &["a", "c"]),
+    );
+    check(
+        vec![cand("a", "h", false, false), cand("b", "g", false, false)],
+        &[],
+        1,
+        1,
+        (&[], &["a"]),
+    );
+}
+
+#[test]
+fn busy_hosts_are_those_at_their_limit() {
+    let in_flight: HashMap<String, usize> =
+        [("a".into(), 2), ("b".into(), 1), ("c".into(), 3)].into();
+    assert_eq!(busy_hosts(&in_flight, 2), vec!["a".to_owned(), "c".to_owned()]);
+    assert!(busy_hosts(&HashMap::new(), 1).is_empty());
+}
+
+#[test]
+fn merchants_are_checked_against_their_dialects_rules() {
+    let check = |edit: &dyn Fn(&mut crate::model::Merchant), expect: Option<&str>| {
+        let mut m = merchant(Dialect::Standard);
+        edit(&mut m);
+        assert_eq!(check_merchant(&m).err().map(|v| v.code), expect);
+    };
+    check(&|_| {}, None);
+    check(&|m| m.dialect = Dialect::Uapay, Some("allowed_callback_urls_required"));
+    check(
+        &|m| {
+            m.dialect = Dialect::Uapay;
+            m.allowed_callback_urls = vec!["https://merchant.example/".into()];
+        },
+        None,
+    );
+    check(
+        &|m| m.allowed_callback_urls = vec!["https://other.example/".into()],
+        Some("callback_url_not_allowed"),
+    );
+    check(&|m| m.encryption_key = Some(json!({"kty": "oct"})), Some("invalid_encryption_key"));
+    check(
+        &|m| {
+            m.settings.insert("nope".into(), json!(1));
+        },
+        Some("unknown_setting"),
+    );
+    check(
+        &|m| {
+            m.settings.insert("ecom_operations_field".into(), json!("x"));
+        },
+        Some("invalid_setting"),
+    );
+    check(
+        &|m| {
+            m.settings.insert("ecom_operations_field".into(), json!("operations"));
+        },
+        None,
+    );
+}
+
+#[test]
+fn operations_are_checked_against_their_dialects_rules() {
+    let check = |dialect: Dialect,
+                 edit: &dyn Fn(&mut crate::model::Merchant, &mut CallbackSettings),
+                 external_id: &str,
+                 expect: Option<(&str, &str)>| {
+        let mut m = merchant(dialect);
+        let mut cb = CallbackSettings::default();
+        edit(&mut m, &mut cb);
+        let got = check_operation(&m, dialect, &cb, external_id).err().map(|v| (v.code, v.field));
+        assert_eq!(got, expect, "{dialect}");
+    };
+    let none = |_: &mut crate::model::Merchant, _: &mut CallbackSettings| {};
+    check(Dialect::Standard, &none, "order-1", None);
+    check(
+        Dialect::Standard,
+        &|m, _| m.callback_url = None,
+        "o",
+        Some(("callback_url_required", "callback_url")),
+    );
+    check(Dialect::Ws2mpi, &none, &"x".repeat(33), Some(("field_too_long", "external_id")));
+    check(Dialect::Ws2mpi, &none, &"x".repeat(32), None);
+    check(Dialect::Uapay, &none, "o", Some(("callback_url_not_allowed", "callback_url")));
+    check(
+        Dialect::Xpay,
+        &|m, cb| {
+            m.callback_url = None;
+            cb.success_url = Some("https://merchant.example/ok".into());
+        },
+        "o",
+        Some(("callback_url_required", "fail_url")),
+    );
+    check(Dialect::Xpay, &none, "o", None);
+    check(
+        Dialect::Standard,
+        &|m, _| m.allowed_callback_urls = vec!["https://merchant.example/cb".into()],
+        "o",
+        None,
+    );
+    check(
+        Dialect::Standard,
+        &|_, cb| cb.callback_url = Some("https://elsewhere.example/".into()),
+        "o",
+        None,
+    );
+    check(
+        Dialect::Standard,
+        &|m, cb| {
+            m.allowed_callback_urls = vec!["https://merchant.example/".into()];
+            cb.callback_url = Some("https://elsewhere.example/".into());
+        },
+        "o",
+        Some(("callback_url_not_allowed", "callback_url")),
+    );
+    check(
+        Dialect::Ecom,
+        &|_, cb| cb.encrypt = true,
+        "o",
+        Some(("encryption_key_missing", "encrypt")),
+    );
+}
+
+fn poll(number: u32, outcome: PollOutcome, mapped: Option<Status>) -> Poll {
+    Poll {
+        operation_id: operation(Status::Pending).id,
+        number,
+        started_at: T0,
+        duration_ms: 1,
+        request: "GET x".into(),
+        response_status: Some(200),
+        response_body: None,
+        read: None,
+        mapped,
+        outcome,
+        error_kind: None,
+        error: None,
+    }
+}
+
+#[test]
+fn after_a_poll_the_watch_goes_on_finishes_or_gives_up() {
+    let source = StatusSource::from_json(
+        &json!({"url": "https://psp.example/s", "schedule": ["10s", "1m"]}),
+    )
+    .expect("source");
+    let now = ms(T0, 3);
+    let check =
+        |p: Poll, expect: PollNext| assert_eq!(after_poll(&source, &p, now), expect, "{p:?}");
+    check(poll(1, PollOutcome::Changed, Some(Status::Success)), PollNext::Finished);
+    check(poll(1, PollOutcome::Unchanged, Some(Status::Pending)), PollNext::At(ms(now, 60_000)));
+    check(poll(1, PollOutcome::Failed, Some(Status::Success)), PollNext::At(ms(now, 60_000)));
+    check(poll(2, PollOutcome::Unchanged, Some(Status::Pending)), PollNext::Exhausted);
+    assert_eq!(PollNext::At(now).watch_state(), (WatchState::Active, Some(now)));
+    assert_eq!(PollNext::Finished.watch_state(), (WatchState::Finished, None));
+    assert_eq!(PollNext::Exhausted.watch_state(), (WatchState::Exhausted, None));
+    assert!(PollNext::Exhausted.owes_poll_timeout() && !PollNext::Finished.owes_poll_timeout());
+}
+
+#[test]
+fn a_reading_reports_only_a_status_the_operation_does_not_have() {
+    let op = operation(Status::Pending);
+    let reading = |status| Reading { raw: "x".into(), status };
+    assert!(watch::report_of(&op, &reading(Status::Pending), 1).is_none());
+    let r = watch::report_of(&op, &reading(Status::Success), 3).expect("a report");
+    assert_eq!((r.status, r.event_key.as_deref()), (Status::Success, Some("status_source:poll:3")));
+}
+
+#[test]
+fn the_return_url_answers_once_the_status_is_final() {
+    let check = |status: Status, url: Option<&str>, expect: Result<&str, NoReturn>| {
+        let mut op = operation(status);
+        op.callback.return_url = url.map(str::to_owned);
+        assert_eq!(return_target(&op), expect, "{status} {url:?}");
+    };
+    check(Status::Success, Some("https://shop.example/back"), Ok("https://shop.example/back"));
+    check(Status::Pending, Some("https://shop.example/back"), Err(NoReturn::NotFinal));
+    check(Status::Success, None, Err(NoReturn::NoUrl));
+}
+
+fn ms(t: Timestamp, n: i64) -> Timestamp {
+    Timestamp(t.0 + n)
+}
