@@ -107,3 +107,9 @@ impl IntoResponse for ApiError {
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
+
+impl From<payhook_core::lifecycle::RuleViolation> for ApiError {
+    fn from(v: payhook_core::lifecycle::RuleViolation) -> Self {
+        ApiError::invalid(v.code, v.field, v.message)
+    }
+}

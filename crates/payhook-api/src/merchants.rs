@@ -9,8 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use payhook_core::dialect::{ecom, Dialect};
+use payhook_core::dialect::Dialect;
 use payhook_core::ids::MerchantId;
+use payhook_core::lifecycle;
 use payhook_core::model::Merchant;
 use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
@@ -22,9 +23,6 @@ use utoipa::ToSchema;
 
 /// How long the old secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
-
-/// Merchant settings payhook understands (anything else is refused).
-const KNOWN_SETTINGS: &[&str] = &["ecom_operations_field"];
 
 /// `POST /v1/merchants`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -78,59 +76,14 @@ pub(crate) fn parse_retry(field: &str, v: &Value) -> Result<RetryPolicy, ApiErro
         .map_err(|e| ApiError::invalid("invalid_retry_policy", field, e.to_string()))
 }
 
-/// Rules a merchant's settings must satisfy, after create and after every patch.
+/// A merchant's fields, then its dialect's rules, after create and after every patch.
 fn check_merchant(m: &Merchant) -> Result<(), ApiError> {
     validate::text("name", &m.name, validate::MAX_NAME)?;
     validate::opt_url("callback_url", &m.callback_url)?;
     for prefix in &m.allowed_callback_urls {
         validate::url("allowed_callback_urls", prefix)?;
     }
-    if m.dialect == Dialect::Uapay && m.allowed_callback_urls.is_empty() {
-        return Err(ApiError::invalid(
-            "allowed_callback_urls_required",
-            "allowed_callback_urls",
-            "uapay merchants deliver only to approved URLs: list them in allowed_callback_urls",
-        ));
-    }
-    if let Some(url) = &m.callback_url {
-        if !m.allows_url(url) {
-            return Err(callback_not_allowed("callback_url"));
-        }
-    }
-    if let Some(key) = &m.encryption_key {
-        ecom::check_public_key(key).map_err(|e| {
-            ApiError::invalid("invalid_encryption_key", "encryption_key", e.to_string())
-        })?;
-    }
-    check_settings(&m.settings)
-}
-
-fn check_settings(settings: &Map<String, Value>) -> Result<(), ApiError> {
-    for (k, v) in settings {
-        if !KNOWN_SETTINGS.contains(&k.as_str()) {
-            return Err(ApiError::invalid(
-                "unknown_setting",
-                "settings",
-                format!("unknown setting {k:?}"),
-            ));
-        }
-        if k == "ecom_operations_field" && !matches!(v.as_str(), Some("operation" | "operations")) {
-            return Err(ApiError::invalid(
-                "invalid_setting",
-                "settings",
-                "ecom_operations_field is \"operation\" or \"operations\"",
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn callback_not_allowed(field: &str) -> ApiError {
-    ApiError::invalid(
-        "callback_url_not_allowed",
-        field,
-        format!("{field} matches none of the merchant's allowed_callback_urls"),
-    )
+    Ok(lifecycle::check_merchant(m)?)
 }
 
 #[utoipa::path(post, path = "/v1/merchants", tag = "merchants", security(("bearer" = [])),

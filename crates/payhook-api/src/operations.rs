@@ -4,14 +4,14 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
-use crate::merchants::{callback_not_allowed, parse_dialect, parse_retry};
+use crate::merchants::{parse_dialect, parse_retry};
 use crate::{validate, views, AppState};
 use axum::extract::{Path, State};
 use axum::http::header::LOCATION;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use payhook_core::dialect::{ws2mpi, Dialect};
 use payhook_core::ids::{MerchantId, OperationId};
+use payhook_core::lifecycle::{self, NoReturn};
 use payhook_core::model::{CallbackSettings, Merchant, Operation};
 use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
@@ -98,60 +98,6 @@ fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// WS2MPI sends `external_id` as its `orderNumber`, ANS 1..32: a longer one is refused up front
-/// rather than sent truncated or rejected by the merchant.
-fn check_order_number(dialect: Dialect, external_id: &str) -> Result<(), ApiError> {
-    let max = ws2mpi::MAX_ORDER_NUMBER;
-    if dialect == Dialect::Ws2mpi && external_id.chars().count() > max {
-        return Err(ApiError::invalid(
-            "field_too_long",
-            "external_id",
-            format!(
-                "the ws2mpi dialect sends external_id as orderNumber, at most {max} characters"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The destinations this dialect needs exist and are on the merchant's allow-list.
-fn check_destinations(
-    m: &Merchant,
-    dialect: Dialect,
-    cb: &CallbackSettings,
-) -> Result<(), ApiError> {
-    if dialect == Dialect::Uapay && m.allowed_callback_urls.is_empty() {
-        return Err(ApiError::invalid(
-            "callback_url_not_allowed",
-            "callback_url",
-            "uapay delivers only to approved URLs; the merchant has none",
-        ));
-    }
-    let callback = cb.callback_url.as_ref().or(m.callback_url.as_ref());
-    let required: Vec<(&str, Option<&String>)> = if dialect == Dialect::Xpay {
-        // XPAY falls back to the callback URL when a success or fail URL is not given.
-        vec![
-            ("success_url", cb.success_url.as_ref().or(callback)),
-            ("fail_url", cb.fail_url.as_ref().or(callback)),
-        ]
-    } else {
-        vec![("callback_url", callback)]
-    };
-    for (field, url) in required {
-        let url = url.ok_or_else(|| {
-            ApiError::invalid(
-                "callback_url_required",
-                field,
-                format!("the {dialect} dialect needs {field}"),
-            )
-        })?;
-        if !m.allows_url(url) {
-            return Err(callback_not_allowed(field));
-        }
-    }
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/v1/operations", tag = "operations", security(("bearer" = [])),
     request_body = RegisterOperation,
     responses(
@@ -188,15 +134,7 @@ pub async fn register(
         retry: body.retry.as_ref().map(|v| parse_retry("retry", v)).transpose()?,
     };
     let effective = dialect.unwrap_or(merchant.dialect);
-    check_order_number(effective, &body.external_id)?;
-    check_destinations(&merchant, effective, &callback)?;
-    if callback.encrypt && merchant.encryption_key.is_none() {
-        return Err(ApiError::invalid(
-            "encryption_key_missing",
-            "encrypt",
-            "the merchant has no encryption_key to encrypt callbacks with",
-        ));
-    }
+    lifecycle::check_operation(&merchant, effective, &callback, &body.external_id)?;
     let new = NewOperation {
         merchant_id: merchant.id.clone(),
         external_id: body.external_id,
@@ -567,17 +505,17 @@ pub async fn client_return(
     let id: OperationId = id.parse().map_err(|_| ApiError::not_found("operation"))?;
     let op =
         state.store.get_operation(&id).await?.ok_or_else(|| ApiError::not_found("operation"))?;
-    let url = op.callback.return_url.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "no_return_url", "the operation has no return_url")
-    })?;
-    if !op.status.is_final() {
-        return Err(ApiError::new(
+    let url = lifecycle::return_target(&op).map_err(|no| match no {
+        NoReturn::NoUrl => {
+            ApiError::new(StatusCode::NOT_FOUND, "no_return_url", "the operation has no return_url")
+        }
+        NoReturn::NotFinal => ApiError::new(
             StatusCode::CONFLICT,
             "not_final",
             "the operation has no final status yet",
-        ));
-    }
-    Ok((StatusCode::SEE_OTHER, [(LOCATION, url)]).into_response())
+        ),
+    })?;
+    Ok((StatusCode::SEE_OTHER, [(LOCATION, url.to_owned())]).into_response())
 }
 
 /// `GET /v1/operations/{id}/polls`: the re-poll watch and every poll it made.

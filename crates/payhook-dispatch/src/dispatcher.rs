@@ -9,7 +9,8 @@
 use crate::metrics::Via;
 use crate::sender::{SendResult, Sender};
 use payhook_core::clock::Clock;
-use payhook_core::dialect::{RenderInput, Reply, Verdict};
+use payhook_core::dialect::{RenderInput, Reply};
+use payhook_core::lifecycle::{self, Judgement};
 use payhook_core::model::{Attempt, AttemptOutcome, DeliveryKind, DeliveryState, ErrorKind};
 use payhook_store::{
     destination_host, lease_for, ClaimRequest, Claimed, Handoff, NextStep, Slot, Store,
@@ -425,12 +426,11 @@ impl Dispatcher {
         // delivery from being claimed again meanwhile.
         drop(slot);
         let now = self.clock.now();
-        let retry = matches!(next, NextStep::RetryAt(_));
         match self.store.record_attempt(&attempt, next.clone(), now).await {
             Ok(change) => {
                 log_attempt(&claimed, &attempt, change.state);
                 self.metrics().attempt(claimed.delivery.dialect, &attempt, change.state);
-                if retry || change.state != DeliveryState::Delivered {
+                if lifecycle::attempt::may_free_work(&next, change.state) {
                     // A retry is scheduled, or the operation's next delivery may be free to
                     // go: let the loop look (it sleeps until the earliest due time it knew).
                     self.wake.notify_one();
@@ -469,7 +469,7 @@ impl Dispatcher {
         if !c.merchant.allows_url(&d.url) {
             // The merchant withdrew the URL from its allow-list after the delivery was planned.
             let why = "the URL is not on the merchant's allowed_callback_urls".to_owned();
-            return unsent(attempt, &d.url, ErrorKind::BlockedTarget, why);
+            return unsent(attempt, &d.url, lifecycle::unsent(ErrorKind::BlockedTarget, why));
         }
         let rendered = match d.kind {
             DeliveryKind::Status => d.dialect.render(&input),
@@ -477,7 +477,9 @@ impl Dispatcher {
         };
         let outgoing = match rendered {
             Ok(o) => o,
-            Err(e) => return unsent(attempt, &d.url, ErrorKind::Render, e.to_string()),
+            Err(e) => {
+                return unsent(attempt, &d.url, lifecycle::unsent(ErrorKind::Render, e.to_string()))
+            }
         };
         attempt.request = format!("{} {}", outgoing.method.as_str(), outgoing.url);
         let clock_start = Instant::now();
@@ -496,58 +498,11 @@ impl Dispatcher {
                 };
                 d.dialect.classify(&reply)
             }
-            SendResult::Failed { kind: ErrorKind::BlockedTarget, detail } => {
-                Verdict::Permanent { kind: ErrorKind::BlockedTarget, detail }
-            }
-            SendResult::Failed { kind, detail } => {
-                Verdict::Retry { kind, detail, retry_after: None }
-            }
+            SendResult::Failed { kind, detail } => lifecycle::transport_failure(kind, detail),
         };
-        let next = self.next_step(c, &verdict, &mut attempt);
-        (attempt, next)
-    }
-
-    fn next_step(&self, c: &Claimed, verdict: &Verdict, attempt: &mut Attempt) -> NextStep {
-        match verdict {
-            Verdict::Delivered => {
-                attempt.outcome = AttemptOutcome::Delivered;
-                NextStep::Delivered
-            }
-            Verdict::Gone => {
-                attempt.error_kind = Some(ErrorKind::HttpStatus);
-                attempt.error = Some("410 Gone: destination disabled".into());
-                NextStep::Cancel { disable: true }
-            }
-            Verdict::Permanent { kind, detail } => {
-                attempt.error_kind = Some(*kind);
-                attempt.error = Some(detail.clone());
-                NextStep::Cancel { disable: false }
-            }
-            Verdict::Retry { kind, detail, retry_after } => {
-                attempt.outcome = AttemptOutcome::Retry;
-                attempt.error_kind = Some(*kind);
-                attempt.error = Some(detail.clone());
-                self.retry_step(c, *retry_after, attempt)
-            }
-        }
-    }
-
-    fn retry_step(
-        &self,
-        c: &Claimed,
-        retry_after: Option<Duration>,
-        attempt: &mut Attempt,
-    ) -> NextStep {
-        let now = self.clock.now();
-        let made = c.delivery.series_attempts + 1;
         let sample = (self.jitter.lock().expect("jitter mutex"))();
-        match c.delivery.policy.next_attempt_at(made, now, sample) {
-            None => {
-                attempt.outcome = AttemptOutcome::Permanent;
-                NextStep::Exhausted
-            }
-            Some(at) => NextStep::RetryAt(retry_after.map_or(at, |wait| now.plus(wait))),
-        }
+        let judgement = lifecycle::judge(&verdict, d, self.clock.now(), sample);
+        (judged(attempt, &judgement), judgement.next)
     }
 }
 
@@ -583,11 +538,17 @@ impl Handoff for Dispatcher {
 }
 
 /// Ends a delivery without sending anything: the attempt records the URL and why.
-fn unsent(mut attempt: Attempt, url: &str, kind: ErrorKind, why: String) -> (Attempt, NextStep) {
+fn unsent(mut attempt: Attempt, url: &str, judgement: Judgement) -> (Attempt, NextStep) {
     attempt.request = url.to_owned();
-    attempt.error_kind = Some(kind);
-    attempt.error = Some(why);
-    (attempt, NextStep::Cancel { disable: false })
+    (judged(attempt, &judgement), judgement.next)
+}
+
+/// The attempt with the lifecycle's judgement of it.
+fn judged(mut attempt: Attempt, j: &Judgement) -> Attempt {
+    attempt.outcome = j.outcome;
+    attempt.error_kind = j.error_kind;
+    attempt.error = j.error.clone();
+    attempt
 }
 
 fn log_attempt(c: &Claimed, a: &Attempt, state: DeliveryState) {

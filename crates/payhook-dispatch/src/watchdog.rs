@@ -9,9 +9,9 @@
 
 use crate::sender::{SendResult, Sender};
 use payhook_core::clock::Clock;
+use payhook_core::lifecycle;
 use payhook_core::model::{ErrorKind, Poll, PollOutcome};
-use payhook_core::Timestamp;
-use payhook_store::{ClaimedWatch, PollClaim, PollNext, StatusReport, Store, StoreError};
+use payhook_store::{ClaimedWatch, PollClaim, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -109,7 +109,7 @@ impl Watchdog {
     async fn poll(&self, claimed: ClaimedWatch) {
         let poll = self.exchange(&claimed).await;
         let now = self.clock.now();
-        let next = self.next(&claimed, &poll, now);
+        let next = lifecycle::after_poll(&claimed.watch.source, &poll, now);
         tracing::info!(
             operation_id = %poll.operation_id, poll = poll.number, status = poll.response_status,
             read = poll.read.as_deref(), outcome = poll.outcome.as_str(),
@@ -119,18 +119,6 @@ impl Watchdog {
         if let Err(e) = self.store.record_poll(&poll, next, now).await {
             tracing::error!(operation_id = %poll.operation_id, error = %e,
                 "recording a poll failed; the lease will expire and the poll repeat");
-        }
-    }
-
-    fn next(&self, c: &ClaimedWatch, poll: &Poll, now: Timestamp) -> PollNext {
-        let final_seen =
-            poll.outcome != PollOutcome::Failed && poll.mapped.is_some_and(|s| s.is_final());
-        if final_seen {
-            return PollNext::Finished;
-        }
-        match c.watch.source.delay_before(poll.number + 1) {
-            Some(wait) => PollNext::At(now.plus(wait)),
-            None => PollNext::Exhausted,
         }
     }
 
@@ -173,17 +161,12 @@ impl Watchdog {
                 return fail(poll, f.kind, f.detail);
             }
         };
+        let report = lifecycle::watch::report_of(&c.operation, &reading, poll.number);
         poll.read = Some(reading.raw);
         poll.mapped = Some(reading.status);
-        if reading.status == c.operation.status {
+        let Some(report) = report else {
             poll.outcome = PollOutcome::Unchanged;
             return;
-        }
-        let report = StatusReport {
-            operation_id: c.operation.id.clone(),
-            status: reading.status,
-            data: Default::default(),
-            event_key: Some(format!("status_source:poll:{}", poll.number)),
         };
         match self.store.report_status(report, self.clock.now()).await {
             Ok(reported) => {

@@ -9,10 +9,13 @@
 //! every store's row mapping, never written in plain text.
 //!
 //! Every method that answers `Ok` for a write has committed it durably: the API may answer 2xx
-//! on the strength of it. Status transitions, supersede and delivery planning happen inside the
-//! store's transaction, using the pure rules of `payhook-core`, so concurrent reports on one
-//! operation cannot interleave.
+//! on the strength of it. A store persists and leases; every payment decision (transitions,
+//! supersede, the delivery an event owes, the state after an attempt, what a claim takes) is
+//! `payhook_core::lifecycle`'s, applied inside the store's transaction so concurrent reports
+//! on one operation cannot interleave. What both backends share lives in `columns` (row
+//! mapping of the tables they store alike, the queries they phrase alike) and `seal`.
 
+mod columns;
 pub mod postgres;
 pub mod seal;
 pub mod sqlite;

@@ -130,6 +130,33 @@ impl Sealer {
     }
 }
 
+/// What a store does about the master key when it opens, given the check value it holds
+/// (`stored`) and whether any secret in it is sealed already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyCheck {
+    /// The stored check value was made with this key.
+    Matches,
+    /// First use: record this check value (in the transaction that looked).
+    Record(String),
+}
+
+/// The master-key rule both stores apply at open: a check value made with another key is
+/// refused; so are sealed secrets without a check value (they were sealed with a key nobody
+/// can vouch for); otherwise a missing check value is recorded.
+pub(crate) fn check_master_key(
+    sealer: &Sealer,
+    stored: Option<&str>,
+    any_sealed: bool,
+) -> Result<KeyCheck, crate::StoreError> {
+    let refuse = |why: &str| Err(crate::StoreError::MasterKey(why.to_owned()));
+    match stored {
+        Some(check) if sealer.verify_check(check) => Ok(KeyCheck::Matches),
+        Some(_) => refuse("the master key does not open this database's sealed secrets"),
+        None if any_sealed => refuse("the database holds sealed secrets but no master key check"),
+        None => Ok(KeyCheck::Record(sealer.check_value())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,10 @@
 //! The values that cross the [`crate::Store`] interface.
 
-use payhook_core::ids::{MerchantId, OperationId};
+use payhook_core::ids::MerchantId;
+use payhook_core::lifecycle::Refusal;
+pub use payhook_core::lifecycle::{NextStep, PollNext, StatusReport};
 use payhook_core::model::{CallbackSettings, Delivery, DeliveryState, Event, Merchant, Operation};
-use payhook_core::status::{InvalidTransition, Status};
+use payhook_core::status::InvalidTransition;
 use payhook_core::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,15 @@ pub enum StoreError {
     /// The master key is missing or is not the one the stored secrets were sealed with.
     #[error("master key: {0}")]
     MasterKey(String),
+}
+
+impl From<Refusal> for StoreError {
+    fn from(r: Refusal) -> StoreError {
+        match r {
+            Refusal::InvalidTransition(t) => StoreError::InvalidTransition(t),
+            Refusal::EventKeyConflict(key) => StoreError::EventKeyConflict(key),
+        }
+    }
 }
 
 /// An operation to register, already validated by the API.
@@ -48,15 +59,6 @@ pub enum Registered {
     Existing(Operation),
     /// Same external id, different request.
     Conflict(Operation),
-}
-
-#[derive(Debug, Clone)]
-pub struct StatusReport {
-    pub operation_id: OperationId,
-    pub status: Status,
-    /// Merged into the operation's data (top-level keys replace).
-    pub data: serde_json::Map<String, serde_json::Value>,
-    pub event_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,19 +180,6 @@ pub struct Claimed {
     pub merchant: Arc<Merchant>,
 }
 
-/// What the dispatcher decided after an attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NextStep {
-    Delivered,
-    RetryAt(Timestamp),
-    Exhausted,
-    /// Stop for good (blocked target, permanent failure); `disable` also disables the
-    /// destination (410 Gone) so later deliveries to it are cancelled at once.
-    Cancel {
-        disable: bool,
-    },
-}
-
 /// The state a delivery ended in after `record_attempt` (a retry may turn into `superseded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryStateChange {
@@ -211,17 +200,6 @@ pub struct PollClaim<'a> {
 pub struct ClaimedWatch {
     pub watch: payhook_core::model::Watch,
     pub operation: Operation,
-}
-
-/// What follows a poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollNext {
-    /// Poll again at this time.
-    At(Timestamp),
-    /// A final status was reached.
-    Finished,
-    /// The budget is spent: the watch ends (and ws2mpi sends its 408 callback).
-    Exhausted,
 }
 
 /// The host part of a URL (`host:port`), the unit of per-destination concurrency.
@@ -254,9 +232,9 @@ pub fn destination_host(url: &str) -> String {
 /// A fresh id: the prefix and a UUIDv7 (time-ordered) written in base 62, always 22
 /// characters (`op_` ids: 25). The digits are `0-9A-Za-z`, in ASCII order, so ids minted
 /// this way sort by creation. Every copy of an id in the store's rows and indexes is 10
-/// bytes shorter than the 32 hex digits ids had before (BENCHMARKS.md, tenth round); ids
-/// minted before keep their form, and both pass the id check (letters and digits, at most
-/// 36 characters).
+/// bytes shorter than 32 hex digits would be in every row and index that holds one; ids in
+/// the older 32-hex-digit form pass the same check (letters and digits, at most 36
+/// characters).
 pub fn mint_id(prefix: &str) -> String {
     let digits = base62(uuid::Uuid::now_v7().as_u128());
     let mut id = String::with_capacity(prefix.len() + digits.len());
@@ -317,40 +295,6 @@ pub struct PendingSummary {
     pub count: u64,
     /// Creation time of the oldest pending delivery.
     pub oldest_created_at: Option<Timestamp>,
-}
-
-/// A new delivery of an operation's event: pending and due `now`, or cancelled at once when the
-/// destination was disabled by a 410. The one constructor both stores use.
-pub fn new_delivery(
-    merchant: &payhook_core::model::Merchant,
-    op: &Operation,
-    event_id: payhook_core::ids::EventId,
-    url: String,
-    kind: payhook_core::model::DeliveryKind,
-    disabled: bool,
-    now: Timestamp,
-) -> Result<Delivery, StoreError> {
-    let dialect = payhook_core::dialect::effective_dialect(merchant, op);
-    Ok(Delivery {
-        id: mint_id(payhook_core::ids::DeliveryId::PREFIX)
-            .parse()
-            .map_err(|_| StoreError::Backend("minted a malformed delivery id".into()))?,
-        event_id,
-        operation_id: op.id.clone(),
-        merchant_id: op.merchant_id.clone(),
-        seq: op.seq,
-        dialect,
-        kind,
-        url,
-        state: if disabled { DeliveryState::Cancelled } else { DeliveryState::Pending },
-        attempts: 0,
-        series_attempts: 0,
-        next_attempt_at: (!disabled).then_some(now),
-        policy: payhook_core::dialect::effective_policy(merchant, op, dialect),
-        last_error: disabled.then(|| "destination disabled after 410 Gone".to_owned()),
-        created_at: now,
-        updated_at: now,
-    })
 }
 
 #[cfg(test)]

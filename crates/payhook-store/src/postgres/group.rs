@@ -1,16 +1,14 @@
 //! Group commit of the writes that take a merchant's feed lock: registrations and single
 //! status reports.
 //!
-//! Measured before this existed (`payhook bench --only e2e`, one merchant): ~13 of the 16 pool
-//! connections sat in `pg_advisory_xact_lock` on the feed lock, because every report held it
-//! through its own COMMIT (an fsync), one report at a time. Here concurrent callers' changes
-//! share one transaction: the feed locks are taken once per group, the events are inserted by
+//! Without it, every report holds its merchant's feed lock through its own COMMIT (an fsync),
+//! so one merchant's reports commit one at a time and most pool connections wait on that lock.
+//! Here concurrent callers' changes share one transaction: the feed locks are taken once per group, the events are inserted by
 //! one statement, and one COMMIT makes them all durable. Each caller is answered only after
 //! that COMMIT. A report refused by its checks (unknown operation, transition, event key) has
 //! written nothing when it is refused, so the others go on without it; no savepoints needed.
-//! Merchants (and whether a URL is disabled) are read once per group. When the group's
-//! reports are all for different operations (the usual case), their statements are pipelined
-//! on the connection as a batch's are (`pipelined_reports`), each with its caller's time.
+//! Merchants (and whether a URL is disabled) are read once per group. The group's reports go
+//! through `report::report_batch` as a batch's items do, each with its caller's time.
 //!
 //! Lock order is the one every transaction of the store follows: registrations by (merchant,
 //! external id), then operation rows by id, then feed locks by merchant. If a group fails as a
@@ -19,16 +17,13 @@
 //! failed COMMIT (outcome unknown) is reported to every caller of the group, as it was to the
 //! one caller before.
 
+use super::plan::Seen;
+use super::report::{self, lock_feeds, register_in, register_unstored, Items};
 use super::rows::*;
-use super::{
-    apply_report, checked_report, distinct_operations, lock_feed, pipelined_reports,
-    prepare_register, register_in, with_sources, NewOperation, Registered, Reported, Seen,
-    StatusReport, StoreError,
-};
+use super::{NewOperation, Registered, Reported, StatusReport, StoreError};
 use crate::seal::Sealer;
 use crate::HandoffTarget;
 use deadpool_postgres::{Object, Pool};
-use payhook_core::ids::MerchantId;
 use payhook_core::model::Event;
 use payhook_core::Timestamp;
 use std::sync::Arc;
@@ -163,7 +158,7 @@ async fn alone(client: &mut Object, sealer: &Sealer, handoff: &HandoffTarget, jo
             let result = async {
                 let tx = client.transaction().await.map_err(pg)?;
                 let mut seen = Seen::new(handoff.get());
-                let reported = apply_report(&tx, sealer, &mut seen, report, now).await?;
+                let reported = report::report_alone(&tx, sealer, &mut seen, report, now).await?;
                 tx.commit().await.map_err(pg)?;
                 seen.hand_over(std::iter::once(&reported));
                 Ok(reported)
@@ -244,43 +239,20 @@ async fn group_tx(
     let tx = client.transaction().await.map_err(|_| GroupFailure::RolledBack)?;
     let work = async {
         // No savepoints: a registration fails only on a database error, which fails the group
-        // (each change then runs alone); a report is refused only by its checks, which write
-        // nothing, and any error after them fails the group too.
+        // (each change then runs alone); a report is refused only by its check, which writes
+        // nothing, and any error after it fails the group too.
         let mut registered = Vec::with_capacity(regs.len());
         let mut created: Vec<Event> = Vec::with_capacity(regs.len());
         for (new, now) in regs {
-            let (r, event) = prepare_register(&tx, new, *now).await?;
+            let (r, event) = register_unstored(&tx, new, *now).await?;
             registered.push(Ok(r));
             created.extend(event);
         }
-        // Reports are sorted by operation: when no two are for the same one (the usual case
-        // of concurrent callers), their statements are pipelined; otherwise one by one.
-        let distinct = distinct_operations(reports.iter().map(|(r, _)| &r.operation_id));
-        let mut reported = if distinct && reports.len() > 1 {
-            pipelined_reports(&tx, sealer, &mut seen, reports).await?
-        } else {
-            let mut reported = Vec::with_capacity(reports.len());
-            for (report, now) in reports {
-                reported.push(checked_report(&tx, sealer, &mut seen, report, now).await?);
-            }
-            reported
-        };
-        let mut merchants: Vec<MerchantId> = created
-            .iter()
-            .map(|e| e.merchant_id.clone())
-            .chain(
-                reported
-                    .iter()
-                    .flatten()
-                    .filter(|r| !r.duplicate)
-                    .map(|r| r.event.merchant_id.clone()),
-            )
-            .collect();
-        merchants.sort();
-        merchants.dedup();
-        for m in &merchants {
-            lock_feed(&tx, m).await?;
-        }
+        let mut reported =
+            report::report_unstored(&tx, sealer, &mut seen, reports, Items::Plain).await?;
+        let new_events = reported.iter().flatten().filter(|r| !r.duplicate);
+        let merchants = created.iter().map(|e| &e.merchant_id);
+        lock_feeds(&tx, merchants.chain(new_events.map(|r| &r.event.merchant_id))).await?;
         let mut events: Vec<&mut Event> = created.iter_mut().collect();
         events.extend(
             reported

@@ -1,9 +1,9 @@
 //! Group commit of attempt records.
 //!
-//! The dispatcher records each finished attempt on its own (`Store::record_attempt`); with up
-//! to `max_in_flight` attempts finishing together, each used to be its own transaction: five
-//! statements and a COMMIT per attempt. Here the attempts queued while the previous group
-//! committed are recorded together, set-based: one statement locks their deliveries (in id
+//! The dispatcher records each finished attempt on its own (`Store::record_attempt`), up to
+//! `max_in_flight` of them finishing together; alone, each would be five statements and a
+//! COMMIT. Here the attempts queued while the previous group committed are recorded
+//! together, set-based: one statement locks their deliveries (in id
 //! order, the order every group takes them in), one inserts the attempts, one updates the
 //! deliveries, one COMMIT; each caller is answered only after it.
 //!
@@ -12,12 +12,13 @@
 //! transaction, so a caller sees what it would have seen ungrouped; a failed COMMIT (outcome
 //! unknown) is reported to every caller of the group.
 
+use super::claim::{disable_destination, record_in};
 use super::group::{group_client, next_group};
 use super::rows::*;
-use super::{disable_destination, record_in};
 use crate::{DeliveryStateChange, NextStep, StoreError};
 use deadpool_postgres::{Object, Pool};
-use payhook_core::model::{Attempt, DeliveryState};
+use payhook_core::lifecycle;
+use payhook_core::model::Attempt;
 use payhook_core::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -161,7 +162,7 @@ async fn group_tx(
         }
         let retries: Vec<&str> = jobs
             .iter()
-            .filter(|j| matches!(j.next, NextStep::RetryAt(_)))
+            .filter(|j| j.next.asks_for_newer())
             .map(|j| j.attempt.delivery_id.as_str())
             .filter(|id| locked.contains_key(*id))
             .collect();
@@ -187,27 +188,18 @@ async fn group_tx(
                 results.push(Err(StoreError::NotFound));
                 continue;
             };
-            let (state, next_at) = match job.next {
-                NextStep::Delivered => (DeliveryState::Delivered, None),
-                NextStep::RetryAt(_) if has_newer.contains(id) => (DeliveryState::Superseded, None),
-                NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at.0)),
-                NextStep::Exhausted => (DeliveryState::Exhausted, None),
-                NextStep::Cancel { disable } => {
-                    if disable {
-                        disable_destination(&tx, &parse_id(&d.merchant_id)?, &d.url, job.now)
-                            .await?;
-                    }
-                    (DeliveryState::Cancelled, None)
-                }
-            };
+            let settled = lifecycle::settle(&job.next, has_newer.contains(id));
+            if settled.disable_destination {
+                disable_destination(&tx, &parse_id(&d.merchant_id)?, &d.url, job.now).await?;
+            }
             a.push(&job.attempt);
             u.id.push(id);
-            u.state.push(state.as_str());
+            u.state.push(settled.state.as_str());
             u.number.push(attempt_number(job.attempt.number));
-            u.next_at.push(next_at);
+            u.next_at.push(settled.next_attempt_at.map(|t| t.0));
             u.error.push(job.attempt.error.as_deref());
             u.now.push(job.now.0);
-            results.push(Ok(DeliveryStateChange { state }));
+            results.push(Ok(DeliveryStateChange { state: settled.state }));
         }
         if !u.id.is_empty() {
             let params: [&(dyn ToSql + Sync); 6] =

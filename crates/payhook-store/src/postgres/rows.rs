@@ -1,17 +1,22 @@
-//! Row mapping for the PostgreSQL store: column lists, `from_row` functions, inserts and
-//! updates. The twin of `sqlite/rows.rs`; the columns and their meaning are the same.
+//! Row mapping for the PostgreSQL store: column lists, `from_row` functions for operations,
+//! events and deliveries (the tables whose rows differ from SQLite's), inserts and updates;
+//! the tables both backends store alike are read through `crate::columns`.
 
+pub(crate) use crate::columns::{
+    attempt_from, bad_data, merchant_from, parse_id, poll_from, watch_from, Cells, ATTEMPT_COLUMNS,
+    MERCHANT_COLUMNS, POLL_COLUMNS, WATCH_COLUMNS,
+};
 use crate::seal::Sealer;
-use crate::{destination_host, mint_id, NewOperation, StoreError};
+use crate::{destination_host, NewOperation, StoreError};
 use deadpool_postgres::GenericClient;
-use payhook_core::ids::{EventId, MerchantId, OperationId};
+use payhook_core::ids::{MerchantId, OperationId};
+use payhook_core::lifecycle::Supersede;
 use payhook_core::model::{
-    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind,
-    Event, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
+    Attempt, CallbackSettings, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation,
+    Poll,
 };
 use payhook_core::retry::RetryPolicy;
-use payhook_core::signing::SigningSecret;
-use payhook_core::status::{Status, UnknownStatus};
+use payhook_core::status::UnknownStatus;
 use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use serde::de::DeserializeOwned;
@@ -43,15 +48,6 @@ pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
     text
 }
 
-pub(crate) fn bad_data(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("malformed value in the database: {what}"))
-}
-
-pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T, StoreError> {
-    s.parse().map_err(|_| bad_data(format!("id {s:?}")))
-}
-
-/// Runs a statement (prepared once per connection and cached) and returns the rows changed.
 pub(crate) async fn exec<C: GenericClient>(
     c: &C,
     sql: &str,
@@ -107,8 +103,29 @@ fn opt_json<T: DeserializeOwned>(r: &Row, i: usize) -> Result<Option<T>, StoreEr
     Ok(get::<Option<Json<T>>>(r, i)?.map(|j| j.0))
 }
 
-fn secret(s: &str) -> Result<SigningSecret, StoreError> {
-    SigningSecret::parse(s).map_err(|_| bad_data("signing secret"))
+impl Cells for Row {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.opt_int(i)?.ok_or_else(|| bad_data(format!("column {i} is NULL")))
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        // Counters and HTTP statuses are INTEGER, times and counts BIGINT.
+        match *self.columns()[i].type_() {
+            tokio_postgres::types::Type::INT4 => Ok(get::<Option<i32>>(self, i)?.map(i64::from)),
+            _ => get(self, i),
+        }
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        get(self, i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        get(self, i)
+    }
+    fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T, StoreError> {
+        json(self, i)
+    }
+    fn opt_json<T: DeserializeOwned>(&self, i: usize) -> Result<Option<T>, StoreError> {
+        opt_json(self, i)
+    }
 }
 
 /// Counters are `u32` in the model and `INTEGER` in the schema.
@@ -120,40 +137,6 @@ fn count(r: &Row, i: usize) -> Result<u32, StoreError> {
     u32::try_from(get::<i32>(r, i)?).map_err(bad_data)
 }
 
-pub(crate) const MERCHANT_COLUMNS: &str =
-    "id, name, dialect, callback_url, allowed_callback_urls, retry, \
-    encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
-    updated_at";
-
-/// A sealed column's plaintext (see [`crate::seal`]).
-fn unseal(sealer: &Sealer, sealed: &str) -> Result<String, StoreError> {
-    sealer.open(sealed).map_err(|e| StoreError::Backend(format!("opening a sealed secret: {e}")))
-}
-
-pub(crate) fn merchant_from_row(sealer: &Sealer, r: &Row) -> Result<Merchant, StoreError> {
-    let previous = match (get::<Option<String>>(r, 9)?, get::<Option<i64>>(r, 10)?) {
-        (Some(s), Some(exp)) => Some((secret(&unseal(sealer, &s)?)?, Timestamp(exp))),
-        _ => None,
-    };
-    let encryption_key = get::<Option<String>>(r, 6)?
-        .map(|s| serde_json::from_str(&unseal(sealer, &s)?).map_err(bad_data))
-        .transpose()?;
-    Ok(Merchant {
-        id: text(r, 0)?,
-        name: get(r, 1)?,
-        dialect: text(r, 2)?,
-        callback_url: get(r, 3)?,
-        allowed_callback_urls: json(r, 4)?,
-        retry: opt_json(r, 5)?,
-        encryption_key,
-        settings: json(r, 7)?,
-        signing_secret: secret(&unseal(sealer, &get::<String>(r, 8)?)?)?,
-        previous_secret: previous,
-        created_at: Timestamp(get(r, 11)?),
-        updated_at: Timestamp(get(r, 12)?),
-    })
-}
-
 pub(crate) async fn load_merchant<C: GenericClient>(
     c: &C,
     sealer: &Sealer,
@@ -161,7 +144,7 @@ pub(crate) async fn load_merchant<C: GenericClient>(
 ) -> Result<Option<Merchant>, StoreError> {
     let sql = format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1");
     let row = query_opt(c, &sql, &[&id.as_str()]).await?;
-    row.as_ref().map(|r| merchant_from_row(sealer, r)).transpose()
+    row.as_ref().map(|r| merchant_from(sealer, r)).transpose()
 }
 
 /// Writes all of a merchant's columns: `INSERT` for a new one, `UPDATE` (all but `created_at`)
@@ -343,28 +326,6 @@ pub(crate) async fn event_by_key<C: GenericClient>(
     query_opt(c, &sql, &[&op.as_str(), &key]).await?.as_ref().map(event_from_row).transpose()
 }
 
-/// Inserts the event of `op`'s latest change; the feed position comes from the sequence.
-/// The event of a change, not stored yet (its position comes with [`store_event`]).
-pub(crate) fn new_event(
-    op: &Operation,
-    previous_status: Status,
-    event_key: Option<String>,
-    now: Timestamp,
-) -> Result<Event, StoreError> {
-    Ok(Event {
-        id: parse_id::<EventId>(&mint_id(EventId::PREFIX))?,
-        position: 0,
-        operation_id: op.id.clone(),
-        merchant_id: op.merchant_id.clone(),
-        seq: op.seq,
-        status: op.status,
-        previous_status,
-        event_key,
-        created_at: now,
-        operation: op.clone(),
-    })
-}
-
 /// Inserts the event and fills in its feed position. Call it last in the transaction, after
 /// `lock_feed`: the lock is held from here to commit.
 pub(crate) async fn store_event<C: GenericClient>(
@@ -454,14 +415,15 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
     exec(c, &SQL, &NewDelivery::of(d, host, lease).params()).await.map(|_| ())
 }
 
-/// The planning of a report's delivery in one round trip: supersedes the operation's older
-/// pending deliveries that are not in flight, and inserts `d`, leased per `lease` only if no
-/// older delivery of the operation is still in flight (leased). Both parts see the snapshot
-/// before the UPDATE, so the check counts exactly the deliveries the UPDATE leaves pending.
-/// True when `d` was inserted leased.
+/// The planning of a report's delivery in one round trip: supersedes what `supersede` names
+/// (the operation's pending deliveries older than `d`, not in flight at its creation), and
+/// inserts `d`, leased per `lease` only if no older delivery of the operation is still in
+/// flight (leased). Both parts see the snapshot before the UPDATE, so the check counts
+/// exactly the deliveries the UPDATE leaves pending. True when `d` was inserted leased.
 pub(crate) async fn supersede_and_insert<C: GenericClient>(
     c: &C,
     d: &Delivery,
+    supersede: Supersede,
     host: String,
     lease: Option<(&str, Timestamp)>,
 ) -> Result<bool, StoreError> {
@@ -470,7 +432,7 @@ pub(crate) async fn supersede_and_insert<C: GenericClient>(
             "WITH superseded AS (
                UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL,
                  updated_at = $13
-               WHERE operation_id = $3 AND state = 'pending'
+               WHERE operation_id = $3 AND state = 'pending' AND seq < $5
                  AND (lease_until IS NULL OR lease_until <= $13)
                RETURNING 1),
              busy AS (SELECT EXISTS (SELECT 1 FROM deliveries
@@ -481,6 +443,8 @@ pub(crate) async fn supersede_and_insert<C: GenericClient>(
              RETURNING leased_by IS NOT NULL"
         )
     });
+    // The statement binds the change's `Supersede` through the delivery's own columns.
+    debug_assert_eq!((supersede.seq_below, supersede.at), (d.seq, d.created_at));
     let row = query_opt(c, &SQL, &NewDelivery::of(d, host, lease).params()).await?;
     Ok(row.is_some_and(|r| r.get(0)))
 }
@@ -543,34 +507,13 @@ impl<'a> NewDelivery<'a> {
     }
 }
 
-const ATTEMPT_COLUMNS: &str = "delivery_id, number, started_at, duration_ms, request, \
-    response_status, response_body, outcome, error_kind, error";
-
-fn attempt_from_row(r: &Row) -> Result<Attempt, StoreError> {
-    let outcome: String = get(r, 7)?;
-    let kind: Option<String> = get(r, 8)?;
-    let status: Option<i32> = get(r, 5)?;
-    Ok(Attempt {
-        delivery_id: text(r, 0)?,
-        number: count(r, 1)?,
-        started_at: Timestamp(get(r, 2)?),
-        duration_ms: get(r, 3)?,
-        request: get(r, 4)?,
-        response_status: status.map(u16::try_from).transpose().map_err(bad_data)?,
-        response_body: get(r, 6)?,
-        outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| bad_data(UnknownStatus(outcome)))?,
-        error_kind: kind.as_deref().and_then(ErrorKind::parse),
-        error: get(r, 9)?,
-    })
-}
-
 pub(crate) async fn load_attempts<C: GenericClient>(
     c: &C,
     delivery: &str,
 ) -> Result<Vec<Attempt>, StoreError> {
     let sql =
         format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY number");
-    query(c, &sql, &[&delivery]).await?.iter().map(attempt_from_row).collect()
+    query(c, &sql, &[&delivery]).await?.iter().map(attempt_from).collect()
 }
 
 pub(crate) async fn insert_attempt<C: GenericClient>(c: &C, a: &Attempt) -> Result<(), StoreError> {
@@ -602,24 +545,6 @@ pub(crate) fn attempt_number(n: u32) -> i32 {
     int(n)
 }
 
-pub(crate) const WATCH_COLUMNS: &str =
-    "operation_id, merchant_id, source, polls, next_poll_at, state, created_at, updated_at";
-
-pub(crate) fn watch_from_row(r: &Row) -> Result<Watch, StoreError> {
-    let source: serde_json::Value = json(r, 2)?;
-    let state: String = get(r, 5)?;
-    Ok(Watch {
-        operation_id: text(r, 0)?,
-        merchant_id: text(r, 1)?,
-        source: StatusSource::from_json(&source).map_err(bad_data)?,
-        polls: count(r, 3)?,
-        next_poll_at: get::<Option<i64>>(r, 4)?.map(Timestamp),
-        state: WatchState::parse(&state).ok_or_else(|| bad_data(UnknownStatus(state)))?,
-        created_at: Timestamp(get(r, 6)?),
-        updated_at: Timestamp(get(r, 7)?),
-    })
-}
-
 pub(crate) async fn insert_watch<C: GenericClient>(
     c: &C,
     op: &Operation,
@@ -638,33 +563,9 @@ pub(crate) async fn insert_watch<C: GenericClient>(
     .map(|_| ())
 }
 
-const POLL_COLUMNS: &str = "operation_id, number, started_at, duration_ms, request, \
-    response_status, response_body, read_value, mapped_status, outcome, error_kind, error";
-
-fn poll_from_row(r: &Row) -> Result<Poll, StoreError> {
-    let outcome: String = get(r, 9)?;
-    let kind: Option<String> = get(r, 10)?;
-    let mapped: Option<String> = get(r, 8)?;
-    let status: Option<i32> = get(r, 5)?;
-    Ok(Poll {
-        operation_id: text(r, 0)?,
-        number: count(r, 1)?,
-        started_at: Timestamp(get(r, 2)?),
-        duration_ms: get(r, 3)?,
-        request: get(r, 4)?,
-        response_status: status.map(u16::try_from).transpose().map_err(bad_data)?,
-        response_body: get(r, 6)?,
-        read: get(r, 7)?,
-        mapped: mapped.as_deref().and_then(|m| m.parse().ok()),
-        outcome: PollOutcome::parse(&outcome).ok_or_else(|| bad_data(UnknownStatus(outcome)))?,
-        error_kind: kind.as_deref().and_then(ErrorKind::parse),
-        error: get(r, 11)?,
-    })
-}
-
 pub(crate) async fn load_polls<C: GenericClient>(c: &C, op: &str) -> Result<Vec<Poll>, StoreError> {
     let sql = format!("SELECT {POLL_COLUMNS} FROM polls WHERE operation_id = $1 ORDER BY number");
-    query(c, &sql, &[&op]).await?.iter().map(poll_from_row).collect()
+    query(c, &sql, &[&op]).await?.iter().map(poll_from).collect()
 }
 
 pub(crate) async fn insert_poll<C: GenericClient>(c: &C, p: &Poll) -> Result<(), StoreError> {

@@ -1,42 +1,27 @@
 //! The re-poll watchdog's tables on PostgreSQL: watches claimed like deliveries (`FOR UPDATE
-//! SKIP LOCKED` and a lease), polls logged like attempts. Semantics as in `sqlite.rs`.
+//! SKIP LOCKED` and a lease), polls logged like attempts, and the poll-timeout callback a
+//! spent watch owes.
 
 use super::rows::*;
 use crate::seal::Sealer;
-use crate::{new_delivery, ClaimedWatch, PollClaim, PollNext, StoreError};
+use crate::{mint_id, ClaimedWatch, PollClaim, PollNext, StoreError};
 use deadpool_postgres::GenericClient;
-use payhook_core::dialect::effective_dialect;
-use payhook_core::ids::OperationId;
-use payhook_core::model::WatchState;
-use payhook_core::model::{DeliveryKind, Operation, Poll, Watch};
-use payhook_core::status_source::StatusSource;
+use payhook_core::ids::{DeliveryId, OperationId};
+use payhook_core::lifecycle::{self, delivery, NewDelivery};
+use payhook_core::model::{DeliveryKind, Poll, Watch};
 use payhook_core::Timestamp;
 
-/// The operation's status source, parsed (the API validated it at registration).
-pub(super) fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, StoreError> {
-    op.callback
-        .status_source
-        .as_ref()
-        .map(|v| StatusSource::from_json(v).map_err(|e| StoreError::Backend(e.to_string())))
-        .transpose()
-}
-
-/// After a status change: when `op` reached a final status, its active watch has nothing left
-/// to find out. Only an operation registered with a status source has a watch, so the others
-/// cost no statement.
-pub(super) async fn finish_if_final<C: GenericClient>(
+/// Finishes the operation's active watch: a final status leaves it nothing to find out.
+pub(super) async fn finish<C: GenericClient>(
     tx: &C,
-    op: &Operation,
+    op: &OperationId,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if !op.status.is_final() || op.callback.status_source.is_none() {
-        return Ok(());
-    }
     exec(
         tx,
         "UPDATE watches SET state = 'finished', next_poll_at = NULL, updated_at = $2
          WHERE operation_id = $1 AND state = 'active'",
-        &[&op.id.as_str(), &now.0],
+        &[&op.as_str(), &now.0],
     )
     .await
     .map(|_| ())
@@ -59,7 +44,7 @@ pub(super) async fn claim_in<C: GenericClient>(
     let lease_until = claim.now.plus(claim.lease);
     let mut claimed = Vec::with_capacity(rows.len());
     for row in &rows {
-        let watch = watch_from_row(row)?;
+        let watch = watch_from(row)?;
         exec(
             tx,
             "UPDATE watches SET lease_until = $2, leased_by = $3 WHERE operation_id = $1",
@@ -84,11 +69,8 @@ pub(super) async fn record_in<C: GenericClient>(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     insert_poll(tx, poll).await?;
-    let (state, next_at) = match next {
-        PollNext::At(at) => (WatchState::Active, Some(at.0)),
-        PollNext::Finished => (WatchState::Finished, None),
-        PollNext::Exhausted => (WatchState::Exhausted, None),
-    };
+    let (state, next_at) = next.watch_state();
+    let next_at = next_at.map(|t| t.0);
     let changed = exec(
         tx,
         "UPDATE watches SET polls = GREATEST(polls, $2), state = $3, next_poll_at = $4,
@@ -103,7 +85,7 @@ pub(super) async fn record_in<C: GenericClient>(
         ],
     )
     .await?;
-    if changed == 1 && state == WatchState::Exhausted {
+    if changed == 1 && next.owes_poll_timeout() {
         plan_poll_timeout(tx, sealer, &poll.operation_id, now).await?;
     }
     Ok(())
@@ -123,19 +105,21 @@ async fn plan_poll_timeout<C: GenericClient>(
         .await?
         .ok_or(StoreError::NotFound)?;
     let merchant = load_merchant(tx, sealer, &op.merchant_id).await?.ok_or(StoreError::NotFound)?;
-    let dialect = effective_dialect(&merchant, &op);
-    let Some(url) = dialect.poll_timeout_destination(&merchant, &op) else { return Ok(()) };
+    let Some(url) = delivery::destination(&merchant, &op, DeliveryKind::PollTimeout) else {
+        return Ok(());
+    };
     let sql = "SELECT id FROM events WHERE operation_id = $1 ORDER BY seq DESC LIMIT 1";
     let row = query_opt(tx, sql, &[&op.id.as_str()]).await?.ok_or(StoreError::NotFound)?;
-    let delivery = new_delivery(
-        &merchant,
-        &op,
-        parse_id(row.get::<_, &str>(0))?,
+    let delivery = lifecycle::new_delivery(NewDelivery {
+        id: parse_id::<DeliveryId>(&mint_id(DeliveryId::PREFIX))?,
+        merchant: &merchant,
+        operation: &op,
+        event_id: parse_id(row.get::<_, &str>(0))?,
         url,
-        DeliveryKind::PollTimeout,
-        false,
+        kind: DeliveryKind::PollTimeout,
+        disabled: false,
         now,
-    )?;
+    });
     insert_delivery(tx, &delivery, None).await
 }
 
@@ -145,5 +129,5 @@ pub(super) async fn watch_of<C: GenericClient>(
 ) -> Result<Option<(Watch, Vec<Poll>)>, StoreError> {
     let sql = format!("SELECT {WATCH_COLUMNS} FROM watches WHERE operation_id = $1");
     let Some(row) = query_opt(c, &sql, &[&op.as_str()]).await? else { return Ok(None) };
-    Ok(Some((watch_from_row(&row)?, load_polls(c, op.as_str()).await?)))
+    Ok(Some((watch_from(&row)?, load_polls(c, op.as_str()).await?)))
 }

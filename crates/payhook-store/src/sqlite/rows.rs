@@ -1,15 +1,17 @@
 //! Row mapping for the SQLite store: column lists, `from_row` functions, inserts and updates.
 
+use crate::columns::{
+    attempt_from, bad_data, merchant_from, poll_from, Cells, ATTEMPT_COLUMNS, MERCHANT_COLUMNS,
+    POLL_COLUMNS,
+};
 use crate::seal::Sealer;
 use crate::{NewOperation, StoreError};
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::model::{
-    Attempt, AttemptOutcome, CallbackSettings, Delivery, DeliveryKind, DeliveryState, ErrorKind,
-    Event, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
+    Attempt, CallbackSettings, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation,
+    Poll,
 };
 use payhook_core::retry::RetryPolicy;
-use payhook_core::signing::SigningSecret;
-use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
 use payhook_core::Timestamp;
 use rusqlite::types::Type;
@@ -80,12 +82,43 @@ pub(crate) fn query_all<T, P: Params>(
     rows.collect::<Result<Vec<_>, _>>().map_err(backend)
 }
 
-pub(crate) fn bad_id() -> StoreError {
-    StoreError::Backend("malformed id in the database".into())
+/// Every row of a cached statement, mapped by `f` (the shared row mapping of `columns`).
+pub(crate) fn query_rows<T, P: Params>(
+    c: &Connection,
+    sql: &str,
+    p: P,
+    f: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = c.prepare_cached(sql).map_err(backend)?;
+    let mut rows = stmt.query(p).map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        out.push(f(r)?);
+    }
+    Ok(out)
 }
 
-pub(crate) fn parse_id<T: FromStr>(s: &str) -> Result<T, StoreError> {
-    s.parse().map_err(|_| bad_id())
+impl Cells for Row<'_> {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.get(i).map_err(backend)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.get(i).map_err(backend)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.get(i).map_err(backend)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.get(i).map_err(backend)
+    }
+    fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T, StoreError> {
+        let text = self.get_ref(i).map_err(backend)?.as_str().map_err(|e| backend(conv(i, e)))?;
+        serde_json::from_str(text).map_err(bad_data)
+    }
+    fn opt_json<T: DeserializeOwned>(&self, i: usize) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self.get(i).map_err(backend)?;
+        text.map(|t| serde_json::from_str(&t).map_err(bad_data)).transpose()
+    }
 }
 
 fn conv<E: std::error::Error + Send + Sync + 'static>(i: usize, e: E) -> rusqlite::Error {
@@ -122,59 +155,8 @@ fn policy_from(r: &Row<'_>, i: usize) -> rusqlite::Result<payhook_core::retry::R
     Ok(policy)
 }
 
-fn opt_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
-    r.get::<_, Option<String>>(i)?
-        .map(|s| serde_json::from_str(&s).map_err(|e| conv(i, e)))
-        .transpose()
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("our records serialize to JSON")
-}
-
-/// A sealed column's plaintext.
-fn unseal(sealer: &Sealer, r: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
-    r.get::<_, Option<String>>(i)?.map(|s| sealer.open(&s).map_err(|e| conv(i, e))).transpose()
-}
-
-fn secret(sealer: &Sealer, r: &Row<'_>, i: usize) -> rusqlite::Result<Option<SigningSecret>> {
-    unseal(sealer, r, i)?.map(|s| SigningSecret::parse(&s).map_err(|e| conv(i, e))).transpose()
-}
-
-const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, allowed_callback_urls, retry, \
-    encryption_key, settings, signing_secret, previous_secret, previous_expires_at, created_at, \
-    updated_at";
-
-/// The merchant columns that hold secrets, sealed with the master key: the signing secret,
-/// the previous one, and the encryption key (JSON text before sealing).
-pub(crate) const SEALED_MERCHANT_COLUMNS: [&str; 3] =
-    ["signing_secret", "previous_secret", "encryption_key"];
-
-fn merchant_from_row(sealer: &Sealer, r: &Row<'_>) -> rusqlite::Result<Merchant> {
-    let previous = match (secret(sealer, r, 9)?, r.get::<_, Option<i64>>(10)?) {
-        (Some(s), Some(exp)) => Some((s, Timestamp(exp))),
-        _ => None,
-    };
-    let encryption_key = unseal(sealer, r, 6)?
-        .map(|json| serde_json::from_str(&json).map_err(|e| conv(6, e)))
-        .transpose()?;
-    let signing_secret = secret(sealer, r, 8)?.ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(8, Type::Null, "no signing secret".into())
-    })?;
-    Ok(Merchant {
-        id: text(r, 0)?,
-        name: r.get(1)?,
-        dialect: text(r, 2)?,
-        callback_url: r.get(3)?,
-        allowed_callback_urls: json(r, 4)?,
-        retry: opt_json(r, 5)?,
-        encryption_key,
-        settings: json(r, 7)?,
-        signing_secret,
-        previous_secret: previous,
-        created_at: Timestamp(r.get(11)?),
-        updated_at: Timestamp(r.get(12)?),
-    })
 }
 
 pub(crate) fn load_merchant(
@@ -185,7 +167,8 @@ pub(crate) fn load_merchant(
     let mut stmt = c
         .prepare_cached(&format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = ?1"))
         .map_err(backend)?;
-    stmt.query_row([id.as_str()], |r| merchant_from_row(sealer, r)).optional().map_err(backend)
+    let mut rows = stmt.query([id.as_str()]).map_err(backend)?;
+    rows.next().map_err(backend)?.map(|r| merchant_from(sealer, r)).transpose()
 }
 
 fn merchant_params(m: &Merchant, sealer: &Sealer) -> [Box<dyn rusqlite::ToSql>; 13] {
@@ -373,7 +356,7 @@ pub(crate) const EVENTS_JOINED: &str =
 /// event's columns (status, seq, the time, which is the operation's `updated_at`) nor the
 /// operation's unchanging columns hold. Today that is the data, as it was after this event.
 /// Storing only this instead of the whole operation keeps ≈ 270 bytes per event off the
-/// single writer's pages (BENCHMARKS.md, tenth round). Events written before schema v4 hold
+/// single writer's pages. Events written before schema v4 hold
 /// the whole operation as JSON, which always starts with `{"id":`; an own part always starts
 /// with `{"data":`.
 #[derive(serde::Serialize)]
@@ -451,28 +434,12 @@ pub(crate) fn event_by_key(
     stmt.query_row(params![op.as_str(), key], event_from_row).optional().map_err(backend)
 }
 
-pub(crate) fn insert_event(
-    c: &impl Statements,
-    op: Operation,
-    previous_status: Status,
-    event_key: Option<String>,
-    now: Timestamp,
-) -> Result<Event, StoreError> {
-    let mut event = Event {
-        id: parse_id(&crate::mint_id("evt_"))?,
-        position: 0,
-        operation_id: op.id.clone(),
-        merchant_id: op.merchant_id.clone(),
-        seq: op.seq,
-        status: op.status,
-        previous_status,
-        event_key,
-        created_at: now,
-        operation: op,
-    };
+/// Stores `event` (built by the lifecycle) and gives it its feed position.
+pub(crate) fn insert_event(c: &impl Statements, mut event: Event) -> Result<Event, StoreError> {
     // The own part rebuilds the operation only where the event's columns match it; every
     // caller changes the operation at `now`, so this is belt and braces.
     let op = &event.operation;
+    let now = event.created_at;
     let snapshot = if op.updated_at == now && op.seq == event.seq && op.status == event.status {
         own_part(op)
     } else {
@@ -489,7 +456,7 @@ pub(crate) fn insert_event(
             event.merchant_id.as_str(),
             event.seq,
             event.status.as_str(),
-            previous_status.as_str(),
+            event.previous_status.as_str(),
             event.event_key,
             now.0,
             snapshot
@@ -643,31 +610,10 @@ pub(crate) fn insert_leased_delivery(
     Ok(())
 }
 
-const ATTEMPT_COLUMNS: &str = "delivery_id, number, started_at, duration_ms, request, \
-    response_status, response_body, outcome, error_kind, error";
-
-fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
-    let outcome: String = r.get(7)?;
-    let kind: Option<String> = r.get(8)?;
-    Ok(Attempt {
-        delivery_id: text(r, 0)?,
-        number: r.get(1)?,
-        started_at: Timestamp(r.get(2)?),
-        duration_ms: r.get(3)?,
-        request: r.get(4)?,
-        response_status: r.get(5)?,
-        response_body: r.get(6)?,
-        outcome: AttemptOutcome::parse(&outcome)
-            .ok_or_else(|| conv(7, payhook_core::status::UnknownStatus(outcome)))?,
-        error_kind: kind.as_deref().and_then(ErrorKind::parse),
-        error: r.get(9)?,
-    })
-}
-
 pub(crate) fn load_attempts(c: &Connection, delivery: &str) -> Result<Vec<Attempt>, StoreError> {
     let sql =
         format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY number");
-    query_all(c, &sql, [delivery], attempt_from_row)
+    query_rows(c, &sql, [delivery], |r| attempt_from(r))
 }
 
 pub(crate) fn insert_attempt(c: &impl Statements, a: &Attempt) -> Result<(), StoreError> {
@@ -696,25 +642,6 @@ pub(crate) fn insert_attempt(c: &impl Statements, a: &Attempt) -> Result<(), Sto
     Ok(())
 }
 
-pub(crate) const WATCH_COLUMNS: &str =
-    "operation_id, merchant_id, source, polls, next_poll_at, state, created_at, updated_at";
-
-pub(crate) fn watch_from_row(r: &Row<'_>) -> rusqlite::Result<Watch> {
-    let source: serde_json::Value = json(r, 2)?;
-    let state: String = r.get(5)?;
-    Ok(Watch {
-        operation_id: text(r, 0)?,
-        merchant_id: text(r, 1)?,
-        source: StatusSource::from_json(&source).map_err(|e| conv(2, e))?,
-        polls: r.get(3)?,
-        next_poll_at: r.get::<_, Option<i64>>(4)?.map(Timestamp),
-        state: WatchState::parse(&state)
-            .ok_or_else(|| conv(5, payhook_core::status::UnknownStatus(state)))?,
-        created_at: Timestamp(r.get(6)?),
-        updated_at: Timestamp(r.get(7)?),
-    })
-}
-
 pub(crate) fn insert_watch(
     c: &Connection,
     op: &Operation,
@@ -733,33 +660,9 @@ pub(crate) fn insert_watch(
     Ok(())
 }
 
-const POLL_COLUMNS: &str = "operation_id, number, started_at, duration_ms, request, \
-    response_status, response_body, read_value, mapped_status, outcome, error_kind, error";
-
-fn poll_from_row(r: &Row<'_>) -> rusqlite::Result<Poll> {
-    let outcome: String = r.get(9)?;
-    let kind: Option<String> = r.get(10)?;
-    let mapped: Option<String> = r.get(8)?;
-    Ok(Poll {
-        operation_id: text(r, 0)?,
-        number: r.get(1)?,
-        started_at: Timestamp(r.get(2)?),
-        duration_ms: r.get(3)?,
-        request: r.get(4)?,
-        response_status: r.get(5)?,
-        response_body: r.get(6)?,
-        read: r.get(7)?,
-        mapped: mapped.as_deref().and_then(|m| m.parse().ok()),
-        outcome: PollOutcome::parse(&outcome)
-            .ok_or_else(|| conv(9, payhook_core::status::UnknownStatus(outcome)))?,
-        error_kind: kind.as_deref().and_then(ErrorKind::parse),
-        error: r.get(11)?,
-    })
-}
-
 pub(crate) fn load_polls(c: &Connection, op: &str) -> Result<Vec<Poll>, StoreError> {
     let sql = format!("SELECT {POLL_COLUMNS} FROM polls WHERE operation_id = ?1 ORDER BY number");
-    query_all(c, &sql, [op], poll_from_row)
+    query_rows(c, &sql, [op], |r| poll_from(r))
 }
 
 pub(crate) fn insert_poll(c: &Connection, p: &Poll) -> Result<(), StoreError> {

@@ -1,6 +1,7 @@
 //! Recording attempts and what follows from them, and resends.
 
 use crate::fixtures::*;
+use payhook_core::lifecycle::CancelReason;
 use payhook_core::model::DeliveryState;
 use payhook_core::status::Status;
 use payhook_store::{NextStep, Store, StoreError};
@@ -59,7 +60,7 @@ pub async fn gone_disables_the_destination(store: Arc<dyn Store>) {
     let op = add_operation(s, &m, "order-1").await;
     let d = report(s, &op, Status::Pending, at(1)).await;
     claim(s, "n1", at(1), 1).await;
-    let state = record(s, &d, 410, NextStep::Cancel { disable: true }, at(2)).await;
+    let state = record(s, &d, 410, NextStep::Cancel(CancelReason::Gone), at(2)).await;
     assert_eq!(state, DeliveryState::Cancelled);
 
     let next = report(s, &op, Status::Success, at(3)).await;
