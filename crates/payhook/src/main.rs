@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 /// jemalloc instead of the system allocator: on the delivery path glibc's malloc and free
 /// were a fifth of the server's CPU, and jemalloc cut the server's CPU per callback by about
-/// a sixth with the same peak RSS (mimalloc cut less and doubled the RSS). BENCHMARKS.md has
-/// the runs.
+/// a sixth with the same peak RSS (mimalloc cut less and doubled the RSS); BENCHMARKS.md lists
+/// it among the levers kept.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -42,11 +42,16 @@ fn init_tracing(format: LogFormat) {
     init_tracing_with(format, "info");
 }
 
-/// Logs to stderr, at `PAYHOOK_LOG`'s level, else `default_level`.
+/// Logs to stderr, at `PAYHOOK_LOG`'s level, else `default_level`; in colour only when stderr
+/// is a terminal, so log files and collectors get plain text.
 fn init_tracing_with(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYHOOK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -20,10 +20,10 @@ struct Process {
 }
 
 impl Process {
-    fn start(dir: &std::path::Path) -> Process {
+    fn start(dir: &std::path::Path, log_format: &str) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_payhook"))
             .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
-            .args(["--log-format", "json"])
+            .args(["--log-format", log_format])
             .arg("--database")
             .arg(dir.join("logs.db"))
             .env("PAYHOOK_ADMIN_TOKEN", LOG_ADMIN)
@@ -91,10 +91,23 @@ fn jwk_json(jwk: &Jwk) -> Value {
     Value::Object(map.clone())
 }
 
+/// Log lines written to a pipe (a file, a log collector) carry no terminal colour codes.
+#[tokio::test]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Process::start(dir.path(), "text");
+    let out = wait_for("a log line at INFO", Duration::from_secs(30), || {
+        let out = node.output();
+        std::future::ready(out.contains("INFO").then_some(out))
+    })
+    .await;
+    assert!(!out.contains('\u{1b}'), "escape codes in piped logs: {out:?}");
+}
+
 #[tokio::test]
 async fn no_secret_appears_in_debug_json_logs_of_a_full_scenario() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Process::start(dir.path());
+    let node = Process::start(dir.path(), "json");
     let base = wait_for("payhook to print its address", Duration::from_secs(30), || {
         let out = node.output();
         let addr =
