@@ -2,6 +2,7 @@
 //! on loopback.
 
 mod api;
+mod architecture;
 mod crash;
 mod crosscheck;
 mod delivery;
