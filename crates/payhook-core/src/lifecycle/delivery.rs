@@ -3,7 +3,7 @@
 
 use crate::dialect::{effective_dialect, effective_policy};
 use crate::ids::{DeliveryId, EventId};
-use crate::model::{Delivery, DeliveryKind, DeliveryState, Merchant, Operation};
+use crate::model::{Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation};
 use crate::Timestamp;
 
 /// Why a delivery to a disabled destination is cancelled at once.
@@ -57,6 +57,26 @@ pub fn new_delivery(new: NewDelivery<'_>) -> Delivery {
         created_at: now,
         updated_at: now,
     }
+}
+
+/// The delivery `event` owes at `url`, as of the event's time: what a status change plans.
+pub fn of_event(
+    id: DeliveryId,
+    merchant: &Merchant,
+    event: &Event,
+    url: String,
+    disabled: bool,
+) -> Delivery {
+    new_delivery(NewDelivery {
+        id,
+        merchant,
+        operation: &event.operation,
+        event_id: event.id.clone(),
+        url,
+        kind: DeliveryKind::Status,
+        disabled,
+        now: event.created_at,
+    })
 }
 
 /// Whether `d` is pending and due at `now`: a store may then lease it to this node's

@@ -512,3 +512,22 @@ fn the_return_url_answers_once_the_status_is_final() {
 fn ms(t: Timestamp, n: i64) -> Timestamp {
     Timestamp(t.0 + n)
 }
+
+#[test]
+fn a_status_change_owes_its_delivery_as_of_the_events_time() {
+    let m = merchant(Dialect::Standard);
+    let event = registration_event(operation(Status::Success), event_id(), ms(T0, 40));
+    let url = "https://merchant.example/cb".to_owned();
+    let d = delivery::of_event(DeliveryId::from_suffix("d2"), &m, &event, url.clone(), false);
+    let expect = new_delivery(NewDelivery {
+        id: DeliveryId::from_suffix("d2"),
+        merchant: &m,
+        operation: &event.operation,
+        event_id: event.id.clone(),
+        url,
+        kind: DeliveryKind::Status,
+        disabled: false,
+        now: ms(T0, 40),
+    });
+    assert_eq!(d, expect);
+}

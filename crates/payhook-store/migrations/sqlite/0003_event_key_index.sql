@@ -3,10 +3,10 @@
 -- not, wrote an entry into that index: one more b-tree insert on the single writer thread per
 -- status report and per registration. A partial unique index over the keyed events keeps the
 -- same rule (one event per operation and key) and skips the rest; it cut the writer's work
--- per report + attempt record by 4.1% (`scripts/writer-cost`, BENCHMARKS.md, eighth round).
+-- per report + attempt record by 4.1% (`scripts/writer-cost`).
 -- SQLite cannot drop a table's constraint, so the table is rebuilt: same columns, same rows,
 -- same positions. The store runs this with foreign keys off (deliveries refer to events) and
--- checks them before committing (`migrate` in sqlite.rs), as SQLite's procedure for
+-- checks them before committing (`migrate` in sqlite/migrate.rs), as SQLite's procedure for
 -- rebuilding a table asks. The copy takes time and disk in proportion to the events table.
 
 CREATE TABLE events_v3 (

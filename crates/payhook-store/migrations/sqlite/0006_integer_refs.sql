@@ -6,10 +6,10 @@
 -- v6 an event holds `operation_number` (the operation's `number`, its rowid) and a delivery
 -- `event_position` (the event's `position`, its rowid) and `operation_number`, so those checks
 -- are rowid lookups; reads join the text ids back in (`EVENTS_JOINED`, `DELIVERY_COLUMNS` in
--- sqlite/rows.rs). The API's ids do not change. Measured: BENCHMARKS.md, eleventh round.
+-- sqlite/rows.rs). The API's ids do not change.
 -- SQLite cannot change a column's type, so both tables are rebuilt as in v3: same rows, same
 -- positions, the position counter carried over. The store runs this with foreign keys off and
--- checks them before committing (`migrate` in sqlite.rs). A reference that finds no row gives
+-- checks them before committing (`migrate` in sqlite/migrate.rs). A reference that finds no row gives
 -- NULL and fails the NOT NULL constraint, so the migration stops rather than drop a row. The
 -- copy takes time and disk in proportion to the two tables.
 

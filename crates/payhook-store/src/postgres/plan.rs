@@ -9,7 +9,7 @@ use crate::seal::Sealer;
 use crate::{destination_host, mint_id, Claimed, Handoff, Reported, Slot, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::{DeliveryId, MerchantId};
-use payhook_core::lifecycle::{self, delivery, NewDelivery, Supersede};
+use payhook_core::lifecycle::{delivery, Supersede};
 use payhook_core::model::{Delivery, DeliveryKind, Event, Merchant};
 use payhook_core::Timestamp;
 use std::collections::HashMap;
@@ -127,16 +127,9 @@ pub(super) async fn plan_delivery<C: GenericClient>(
     let Some(url) = delivery::destination(&merchant, op, DeliveryKind::Status) else {
         return Ok(None);
     };
-    let delivery = lifecycle::new_delivery(NewDelivery {
-        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
-        disabled: seen.is_disabled(tx, &merchant.id, &url).await?,
-        merchant: &merchant,
-        operation: op,
-        event_id: event.id.clone(),
-        url,
-        kind: DeliveryKind::Status,
-        now,
-    });
+    let disabled = seen.is_disabled(tx, &merchant.id, &url).await?;
+    let id = parse_id(&mint_id(DeliveryId::PREFIX))?;
+    let delivery = delivery::of_event(id, &merchant, event, url, disabled);
     let host = destination_host(&delivery.url);
     let handoff = seen.handoff.clone().filter(|_| delivery::is_due(&delivery, now));
     let lease = handoff.and_then(|h| {

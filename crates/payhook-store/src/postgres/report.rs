@@ -221,11 +221,7 @@ async fn in_savepoint<C: GenericClient>(
     now: Timestamp,
 ) -> Result<Result<Reported, StoreError>, StoreError> {
     exec(tx, "SAVEPOINT item", &[]).await?;
-    let outcome = match check(tx, &report, now).await {
-        Err(e) => Err(e),
-        Ok(Checked::Replay(r)) => Ok(*r),
-        Ok(Checked::Change(change)) => apply(tx, sealer, seen, *change, now).await,
-    };
+    let outcome = check_and_apply(tx, sealer, seen, report, now).await.and_then(|r| r);
     let undo =
         if outcome.is_ok() { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item" };
     exec(tx, undo, &[]).await?;

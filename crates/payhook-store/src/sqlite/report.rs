@@ -12,7 +12,7 @@ use crate::{
     StatusReport, StoreError,
 };
 use payhook_core::ids::{DeliveryId, EventId, OperationId};
-use payhook_core::lifecycle::{self, delivery, Change, NewDelivery, Supersede};
+use payhook_core::lifecycle::{self, delivery, Change, Supersede};
 use payhook_core::model::{Delivery, DeliveryKind, Event, Merchant};
 use payhook_core::Timestamp;
 use rusqlite::params;
@@ -148,16 +148,9 @@ fn plan_delivery(
     if any_pending {
         supersede_older(tx, op.number, supersede)?;
     }
-    let delivery = lifecycle::new_delivery(NewDelivery {
-        id: parse_id(&mint_id(DeliveryId::PREFIX))?,
-        disabled: is_disabled(tx, &merchant.id, &url)?,
-        merchant: &merchant,
-        operation: op,
-        event_id: event.id.clone(),
-        url,
-        kind: DeliveryKind::Status,
-        now,
-    });
+    let disabled = is_disabled(tx, &merchant.id, &url)?;
+    let id = parse_id(&mint_id(DeliveryId::PREFIX))?;
+    let delivery = delivery::of_event(id, &merchant, event, url, disabled);
     let host = destination_host(&delivery.url);
     let slot = match handoff {
         Some(h)
