@@ -1,10 +1,11 @@
-//! The delivery loop: claim → render → send → classify → record → schedule; and, on stores
-//! that support it, the hand-off (a delivery due at once arrives leased, without a claim).
+//! The delivery loop: claim → render → send → classify → judge → record; and, on stores that
+//! support it, the hand-off (a delivery due at once arrives leased, without a claim). What an
+//! answer means for the delivery is `payhook_core::lifecycle::judge`'s decision.
 //!
 //! Concurrency is bounded twice: `max_in_flight` attempts per node, and `per_host_limit` per
 //! destination host, enforced by `Slots` for hand-offs and claims alike, so a slow or dead
 //! merchant only ever occupies its own slots. Per-operation order and supersede are the
-//! store's job (see `Store::claim_due`).
+//! lifecycle's rules, applied inside the store's transactions (see `Store::claim_due`).
 
 use crate::metrics::Via;
 use crate::sender::{SendResult, Sender};

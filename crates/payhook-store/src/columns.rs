@@ -1,7 +1,7 @@
 //! Row mapping both backends share: the tables whose columns are the same in SQLite and
-//! PostgreSQL (merchants, attempts, watches, polls, the delivery stats) are read by one set of
-//! functions over [`Cells`], which each backend implements for its driver's row. Operations,
-//! events and deliveries are mapped per backend: their SQLite rows differ (see
+//! PostgreSQL (operations, merchants, attempts, watches, polls, the delivery stats) are read by
+//! one set of functions over [`Cells`], which each backend implements for its driver's row.
+//! Events and deliveries are mapped per backend: their SQLite rows differ (see
 //! `migrations/README.md`).
 
 use crate::seal::Sealer;
@@ -56,6 +56,29 @@ pub(crate) fn status_source_of(op: &Operation) -> Result<Option<StatusSource>, S
         .as_ref()
         .map(|v| StatusSource::from_json(v).map_err(|e| StoreError::Backend(e.to_string())))
         .transpose()
+}
+
+pub(crate) const OPERATION_COLUMNS: &str = "id, number, merchant_id, external_id, amount, \
+    currency, kind, status, seq, callback, data, created_at, updated_at, request_hash";
+
+/// `SELECT {OPERATION_COLUMNS}`: the operation and its registration's request hash.
+pub(crate) fn operation_from(r: &impl Cells) -> Result<(Operation, String), StoreError> {
+    let op = Operation {
+        id: r.parsed(0)?,
+        number: r.int(1)?,
+        merchant_id: r.parsed(2)?,
+        external_id: r.text(3)?,
+        amount: r.int(4)?,
+        currency: r.text(5)?,
+        kind: r.text(6)?,
+        status: r.parsed(7)?,
+        seq: r.int(8)?,
+        callback: r.json(9)?,
+        data: r.json(10)?,
+        created_at: Timestamp(r.int(11)?),
+        updated_at: Timestamp(r.int(12)?),
+    };
+    Ok((op, r.text(13)?))
 }
 
 pub(crate) const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, \

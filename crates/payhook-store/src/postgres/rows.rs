@@ -3,8 +3,8 @@
 //! the tables both backends store alike are read through `crate::columns`.
 
 pub(crate) use crate::columns::{
-    attempt_from, bad_data, merchant_from, parse_id, poll_from, watch_from, Cells, ATTEMPT_COLUMNS,
-    MERCHANT_COLUMNS, POLL_COLUMNS, WATCH_COLUMNS,
+    attempt_from, bad_data, merchant_from, operation_from, parse_id, poll_from, watch_from, Cells,
+    ATTEMPT_COLUMNS, MERCHANT_COLUMNS, OPERATION_COLUMNS, POLL_COLUMNS, WATCH_COLUMNS,
 };
 use crate::seal::Sealer;
 use crate::{destination_host, NewOperation, StoreError};
@@ -12,8 +12,7 @@ use deadpool_postgres::GenericClient;
 use payhook_core::ids::{MerchantId, OperationId};
 use payhook_core::lifecycle::Supersede;
 use payhook_core::model::{
-    Attempt, CallbackSettings, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation,
-    Poll,
+    Attempt, Delivery, DeliveryKind, DeliveryState, Event, Merchant, Operation, Poll,
 };
 use payhook_core::retry::RetryPolicy;
 use payhook_core::status::UnknownStatus;
@@ -211,28 +210,6 @@ pub(crate) async fn update_merchant_row<C: GenericClient>(
     write_merchant(c, sealer, sql, m).await
 }
 
-const OPERATION_COLUMNS: &str = "id, number, merchant_id, external_id, amount, currency, kind, \
-    status, seq, callback, data, created_at, updated_at, request_hash";
-
-fn operation_from_row(r: &Row) -> Result<(Operation, String), StoreError> {
-    let op = Operation {
-        id: text(r, 0)?,
-        number: get(r, 1)?,
-        merchant_id: text(r, 2)?,
-        external_id: get(r, 3)?,
-        amount: get(r, 4)?,
-        currency: get(r, 5)?,
-        kind: get(r, 6)?,
-        status: text(r, 7)?,
-        seq: get(r, 8)?,
-        callback: json::<CallbackSettings>(r, 9)?,
-        data: json(r, 10)?,
-        created_at: Timestamp(get(r, 11)?),
-        updated_at: Timestamp(get(r, 12)?),
-    };
-    Ok((op, get(r, 13)?))
-}
-
 /// One operation (and its request hash) by a `WHERE` clause (optionally `… FOR UPDATE`).
 pub(crate) async fn query_operation<C: GenericClient>(
     c: &C,
@@ -240,7 +217,7 @@ pub(crate) async fn query_operation<C: GenericClient>(
     p: Params<'_>,
 ) -> Result<Option<(Operation, String)>, StoreError> {
     let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}");
-    query_opt(c, &sql, p).await?.as_ref().map(operation_from_row).transpose()
+    query_opt(c, &sql, p).await?.as_ref().map(operation_from).transpose()
 }
 
 /// Operations (without request hashes) by a `WHERE … ORDER BY … LIMIT` clause.
@@ -251,7 +228,7 @@ pub(crate) async fn query_operations<C: GenericClient>(
 ) -> Result<Vec<Operation>, StoreError> {
     let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}");
     let rows = query(c, &sql, p).await?;
-    rows.iter().map(|r| operation_from_row(r).map(|(op, _)| op)).collect()
+    rows.iter().map(|r| operation_from(r).map(|(op, _)| op)).collect()
 }
 
 /// Inserts a new operation unless (merchant, external id) is taken; `false` when it was.

@@ -1,8 +1,8 @@
 //! Row mapping for the SQLite store: column lists, `from_row` functions, inserts and updates.
 
 use crate::columns::{
-    attempt_from, bad_data, merchant_from, poll_from, Cells, ATTEMPT_COLUMNS, MERCHANT_COLUMNS,
-    POLL_COLUMNS,
+    attempt_from, bad_data, merchant_from, operation_from, poll_from, Cells, ATTEMPT_COLUMNS,
+    MERCHANT_COLUMNS, OPERATION_COLUMNS, POLL_COLUMNS,
 };
 use crate::seal::Sealer;
 use crate::{NewOperation, StoreError};
@@ -229,28 +229,6 @@ pub(crate) fn update_merchant_row(
     .map_err(backend)
 }
 
-const OPERATION_COLUMNS: &str = "id, number, merchant_id, external_id, amount, currency, kind, \
-    status, seq, callback, data, created_at, updated_at, request_hash";
-
-fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<(Operation, String)> {
-    let op = Operation {
-        id: text(r, 0)?,
-        number: r.get(1)?,
-        merchant_id: text(r, 2)?,
-        external_id: r.get(3)?,
-        amount: r.get(4)?,
-        currency: r.get(5)?,
-        kind: r.get(6)?,
-        status: text(r, 7)?,
-        seq: r.get(8)?,
-        callback: json::<CallbackSettings>(r, 9)?,
-        data: json(r, 10)?,
-        created_at: Timestamp(r.get(11)?),
-        updated_at: Timestamp(r.get(12)?),
-    };
-    Ok((op, r.get(13)?))
-}
-
 /// One operation (and its request hash) by a `WHERE` clause.
 pub(crate) fn query_operation<P: Params>(
     c: &Connection,
@@ -260,7 +238,8 @@ pub(crate) fn query_operation<P: Params>(
     let mut stmt = c
         .prepare_cached(&format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}"))
         .map_err(backend)?;
-    stmt.query_row(p, operation_from_row).optional().map_err(backend)
+    let mut rows = stmt.query(p).map_err(backend)?;
+    rows.next().map_err(backend)?.map(operation_from).transpose()
 }
 
 /// One operation (and its request hash) by id: every status report reads one, so its SQL is
@@ -271,7 +250,8 @@ pub(crate) fn operation_by_id(
 ) -> Result<Option<(Operation, String)>, StoreError> {
     static BY_ID: LazyLock<String> =
         LazyLock::new(|| format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1"));
-    c.with_sql(&BY_ID, |stmt| stmt.query_row([id], operation_from_row).optional()).map_err(backend)
+    let found = c.with_sql(&BY_ID, |stmt| Ok(stmt.query([id])?.next()?.map(operation_from)));
+    found.map_err(backend)?.transpose()
 }
 
 /// Operations (without request hashes) by a `WHERE … ORDER BY … LIMIT` clause.
@@ -281,7 +261,7 @@ pub(crate) fn query_operations<P: Params>(
     p: P,
 ) -> Result<Vec<Operation>, StoreError> {
     let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations {clause}");
-    query_all(c, &sql, p, |r| operation_from_row(r).map(|(op, _)| op))
+    query_rows(c, &sql, p, |r| operation_from(r).map(|(op, _)| op))
 }
 
 pub(crate) fn insert_operation(
