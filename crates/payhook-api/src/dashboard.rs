@@ -2,15 +2,27 @@
 //! (`include_str!`), no build step. The page logs in with the admin token (kept in the tab's
 //! sessionStorage) and calls the JSON API with it, like any other client.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_FRAME_OPTIONS};
 use axum::response::IntoResponse;
+
+/// Only payhook's own script, styles and API; never framed (the Resend button acts with the
+/// admin token, so a page that framed the dashboard could click it).
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
 
 const INDEX: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const STYLE: &str = include_str!("../ui/style.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    ([(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")], body)
+    let headers = [
+        (CONTENT_TYPE, content_type),
+        (CACHE_CONTROL, "no-cache"),
+        (CONTENT_SECURITY_POLICY, CSP),
+        (X_FRAME_OPTIONS, "DENY"),
+    ];
+    (headers, body)
 }
 
 pub async fn index() -> impl IntoResponse {

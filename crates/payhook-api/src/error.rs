@@ -8,6 +8,60 @@ use axum::Json;
 use payhook_store::StoreError;
 use serde_json::json;
 
+/// Every error code the API answers, by HTTP status: the OpenAPI document's enum of `code`
+/// for each status (see `openapi::refine`). A test keeps it equal to the codes the source
+/// can produce.
+pub const CODES: &[(u16, &[&str])] = &[
+    (400, &["malformed_request", "too_deep", "duplicate_key"]),
+    (401, &["unauthorized"]),
+    (403, &["forbidden"]),
+    (404, &["not_found", "no_return_url", "no_watch"]),
+    (405, &["method_not_allowed"]),
+    (
+        409,
+        &[
+            "invalid_transition",
+            "event_key_conflict",
+            "external_id_conflict",
+            "superseded",
+            "conflict",
+            "not_final",
+        ],
+    ),
+    (413, &["body_too_large"]),
+    (415, &["unsupported_media_type"]),
+    (
+        422,
+        &[
+            "allowed_callback_urls_required",
+            "blocked_target",
+            "callback_url_not_allowed",
+            "callback_url_required",
+            "encryption_key_missing",
+            "field_too_long",
+            "invalid_amount",
+            "invalid_batch",
+            "invalid_currency",
+            "invalid_cursor",
+            "invalid_data",
+            "invalid_encryption_key",
+            "invalid_field",
+            "invalid_limit",
+            "invalid_retry_policy",
+            "invalid_setting",
+            "invalid_status_source",
+            "invalid_url",
+            "unknown_dialect",
+            "unknown_merchant",
+            "unknown_setting",
+            "unknown_status",
+        ],
+    ),
+    (429, &["rate_limited"]),
+    (500, &["internal"]),
+    (503, &["store_unavailable"]),
+];
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -108,8 +162,99 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+/// A route that exists, asked with a method it does not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
 impl From<payhook_core::lifecycle::RuleViolation> for ApiError {
     fn from(v: payhook_core::lifecycle::RuleViolation) -> Self {
         ApiError::invalid(v.code, v.field, v.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CODES;
+    use std::collections::BTreeSet;
+
+    /// The snake_case string literal that starts `text` (after blanks), if any: an error
+    /// code, not a plain-text body such as `/metrics`' own 503.
+    fn literal(text: &str) -> Option<&str> {
+        let rest = text.trim_start().strip_prefix('"')?;
+        let word = rest.split('"').next()?;
+        word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_').then_some(word)
+    }
+
+    /// `(status, code)` of every error the sources can build: `StatusCode::X, "code"`, and
+    /// the 422s of `ApiError::invalid("code"` and the lifecycle's `violation("code"`.
+    fn built(source: &str) -> BTreeSet<(u16, String)> {
+        let mut out = BTreeSet::new();
+        for (i, _) in source.match_indices("StatusCode::") {
+            let rest = &source[i + "StatusCode::".len()..];
+            let name: String =
+                rest.chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+            let after = rest[name.len()..].trim_start();
+            let Some(code) = after.strip_prefix(',').and_then(literal) else { continue };
+            let status =
+                axum::http::StatusCode::from_bytes(name.as_bytes()).ok().map(|s| s.as_u16());
+            let status = status.or_else(|| status_named(&name));
+            out.insert((status.expect("a known status"), code.to_owned()));
+        }
+        for call in ["invalid(", "violation("] {
+            for (i, _) in source.match_indices(call) {
+                if let Some(code) = literal(&source[i + call.len()..]) {
+                    out.insert((422, code.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    fn status_named(name: &str) -> Option<u16> {
+        use axum::http::StatusCode as S;
+        let all = [
+            S::BAD_REQUEST,
+            S::UNAUTHORIZED,
+            S::FORBIDDEN,
+            S::NOT_FOUND,
+            S::METHOD_NOT_ALLOWED,
+            S::CONFLICT,
+            S::PAYLOAD_TOO_LARGE,
+            S::UNSUPPORTED_MEDIA_TYPE,
+            S::UNPROCESSABLE_ENTITY,
+            S::TOO_MANY_REQUESTS,
+            S::INTERNAL_SERVER_ERROR,
+            S::SERVICE_UNAVAILABLE,
+        ];
+        let wanted = name.replace('_', " ");
+        all.iter()
+            .find(|s| s.canonical_reason().is_some_and(|r| r.to_uppercase() == wanted))
+            .map(|s| s.as_u16())
+    }
+
+    #[test]
+    fn the_code_table_is_every_code_the_api_can_answer() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let mut files: Vec<String> = std::fs::read_dir(format!("{root}/payhook-api/src"))
+            .expect("src")
+            .map(|e| e.expect("entry").path().display().to_string())
+            .filter(|p| p.ends_with(".rs"))
+            .collect();
+        files.push(format!("{root}/payhook-core/src/lifecycle/register.rs"));
+        let mut found = BTreeSet::new();
+        for f in files.iter().filter(|f| !f.ends_with("error.rs")) {
+            found.extend(built(&std::fs::read_to_string(f).expect("source")));
+        }
+        found.extend(built(include_str!("error.rs").split("#[cfg(test)]").next().expect("code")));
+        let table: BTreeSet<(u16, String)> = CODES
+            .iter()
+            .flat_map(|(s, codes)| codes.iter().map(move |c| (*s, c.to_string())))
+            .collect();
+        assert_eq!(found, table, "error::CODES and the source disagree");
     }
 }

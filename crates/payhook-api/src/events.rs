@@ -16,12 +16,16 @@ pub const MAX_LIMIT: u32 = 1000;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FeedQuery {
-    /// Required for the admin; a merchant may leave out its own.
+    /// Required for the admin (400 without); a merchant key may leave it out, and then reads
+    /// its own feed.
+    #[param(value_type = String)]
     merchant_id: Option<String>,
     /// A feed position (`next_after` of the previous page); 0 from the start.
     #[serde(default)]
+    #[param(minimum = 0)]
     after: i64,
     /// 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -33,7 +37,7 @@ pub struct FeedQuery {
         (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
         (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
         (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
-        (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
+        (status = 422, description = "limit outside 1..=1000 or after below 0", body = crate::openapi::ErrorBody),
         (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,
@@ -48,14 +52,7 @@ pub async fn feed(
         }
     };
     caller.require_access(&merchant)?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            "limit",
-            format!("limit is 1..={MAX_LIMIT}"),
-        ));
-    }
+    let limit = crate::validate::page(q.after, q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let events = state.store.events(&merchant, q.after, limit).await?;
     let next_after = events.last().map_or(q.after, |e| e.position);
     let data: Vec<Value> = events.iter().map(views::event).collect();

@@ -25,6 +25,7 @@ pub mod validate;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
 use axum::routing::get;
 use axum::Router;
 use payhook_core::clock::Clock;
@@ -32,6 +33,7 @@ use payhook_store::Store;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use tokio::sync::Notify;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,6 +48,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Hex SHA-256 of the admin token; the token itself is never kept.
     pub admin_token_hash: Arc<String>,
+    /// The outbound targets the operator allows: callback URLs, status sources and allowed
+    /// prefixes whose literal host it forbids are refused at registration.
+    pub targets: Arc<payhook_core::target::TargetPolicy>,
     /// Wakes this node's dispatcher when new work is stored (absent on `--no-dispatch`
     /// nodes: other nodes find the work by polling).
     pub wake: Option<Arc<Notify>>,
@@ -92,7 +97,10 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// [`openapi_document`] as JSON, built once.
 pub fn openapi_value() -> serde_json::Value {
     static DOC: LazyLock<serde_json::Value> = LazyLock::new(|| {
-        serde_json::to_value(openapi_document()).expect("the OpenAPI document serializes")
+        let mut doc =
+            serde_json::to_value(openapi_document()).expect("the OpenAPI document serializes");
+        openapi::refine(&mut doc);
+        doc
     });
     DOC.clone()
 }
@@ -110,7 +118,16 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/app.js", get(dashboard::app_js))
         .route("/ui/style.css", get(dashboard::style))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(metrics::observe))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
         .with_state(state)
 }

@@ -4,6 +4,7 @@ use crate::auth::{token_hash, Caller};
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::validate;
+use crate::views::ShownOnce;
 use crate::{views, AppState};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ use payhook_core::lifecycle;
 use payhook_core::model::Merchant;
 use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
+use payhook_core::target::TargetPolicy;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -28,11 +30,18 @@ pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMerchant {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// Default `standard`.
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::DialectName>)]
     dialect: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     callback_url: Option<String>,
     /// Approved callback URL prefixes (required for `uapay`).
     #[serde(default)]
@@ -77,11 +86,12 @@ pub(crate) fn parse_retry(field: &str, v: &Value) -> Result<RetryPolicy, ApiErro
 }
 
 /// A merchant's fields, then its dialect's rules, after create and after every patch.
-fn check_merchant(m: &Merchant) -> Result<(), ApiError> {
+fn check_merchant(m: &Merchant, targets: &TargetPolicy) -> Result<(), ApiError> {
     validate::text("name", &m.name, validate::MAX_NAME)?;
-    validate::opt_url("callback_url", &m.callback_url)?;
+    validate::opt_target_url(targets, "callback_url", &m.callback_url)?;
     for prefix in &m.allowed_callback_urls {
         validate::url("allowed_callback_urls", prefix)?;
+        validate::target(targets, "allowed_callback_urls", prefix)?;
     }
     Ok(lifecycle::check_merchant(m)?)
 }
@@ -101,7 +111,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CreateMerchant>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<ShownOnce<(StatusCode, axum::Json<Value>)>, ApiError> {
     caller.require_admin()?;
     let now = state.clock.now();
     let dialect = match &body.dialect {
@@ -123,13 +133,13 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    check_merchant(&merchant)?;
+    check_merchant(&merchant, &state.targets)?;
     let api_key = new_api_key();
     state.store.create_merchant(&merchant, &token_hash(&api_key)).await?;
     let mut view = views::merchant(&merchant);
     view["api_key"] = json!(api_key);
     view["signing_secret"] = json!(merchant.signing_secret.expose());
-    Ok((StatusCode::CREATED, axum::Json(view)))
+    Ok(ShownOnce((StatusCode::CREATED, axum::Json(view))))
 }
 
 async fn load(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
@@ -178,12 +188,14 @@ fn apply_patch(m: &mut Merchant, key: &str, v: &Value) -> Result<bool, ApiError>
             m.callback_url = opt_string(key, v)?;
             reenable = true;
         }
+        "allowed_callback_urls" if v.is_null() => m.allowed_callback_urls = Vec::new(),
         "allowed_callback_urls" => {
             m.allowed_callback_urls = serde_json::from_value(v.clone())
                 .map_err(|_| ApiError::malformed("allowed_callback_urls must be a list of URLs"))?
         }
         "retry" => m.retry = (!v.is_null()).then(|| parse_retry(key, v)).transpose()?,
         "encryption_key" => m.encryption_key = (!v.is_null()).then(|| v.clone()),
+        "settings" if v.is_null() => m.settings = Map::new(),
         "settings" => {
             m.settings = serde_json::from_value(v.clone())
                 .map_err(|_| ApiError::malformed("settings must be an object"))?
@@ -223,7 +235,7 @@ pub async fn patch(
     for (k, v) in &body {
         reenable |= apply_patch(&mut m, k, v)?;
     }
-    check_merchant(&m)?;
+    check_merchant(&m, &state.targets)?;
     m.updated_at = state.clock.now();
     state.store.update_merchant(&m, reenable).await?;
     Ok(axum::Json(views::merchant(&m)))
@@ -243,7 +255,7 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<ShownOnce<axum::Json<Value>>, ApiError> {
     caller.require_admin()?;
     let mut m = load(&state, &id).await?;
     let now = state.clock.now();
@@ -251,9 +263,9 @@ pub async fn rotate_secret(
     m.previous_secret = Some((old, now.plus(ROTATION_OVERLAP)));
     m.updated_at = now;
     state.store.update_merchant(&m, false).await?;
-    Ok(axum::Json(json!({
+    Ok(ShownOnce(axum::Json(json!({
         "id": m.id,
         "signing_secret": m.signing_secret.expose(),
         "previous_secret_expires_at": now.plus(ROTATION_OVERLAP).rfc3339_millis(),
-    })))
+    }))))
 }

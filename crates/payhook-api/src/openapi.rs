@@ -5,6 +5,7 @@
 //! shapes here equal to what [`crate::views`] produces.
 
 use serde::Serialize;
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -56,6 +57,37 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// The statuses a report may ask for (`created` is registration's own).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedStatus {
+    Pending,
+    #[serde(rename = "requires_3ds")]
+    Requires3ds,
+    Success,
+    Failed,
+    Expired,
+    Reversed,
+    Refunded,
+}
+
+/// `GET /v1/operations/{id}/return`: where the payer's browser goes (the `Location` too).
+#[derive(Serialize, ToSchema)]
+pub struct ReturnTarget {
+    pub location: String,
+}
+
+/// The callback protocols.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DialectName {
+    Standard,
+    Xpay,
+    Ws2mpi,
+    Ecom,
+    Uapay,
+}
+
 /// A merchant as read back: never its secrets.
 #[derive(Serialize, ToSchema)]
 pub struct MerchantView {
@@ -89,11 +121,22 @@ pub struct MerchantCreated {
     pub signing_secret: String,
 }
 
-/// `PATCH /v1/merchants/{id}`: a merge patch; present keys replace, `null` clears.
+/// `PATCH /v1/merchants/{id}`: a merge patch (`application/json` or
+/// `application/merge-patch+json`); present keys replace, `null` clears, unknown keys are
+/// refused.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MerchantPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    #[schema(nullable = false)]
     pub name: Option<String>,
+    #[schema(nullable = false, value_type = Option<DialectName>)]
     pub dialect: Option<String>,
+    #[schema(max_length = 2048)]
     pub callback_url: Option<String>,
     pub allowed_callback_urls: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
@@ -208,6 +251,15 @@ pub struct OperationPage {
     pub next_after: i64,
 }
 
+/// `GET /v1/operations`: with `external_id`, the one operation with that order id; without,
+/// a page of operations. Two shapes, told apart by `data`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum OperationOrPage {
+    Found(Box<OperationView>),
+    Page(OperationPage),
+}
+
 /// Delivery health of one merchant.
 #[derive(Serialize, ToSchema)]
 pub struct MerchantDeliveryStatsView {
@@ -309,6 +361,74 @@ pub struct WatchView {
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,
+}
+
+/// Makes the generated document exact where the annotations cannot say it: each error
+/// response refers to the schema of its status, whose `code` is the enum of the codes that
+/// status carries ([`crate::error::CODES`]).
+pub fn refine(doc: &mut Value) {
+    body_refusals(doc);
+    for (status, codes) in crate::error::CODES {
+        doc["components"]["schemas"][format!("Error{status}")] = error_schema(codes);
+    }
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for operation in
+        paths.values_mut().filter_map(Value::as_object_mut).flat_map(|i| i.values_mut())
+    {
+        let Some(responses) = operation["responses"].as_object_mut() else { continue };
+        for (status, response) in responses.iter_mut() {
+            let schema = &mut response["content"]["application/json"]["schema"];
+            if schema["$ref"] == "#/components/schemas/ErrorBody" {
+                *schema = json!({"$ref": format!("#/components/schemas/Error{status}")});
+            }
+        }
+    }
+}
+
+/// Every operation that takes a JSON body can refuse it as the body parser does: 400
+/// (malformed, too deep, a key twice), 413 (over 64 KiB), 415 (not JSON).
+fn body_refusals(doc: &mut Value) {
+    let refusals = [
+        ("400", "Malformed body, nested too deep, or a key twice (duplicate_key)"),
+        ("413", "Body over 64 KiB"),
+        ("415", "Not application/json (PATCH also takes application/merge-patch+json)"),
+    ];
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for operation in
+        paths.values_mut().filter_map(Value::as_object_mut).flat_map(|i| i.values_mut())
+    {
+        if operation.get("requestBody").is_none() {
+            continue;
+        }
+        for (status, description) in refusals {
+            let response = &mut operation["responses"][status];
+            if response.is_null() {
+                *response = json!({
+                    "description": description,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                });
+            }
+        }
+    }
+}
+
+/// `{"error":{"code","message","field?"}}` with `code` one of `codes`.
+fn error_schema(codes: &[&str]) -> Value {
+    json!({
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": false,
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "additionalProperties": false,
+            "properties": {
+                "code": {"type": "string", "enum": codes},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "The request field the error is about."}
+            }
+        }}
+    })
 }
 
 /// `GET /openapi.json`: this document.

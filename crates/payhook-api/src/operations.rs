@@ -15,6 +15,7 @@ use payhook_core::lifecycle::{self, NoReturn};
 use payhook_core::model::{CallbackSettings, Merchant, Operation};
 use payhook_core::status::Status;
 use payhook_core::status_source::StatusSource;
+use payhook_core::target::TargetPolicy;
 use payhook_store::{NewOperation, Registered, StatusReport};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -26,20 +27,42 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterOperation {
+    #[schema(min_length = 1, max_length = 36)]
     merchant_id: String,
+    /// The merchant's order id (ws2mpi: at most 32 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     external_id: String,
+    /// In minor units (an integral number: `130.0` is 130).
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "validate::integral")]
     amount: i64,
+    /// ISO 4217, alphabetic (`UAH`) or numeric (`980`).
+    #[schema(min_length = 3, max_length = 3)]
     currency: String,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     kind: String,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::DialectName>)]
     dialect: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     callback_url: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     success_url: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     fail_url: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2048)]
     return_url: Option<String>,
     #[serde(default)]
     encrypt: bool,
@@ -80,20 +103,23 @@ async fn merchant_of(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
     state.store.get_merchant(&id).await?.ok_or_else(unknown)
 }
 
-fn check_fields(body: &RegisterOperation) -> Result<(), ApiError> {
+/// The fields' shapes, and that payhook may call the URLs it will call (`return_url` is the
+/// payer's browser's, never called by payhook).
+fn check_fields(body: &RegisterOperation, targets: &TargetPolicy) -> Result<(), ApiError> {
     validate::text("external_id", &body.external_id, validate::MAX_EXTERNAL_ID)?;
     validate::text("kind", &body.kind, validate::MAX_KIND)?;
     validate::amount(body.amount)?;
     validate::currency(&body.currency)?;
-    validate::opt_url("callback_url", &body.callback_url)?;
-    validate::opt_url("success_url", &body.success_url)?;
-    validate::opt_url("fail_url", &body.fail_url)?;
+    validate::opt_target_url(targets, "callback_url", &body.callback_url)?;
+    validate::opt_target_url(targets, "success_url", &body.success_url)?;
+    validate::opt_target_url(targets, "fail_url", &body.fail_url)?;
     validate::opt_url("return_url", &body.return_url)?;
     validate::data("data", &body.data)?;
     if let Some(source) = &body.status_source {
-        StatusSource::from_json(source).map_err(|e| {
+        let source = StatusSource::from_json(source).map_err(|e| {
             ApiError::invalid("invalid_status_source", "status_source", e.to_string())
         })?;
+        validate::opt_target_url(targets, "status_source", &Some(source.url))?;
     }
     Ok(())
 }
@@ -120,7 +146,7 @@ pub async fn register(
     let request_hash = fingerprint(&raw);
     let body: RegisterOperation =
         serde_json::from_value(raw).map_err(|e| ApiError::malformed(e.to_string()))?;
-    check_fields(&body)?;
+    check_fields(&body, &state.targets)?;
     let merchant = merchant_of(&state, &body.merchant_id).await?;
     let dialect = body.dialect.as_deref().map(|d| parse_dialect("dialect", d)).transpose()?;
     let callback = CallbackSettings {
@@ -202,9 +228,15 @@ pub async fn read(
 pub struct FindQuery {
     /// Required for the admin; a merchant may leave out its own.
     merchant_id: Option<String>,
+    /// Finds the one operation with this order id (`merchant_id` then required, also for a
+    /// merchant); without it, the answer is a page.
     external_id: Option<String>,
+    /// A page's `next_after`; 0 from the start.
     #[serde(default)]
+    #[param(minimum = 0)]
     after: i64,
+    /// 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -214,11 +246,12 @@ pub struct FindQuery {
 #[utoipa::path(get, path = "/v1/operations", tag = "operations", security(("bearer" = [])),
     params(FindQuery),
     responses(
-        (status = 200, description = "The operation with this order id, or (without external_id) a page of operations: {\"data\":[…],\"next_after\":N}", body = crate::openapi::OperationView),
-        (status = 400, description = "Malformed body or query", body = crate::openapi::ErrorBody),
+        (status = 200, description = "With external_id: the operation with this order id. Without: a page of operations, {\"data\":[…],\"next_after\":N}", body = crate::openapi::OperationOrPage),
+        (status = 400, description = "Malformed query", body = crate::openapi::ErrorBody),
         (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
         (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found (also: external_id without merchant_id, for the admin)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "limit outside 1..=1000 or after below 0", body = crate::openapi::ErrorBody),
         (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn find_or_list(
     State(state): State<AppState>,
@@ -235,7 +268,10 @@ pub async fn find_or_list(
     }
     match (&q.external_id, merchant) {
         (Some(external_id), Some(m)) => find(&state, &m, external_id).await,
-        (Some(_), None) => Err(ApiError::malformed("merchant_id is required").on("merchant_id")),
+        // An order id names an operation only within a merchant: with none given, none is found.
+        (Some(_), None) => {
+            Err(ApiError::not_found("operation (give merchant_id to find by external_id)"))
+        }
         (None, m) => list(&state, m.as_ref(), q.after, q.limit).await,
     }
 }
@@ -259,11 +295,8 @@ async fn list(
     after: i64,
     limit: Option<u32>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let limit = limit.unwrap_or(crate::events::DEFAULT_LIMIT);
-    if limit == 0 || limit > crate::events::MAX_LIMIT {
-        let max = crate::events::MAX_LIMIT;
-        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit is 1..={max}")));
-    }
+    let (default, max) = (crate::events::DEFAULT_LIMIT, crate::events::MAX_LIMIT);
+    let limit = validate::page(after, limit, default, max)?;
     let ops = state.store.list_operations(merchant, after, limit).await?;
     let mut merchants: HashMap<MerchantId, Option<Merchant>> = HashMap::new();
     let mut data = Vec::with_capacity(ops.len());
@@ -304,7 +337,7 @@ pub async fn events(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
-    /// `pending`, `requires_3ds`, `success`, `failed`, `expired`, `reversed`, `refunded`.
+    #[schema(value_type = crate::openapi::ReportedStatus)]
     status: String,
     /// Merged into the operation's data.
     #[serde(default)]
@@ -312,6 +345,11 @@ pub struct ReportBody {
     data: Map<String, Value>,
     /// Idempotency: the same status with the same key is recorded once.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     event_key: Option<String>,
 }
 
@@ -406,6 +444,8 @@ pub const MAX_BATCH: usize = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchItem {
+    /// Each item is checked on its own: an item that breaks a rule (an unknown operation or
+    /// status, a bad `event_key`) gets its own error in the results, and the others go on.
     operation_id: String,
     status: String,
     #[serde(default)]
@@ -419,6 +459,7 @@ pub struct BatchItem {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    #[schema(min_items = 1, max_items = 1000)]
     items: Vec<BatchItem>,
 }
 
@@ -495,7 +536,8 @@ pub async fn report_status_batch(
 #[utoipa::path(get, path = "/v1/operations/{id}/return", tag = "operations",
     params(("id" = String, Path, description = "Operation id (op_…)")),
     responses(
-        (status = 303, description = "Redirect to the operation's return_url"),
+        (status = 303, description = "Redirect to the operation's return_url (also in the body)", body = crate::openapi::ReturnTarget,
+            headers(("location" = String, description = "The operation's return_url"))),
         (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
         (status = 409, description = "Conflict", body = crate::openapi::ErrorBody)))]
 pub async fn client_return(
@@ -515,7 +557,8 @@ pub async fn client_return(
             "the operation has no final status yet",
         ),
     })?;
-    Ok((StatusCode::SEE_OTHER, [(LOCATION, url.to_owned())]).into_response())
+    let body = axum::Json(json!({ "location": url }));
+    Ok((StatusCode::SEE_OTHER, [(LOCATION, url.to_owned())], body).into_response())
 }
 
 /// `GET /v1/operations/{id}/polls`: the re-poll watch and every poll it made.

@@ -4,6 +4,8 @@
 
 use crate::error::ApiError;
 use iso_currency::Currency;
+use payhook_core::target::TargetPolicy;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub const MAX_NAME: usize = 200;
@@ -101,7 +103,37 @@ pub fn url(field: &str, value: &str) -> Result<(), ApiError> {
             format!("{field} must be an absolute http or https URL"),
         ));
     }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Never echoed back: the message names the field, not the URL.
+        return Err(ApiError::invalid(
+            "invalid_url",
+            field,
+            format!("{field} must not carry a user name or password"),
+        ));
+    }
     Ok(())
+}
+
+/// A URL payhook would call (callback, status source, allowed prefix), checked against the
+/// operator's target policy on its literal host: 422 `blocked_target` when no attempt could
+/// ever reach it. Call after [`url`].
+pub fn target(policy: &TargetPolicy, field: &str, value: &str) -> Result<(), ApiError> {
+    let Ok(parsed) = url::Url::parse(value) else { return Ok(()) };
+    match policy.url_refusal(&parsed) {
+        Some(why) => Err(ApiError::invalid("blocked_target", field, format!("{field}: {why}"))),
+        None => Ok(()),
+    }
+}
+
+/// [`url`], then [`target`], of an optional field.
+pub fn opt_target_url(
+    policy: &TargetPolicy,
+    field: &str,
+    value: &Option<String>,
+) -> Result<(), ApiError> {
+    let Some(v) = value.as_deref() else { return Ok(()) };
+    url(field, v)?;
+    target(policy, field, v)
 }
 
 pub fn opt_url(field: &str, value: &Option<String>) -> Result<(), ApiError> {
@@ -137,6 +169,34 @@ pub fn currency(value: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// A page of a list by cursor: `after` at least 0 (422 `invalid_cursor`), `limit` 1..=`max`
+/// (422 `invalid_limit`), `default` when left out; returns the limit.
+pub fn page(after: i64, limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    if after < 0 {
+        return Err(ApiError::invalid("invalid_cursor", "after", "after is a position, 0 or more"));
+    }
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit is 1..={max}")));
+    }
+    Ok(limit)
+}
+
+/// An integer field that also takes a JSON number with no fractional part (`130.0`): JSON
+/// Schema's `integer` is a value, not a spelling, and clients that hold numbers as floats
+/// write it so.
+pub fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(D::Error::custom(format!("{n} is not an integer"))),
+    }
 }
 
 #[cfg(test)]

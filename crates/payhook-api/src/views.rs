@@ -182,6 +182,20 @@ pub fn watch(w: &Watch, polls: &[Poll]) -> Value {
     })
 }
 
+/// An answer that shows a secret once (a new merchant's API key and signing secret, a rotated
+/// secret): `Cache-Control: no-store`, so no cache between the caller and payhook keeps it.
+/// Every answer that shows a secret goes through this.
+pub struct ShownOnce<T>(pub T);
+
+impl<T: axum::response::IntoResponse> axum::response::IntoResponse for ShownOnce<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = self.0.into_response();
+        let no_store = axum::http::HeaderValue::from_static("no-store");
+        response.headers_mut().insert(axum::http::header::CACHE_CONTROL, no_store);
+        response
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@
 //! - [`signing`]: Standard Webhooks signatures, re-exported from `payhook-receiver` so the sender
 //!   and merchants' receivers share one implementation.
 //! - [`status_source`]: the re-poll watchdog's source: request and reading of answers.
+//! - [`target`]: the SSRF guard's rules — forbidden ranges, the operator's `TargetPolicy` —
+//!   shared by the API's check at registration and the dispatcher's after DNS.
 
 pub mod clock;
 pub mod dialect;
@@ -25,6 +27,7 @@ pub mod model;
 pub mod retry;
 pub mod status;
 pub mod status_source;
+pub mod target;
 pub mod time;
 
 pub use payhook_receiver::signing;

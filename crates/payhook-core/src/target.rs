@@ -1,7 +1,10 @@
-//! The SSRF guard: which addresses and URLs a callback or status source may reach.
+//! The SSRF guard's rules: which addresses and URLs a callback or status source may reach.
 //!
-//! The check runs on resolved addresses (never on host names), and the connection is made to
-//! exactly the address that passed (see [`crate::sender`]), so DNS rebinding cannot slip past.
+//! Two places apply them. The dispatcher checks resolved addresses (never host names) and
+//! connects to exactly the address that passed (`payhook-dispatch`'s sender), so DNS
+//! rebinding cannot slip past. The API checks a URL's literal host when it is registered
+//! ([`TargetPolicy::url_refusal`]), so a URL that can never be delivered to is refused at the
+//! door instead of failing at every attempt.
 //! Forbidden ranges are one table ([`FORBIDDEN`]) with the reason each is refused; IPv6 forms
 //! that carry an IPv4 address (IPv4-mapped, NAT64, 6to4) are judged by that IPv4 address, and
 //! IPv6 outside global unicast (`2000::/3`) is refused whole.
@@ -88,6 +91,35 @@ impl TargetPolicy {
             other => Some(format!("scheme {other} refused: only http and https")),
         }
     }
+}
+
+impl TargetPolicy {
+    /// Why `url` can never be reached under this policy, judged on its text alone: a scheme
+    /// the policy refuses, a host that is a forbidden address in any of its written forms
+    /// (WHATWG parsing reads decimal, octal and hex IPv4 and bracketed IPv6 as the address
+    /// they are), or `localhost`, which names the loopback addresses. A host name that merely
+    /// resolves to a forbidden address passes here; the dispatcher refuses it after DNS.
+    pub fn url_refusal(&self, url: &url::Url) -> Option<String> {
+        if let Some(why) = self.scheme_refusal(url.scheme()) {
+            return Some(why);
+        }
+        match url.host()? {
+            url::Host::Ipv4(v4) => self.refusal(IpAddr::V4(v4)),
+            url::Host::Ipv6(v6) => self.refusal(IpAddr::V6(v6)),
+            url::Host::Domain(name) if is_localhost(name) => {
+                let loopback = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+                let refused = loopback.iter().all(|ip| self.refusal(*ip).is_some());
+                refused.then(|| format!("{name} is a forbidden address: loopback"))
+            }
+            url::Host::Domain(_) => None,
+        }
+    }
+}
+
+/// `localhost` and the names under it, which resolve to loopback (RFC 6761).
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// Loopback, private, shared (CGNAT), link-local (cloud metadata), multicast, reserved,
@@ -258,6 +290,51 @@ mod tests {
         assert!(policy.permits(ip("8.8.8.8")), "public addresses stay allowed");
         let why = policy.refusal(ip("169.254.169.254")).expect("refused");
         assert!(why.contains("link-local"), "{why}");
+    }
+
+    #[test]
+    fn literal_forbidden_hosts_are_refused_in_every_written_form() {
+        let policy = TargetPolicy::default();
+        let refused = |u: &str| policy.url_refusal(&url::Url::parse(u).expect(u)).is_some();
+        for u in [
+            "http://169.254.169.254/latest",
+            "http://10.0.0.1/",
+            "http://[::1]/",
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://0x7f.0.0.1/",
+            "http://0x7f000001/",
+            "http://127.1/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://localhost:8080/",
+            "http://LOCALHOST./",
+            "http://api.localhost/",
+            "ftp://shop.example/",
+        ] {
+            assert!(refused(u), "{u} must be refused");
+        }
+        for u in ["https://shop.example/cb", "http://93.184.216.34/", "http://[2606:4700::1111]/"] {
+            assert!(!refused(u), "{u} must pass");
+        }
+    }
+
+    #[test]
+    fn the_registration_check_honours_the_operators_policy() {
+        let check = |policy: &TargetPolicy, u: &str| {
+            policy.url_refusal(&url::Url::parse(u).expect(u)).is_none()
+        };
+        let open = TargetPolicy { allow_private: true, ..TargetPolicy::default() };
+        assert!(check(&open, "http://127.0.0.1:9000/") && check(&open, "http://localhost/"));
+        let cidr = TargetPolicy {
+            allow_cidrs: vec!["127.0.0.0/8".parse().expect("cidr")],
+            ..TargetPolicy::default()
+        };
+        assert!(check(&cidr, "http://127.0.0.1/") && check(&cidr, "http://localhost/"));
+        assert!(!check(&cidr, "http://10.0.0.1/"));
+        let strict = TargetPolicy { https_only: true, ..TargetPolicy::default() };
+        assert!(!check(&strict, "http://shop.example/"));
+        assert!(check(&strict, "https://shop.example/"));
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //!   loops until cancelled.
 //! - [`metrics`]: the counters and histograms the two loops record.
 //! - [`sender`]: the HTTP client (timeouts, no redirects, the SSRF-guarded resolver).
-//! - [`ssrf`]: which addresses payhook refuses to connect to.
+//! - `ssrf`: which addresses payhook refuses to connect to — `payhook_core::target`, the one
+//!   table the API's registration check shares.
 //! - [`watchdog`]: the re-poll watchdog for operations with a `status_source`.
 
 pub mod dispatcher;
 pub mod metrics;
 pub mod sender;
-pub mod ssrf;
+/// The SSRF guard's rules live in core, shared with the API's check at registration.
+pub use payhook_core::target as ssrf;
 pub mod watchdog;
 
 pub use dispatcher::{DispatchConfig, Dispatcher};

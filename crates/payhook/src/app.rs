@@ -188,21 +188,35 @@ async fn admin_hash(
 }
 
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Services> {
+    build_with_lookup(config, clock, payhook_dispatch::sender::system_lookup()).await
+}
+
+/// [`build`] with the outbound requests' host names resolved by `lookup` (tests make a name
+/// resolve to a forbidden address, to show the dispatcher's check after DNS).
+pub async fn build_with_lookup(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    lookup: payhook_dispatch::sender::Lookup,
+) -> anyhow::Result<Services> {
     let opened = open_store(&config.database, config.master_key.as_deref()).await?;
     let store = opened.store;
     let released = store.release_leases(&config.node_id).await?;
     if released > 0 {
         tracing::info!(released, "released leases left by a previous run");
     }
-    let sender = Sender::new(&SenderConfig {
-        timeout: config.request_timeout,
-        targets: TargetPolicy {
-            allow_private: config.allow_private_targets,
-            allow_cidrs: config.allow_cidrs.clone(),
-            https_only: config.https_only,
+    let targets = TargetPolicy {
+        allow_private: config.allow_private_targets,
+        allow_cidrs: config.allow_cidrs.clone(),
+        https_only: config.https_only,
+    };
+    let sender = Sender::with_lookup(
+        &SenderConfig {
+            timeout: config.request_timeout,
+            targets: targets.clone(),
+            ..SenderConfig::default()
         },
-        ..SenderConfig::default()
-    })
+        lookup,
+    )
     .context("building the HTTP client")?;
     let dispatch = DispatchConfig {
         node_id: config.node_id.clone(),
@@ -229,6 +243,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Ser
         store: store.clone(),
         clock,
         admin_token_hash: Arc::new(hash),
+        targets: Arc::new(targets),
         wake: config.dispatch.then(|| dispatcher.waker()),
         limits: Arc::new(RateLimits::new(
             RateLimit::new(config.rate_limit, config.rate_limit_burst),

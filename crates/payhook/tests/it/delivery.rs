@@ -127,12 +127,19 @@ async fn redirects_are_never_followed() {
 async fn private_targets_are_blocked_unless_allowed() {
     let app = spawn_app_with(Mode::Live, |c| c.allow_private_targets = false).await;
     let rx = TestReceiver::start().await;
-    let localhost = rx.url.replace("127.0.0.1", "localhost");
-    let m = app.merchant(json!({"name": "Shop", "callback_url": rx.url})).await;
+    // A literal private address never gets in...
+    let r = app
+        .admin("POST", "/v1/merchants", Some(json!({"name": "Shop", "callback_url": rx.url})))
+        .await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (422, Some("blocked_target")));
+    // ...and names that resolve to one are refused when the dispatcher resolves them.
+    let named = via_name(&rx, "loopback.test");
+    let m = app.merchant(json!({"name": "Shop", "callback_url": named})).await;
     let mid = m["id"].as_str().expect("id");
-    let literal = app.operation(mid, "o-1", json!({})).await;
-    let named = app.operation(mid, "o-2", json!({"callback_url": localhost})).await;
-    for op in [&literal, &named] {
+    let merchants = app.operation(mid, "o-1", json!({})).await;
+    let own = via_name(&rx, "api.loopback.test");
+    let operations = app.operation(mid, "o-2", json!({"callback_url": own})).await;
+    for op in [&merchants, &operations] {
         let id = op["id"].as_str().expect("id");
         app.report(id, "success").await;
         let list = app.settled(id).await;

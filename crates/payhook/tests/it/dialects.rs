@@ -490,7 +490,6 @@ async fn an_approved_host_does_not_approve_hosts_that_merely_start_like_it() {
     };
     for (i, url) in [
         "https://shop.example.evil.net/cb",
-        "https://shop.example@evil.net/cb",
         "https://shop.example:8443/cb",
         "https://shop.examples/cb",
     ]
@@ -500,6 +499,9 @@ async fn an_approved_host_does_not_approve_hosts_that_merely_start_like_it() {
         let r = register(&format!("refused-{i}"), url).await;
         assert_refused(&r, "callback_url_not_allowed", "callback_url");
     }
+    // A URL with userinfo is refused before any allow-list is consulted, and never echoed.
+    let r = register("refused-userinfo", "https://shop.example@evil.net/cb").await;
+    assert_refused(&r, "invalid_url", "callback_url");
     for (i, url) in ["https://shop.example", "https://shop.example/cb", "https://shop.example?x=1"]
         .into_iter()
         .enumerate()

@@ -143,7 +143,7 @@ async fn start(
     };
     config.dispatch = manual.is_none();
     tune(&mut config);
-    let services = app::build(&config, clock).await.expect("app builds");
+    let services = app::build_with_lookup(&config, clock, test_lookup()).await.expect("app builds");
     let (store, dispatcher) = (services.store.clone(), services.dispatcher.clone());
     let watchdog = services.watchdog.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -396,4 +396,36 @@ async fn answer(
         resp.headers_mut().insert(k, v.parse().expect("header value"));
     }
     resp
+}
+
+/// Host names the tests' outbound requests resolve as the system would not: a name that
+/// resolves to a forbidden address passes registration (its host is no literal address) and
+/// must be refused by the dispatcher after DNS. Every other name goes to the system resolver.
+/// - `loopback.test` and any name under it: 127.0.0.1;
+/// - `mapped.test`: `::ffff:127.0.0.1`; `v6loopback.test`: `::1`;
+/// - `metadata.test`: 169.254.169.254 (the cloud metadata address).
+pub fn test_lookup() -> payhook_dispatch::sender::Lookup {
+    let system = payhook_dispatch::sender::system_lookup();
+    std::sync::Arc::new(move |host: &str| {
+        let fixed: Option<&str> = match host {
+            "loopback.test" => Some("127.0.0.1"),
+            h if h.ends_with(".loopback.test") => Some("127.0.0.1"),
+            "mapped.test" => Some("::ffff:127.0.0.1"),
+            "v6loopback.test" => Some("::1"),
+            "metadata.test" => Some("169.254.169.254"),
+            _ => None,
+        };
+        match fixed {
+            Some(ip) => {
+                let ip: std::net::IpAddr = ip.parse().expect("a test address");
+                Box::pin(async move { Ok(vec![ip]) })
+            }
+            None => system(host),
+        }
+    })
+}
+
+/// `rx`'s URL with its host written as `name` (one of [`test_lookup`]'s names).
+pub fn via_name(rx: &TestReceiver, name: &str) -> String {
+    rx.url.replace("127.0.0.1", name)
 }

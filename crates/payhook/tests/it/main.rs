@@ -3,6 +3,7 @@
 
 mod api;
 mod architecture;
+mod contract;
 mod crash;
 mod crosscheck;
 mod delivery;

@@ -9,10 +9,10 @@ fn id_of(v: &Value) -> &str {
     v["id"].as_str().expect("an id")
 }
 
-/// `http://localhost:<port>/cb`: a host name (so the resolver decides) that resolves to
-/// loopback addresses only.
+/// `http://loopback.test:<port>`: a host name (so the resolver decides, after registration
+/// let it through) that resolves to a loopback address only.
 fn via_localhost(rx: &TestReceiver) -> String {
-    rx.url.replace("127.0.0.1", "localhost")
+    via_name(rx, "loopback.test")
 }
 
 /// Registers an operation whose callback goes to `url`, reports `success` and makes one
@@ -37,20 +37,20 @@ async fn a_host_name_resolving_to_loopback_is_refused_after_dns() {
     assert_eq!(attempt["error_kind"], "blocked_target", "{attempt}");
     assert_eq!(attempt["outcome"], "permanent");
     let why = attempt["error"].as_str().expect("a reason");
-    assert!(why.contains("localhost") && why.contains("loopback"), "{why}");
+    assert!(why.contains("127.0.0.1") && why.contains("loopback"), "{why}");
     assert_eq!(rx.received().len(), 0, "nothing reached the loopback receiver");
 }
 
 #[tokio::test]
-async fn ip_literals_metadata_and_mapped_forms_are_refused() {
+async fn names_resolving_to_loopback_metadata_and_mapped_forms_are_refused_after_dns() {
     let app = spawn_app_with(Mode::Manual, |c| c.allow_private_targets = false).await;
     let rx = TestReceiver::start().await;
     let port = rx.url.rsplit(':').next().expect("port").to_owned();
     for (i, url) in [
-        format!("http://127.0.0.1:{port}/cb"),
-        format!("http://[::ffff:127.0.0.1]:{port}/cb"),
-        format!("http://[::1]:{port}/cb"),
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://loopback.test:{port}/cb"),
+        format!("http://mapped.test:{port}/cb"),
+        format!("http://v6loopback.test:{port}/cb"),
+        "http://metadata.test/latest/meta-data/".to_owned(),
     ]
     .iter()
     .enumerate()
@@ -88,10 +88,18 @@ async fn the_operator_allow_list_opens_exactly_its_ranges() {
 async fn https_only_refuses_http_callbacks() {
     let app = spawn_app_with(Mode::Manual, |c| c.https_only = true).await;
     let rx = TestReceiver::start().await;
-    let d = deliver_once(&app, &format!("{}/cb", rx.url)).await;
-    assert_eq!(d["state"], "cancelled", "{d}");
-    assert_eq!(d["attempts"][0]["error_kind"], "blocked_target");
-    assert!(d["attempts"][0]["error"].as_str().is_some_and(|e| e.contains("https_only")));
+    // Registration refuses an http:// callback URL at once...
+    let r = app
+        .admin("POST", "/v1/merchants", Some(json!({"name": "Shop", "callback_url": rx.url})))
+        .await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (422, Some("blocked_target")));
+    assert!(r.body["error"]["message"].as_str().is_some_and(|e| e.contains("https_only")));
+    let source = json!({"url": format!("{}/status", rx.url), "schedule": ["1s"]});
+    let m = app.merchant(json!({"name": "Shop", "callback_url": "https://shop.example/cb"})).await;
+    let body = json!({"merchant_id": id_of(&m), "external_id": "o-1", "amount": 1,
+        "currency": "UAH", "kind": "purchase", "status_source": source});
+    let r = app.admin("POST", "/v1/operations", Some(body)).await;
+    assert_eq!((r.status, r.body["error"]["field"].as_str()), (422, Some("status_source")));
     assert_eq!(rx.received().len(), 0);
 }
 

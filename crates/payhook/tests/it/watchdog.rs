@@ -187,8 +187,18 @@ async fn a_final_status_from_the_api_stops_the_watch() {
 #[tokio::test]
 async fn status_sources_pass_the_ssrf_guard_too() {
     let app = spawn_app_with(Mode::Manual, |c| c.allow_private_targets = false).await;
-    let (rx, source) = (TestReceiver::start().await, TestReceiver::start().await);
-    let op = watched(&app, &rx, &source, json!(["1s"])).await;
+    let source = TestReceiver::start().await;
+    // A name that resolves to loopback passes registration and is refused at the poll.
+    let m = app.merchant(json!({"name": "Shop", "callback_url": "https://shop.example/cb"})).await;
+    let url = format!("{}/ConfirmExt?order=77", via_name(&source, "loopback.test"));
+    let op = app
+        .operation(
+            m["id"].as_str().expect("id"),
+            "order-77",
+            json!({"status_source": {"url": url, "schedule": ["1s"]}}),
+        )
+        .await;
+    let op = op["id"].as_str().expect("id").to_owned();
     assert_eq!(step(&app, SEC).await, 1);
     let log = polls(&app, &op).await;
     assert_eq!(column(&log, "error_kind"), [json!("blocked_target")]);
