@@ -9,6 +9,7 @@
 //! backend's rows, `cache` the writer thread's caches and `migrate` the schema. Every payment
 //! decision is `payhook_core::lifecycle`'s.
 
+mod backup;
 mod cache;
 mod claim;
 mod migrate;
@@ -36,6 +37,7 @@ use crate::{
     Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
+pub use backup::{backup, check, CheckReport};
 use cache::forget_merchant;
 pub(crate) use cache::forget_writer_caches;
 use claim::ClaimPlan;

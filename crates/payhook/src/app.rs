@@ -130,7 +130,8 @@ pub fn key_file_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn read_key_file(path: &Path) -> anyhow::Result<Sealer> {
+/// The master key in a key file, refused when others may read it.
+pub fn read_key_file(path: &Path) -> anyhow::Result<Sealer> {
     let mode = std::fs::metadata(path)
         .with_context(|| format!("reading the key file {}", path.display()))?
         .permissions()

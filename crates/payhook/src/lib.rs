@@ -8,6 +8,7 @@
 //! - [`demo`]: `payhook demo`, the walk-through of every dialect.
 
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod demo;

@@ -36,6 +36,10 @@ enum Command {
     Demo(payhook::demo::DemoArgs),
     /// Measure throughput, latency, memory and claim time on this machine.
     Bench(payhook::bench::BenchArgs),
+    /// Copy the SQLite database a node is using, consistently, with its key file.
+    Backup(payhook::backup::BackupArgs),
+    /// Verify a copy: integrity, schema version, and that the key opens its secrets.
+    Check(payhook::backup::CheckArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -141,5 +145,7 @@ async fn main() -> anyhow::Result<()> {
             payhook::demo::run(args).await
         }
         Command::Bench(args) => payhook::bench::run(args).await,
+        Command::Backup(args) => payhook::backup::backup(args).await,
+        Command::Check(args) => payhook::backup::check(args).await,
     }
 }

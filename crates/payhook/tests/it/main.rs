@@ -3,6 +3,7 @@
 
 mod api;
 mod architecture;
+mod backup;
 mod contract;
 mod crash;
 mod crosscheck;
