@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: layered settings (defaults → file → `PAYHOOK_*` env → flags).
 //! - [`app`]: opens the store, builds the dispatcher and the API, runs them until shutdown.
+//! - [`backup`]: `payhook backup` and `payhook check`.
 //! - [`listen`]: the local receiver of `payhook listen`.
 //! - [`bench`]: `payhook bench`, the measurements behind BENCHMARKS.md.
 //! - [`demo`]: `payhook demo`, the walk-through of every dialect.
