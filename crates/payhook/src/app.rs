@@ -151,19 +151,26 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<Sealer> {
 /// Creates the key file (mode 0600, never overwriting) with a fresh key, durably.
 fn write_key_file(path: &Path) -> anyhow::Result<Sealer> {
     let key = Sealer::generate_key();
+    write_private_file(path, format!("{key}\n").as_bytes())?;
+    Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("generated key: {e}"))
+}
+
+/// Writes `bytes` to a new file only its owner may read (mode 0600, never overwriting), and
+/// syncs it and its directory: how a master key reaches the disk.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating the key file {}", path.display()))?;
-    file.write_all(format!("{key}\n").as_bytes())
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing the key file {}", path.display()))?;
+        .with_context(|| format!("writing {}", path.display()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
     }
-    Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("generated key: {e}"))
+    Ok(())
 }
 
 /// The admin token's hash: from the configured token, or from the store, generating and

@@ -2,12 +2,10 @@
 //! node is using, with its master-key file, and a check of such a copy. Both only read the
 //! live database (see `payhook_store::sqlite::backup`).
 
-use crate::app::{key_file_for, read_key_file};
+use crate::app::{key_file_for, read_key_file, write_private_file};
 use crate::config::{Config, ServeArgs};
 use anyhow::Context;
 use payhook_store::seal::Sealer;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// `payhook backup`: the database `serve` would use (same flags, variables and config file).
@@ -78,15 +76,7 @@ async fn write_copy(
 fn copy_key_file(from: &Path, to: &Path) -> anyhow::Result<()> {
     let key =
         std::fs::read(from).with_context(|| format!("reading the key file {}", from.display()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .with_context(|| format!("creating {}", to.display()))?;
-    file.write_all(&key)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", to.display()))
+    write_private_file(to, &key)
 }
 
 /// Verifies a copy: prints what it found; fails unless the file is sound and the key opens it.
