@@ -501,8 +501,8 @@ impl Dispatcher {
             }
             SendResult::Failed { kind, detail } => lifecycle::transport_failure(kind, detail),
         };
-        let sample = (self.jitter.lock().expect("jitter mutex"))();
-        let judgement = lifecycle::judge(&verdict, d, self.clock.now(), sample);
+        let jitter = || (self.jitter.lock().expect("jitter mutex"))();
+        let judgement = lifecycle::judge(&verdict, d, self.clock.now(), jitter);
         (judged(attempt, &judgement), judgement.next)
     }
 }

@@ -40,10 +40,15 @@ pub struct Judgement {
 }
 
 /// Judges attempt number `series_attempts + 1` of the current series of `d`, answered with
-/// `verdict` at `now`. A retry waits what the policy says (stretched by `jitter_sample`, in
-/// `[-1, 1]`), or what the merchant's `Retry-After` asked; with the policy spent, the delivery
-/// is exhausted.
-pub fn judge(verdict: &Verdict, d: &Delivery, now: Timestamp, jitter_sample: f64) -> Judgement {
+/// `verdict` at `now`. A retry waits what the policy says (stretched by a sample of `jitter`,
+/// in `[-1, 1]`, drawn only for a retry), or what the merchant's `Retry-After` asked; with the
+/// policy spent, the delivery is exhausted.
+pub fn judge(
+    verdict: &Verdict,
+    d: &Delivery,
+    now: Timestamp,
+    jitter: impl FnOnce() -> f64,
+) -> Judgement {
     match verdict {
         Verdict::Delivered => Judgement {
             outcome: AttemptOutcome::Delivered,
@@ -58,7 +63,7 @@ pub fn judge(verdict: &Verdict, d: &Delivery, now: Timestamp, jitter_sample: f64
         ),
         Verdict::Permanent { kind, detail } => cancelled(*kind, detail.clone(), reason_for(*kind)),
         Verdict::Retry { kind, detail, retry_after } => {
-            let next = retry_at(d, *retry_after, now, jitter_sample);
+            let next = retry_at(d, *retry_after, now, jitter());
             let outcome = match next {
                 NextStep::Exhausted => AttemptOutcome::Permanent,
                 _ => AttemptOutcome::Retry,

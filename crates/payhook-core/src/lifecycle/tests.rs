@@ -189,7 +189,7 @@ fn a_verdict_gives_the_attempts_outcome_and_the_next_step() {
         |made: u32, verdict: Verdict, expect: (AttemptOutcome, Option<ErrorKind>, NextStep)| {
             let mut d = d.clone();
             d.series_attempts = made;
-            let j = judge(&verdict, &d, now, 0.0);
+            let j = judge(&verdict, &d, now, || 0.0);
             assert_eq!((j.outcome, j.error_kind, j.next), expect, "{verdict:?} after {made}");
         };
     use AttemptOutcome::{Delivered, Permanent, Retry};
@@ -231,6 +231,14 @@ fn a_verdict_gives_the_attempts_outcome_and_the_next_step() {
         refused,
         (Permanent, Some(ErrorKind::AckRejected), NextStep::Cancel(CancelReason::Permanent)),
     );
+}
+
+#[test]
+fn only_a_retry_draws_a_jitter_sample() {
+    let d = delivery_of(Dialect::Standard, false);
+    let never = || -> f64 { panic!("a jitter sample drawn for an attempt that is not retried") };
+    assert_eq!(judge(&Verdict::Delivered, &d, T0, never).next, NextStep::Delivered);
+    assert_eq!(judge(&Verdict::Gone, &d, T0, never).next, NextStep::Cancel(CancelReason::Gone));
 }
 
 #[test]
