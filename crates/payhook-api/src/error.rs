@@ -28,6 +28,7 @@ pub const CODES: &[(u16, &[&str])] = &[
             "not_final",
         ],
     ),
+    (410, &["cursor_expired"]),
     (413, &["body_too_large"]),
     (415, &["unsupported_media_type"]),
     (
@@ -132,6 +133,12 @@ impl From<StoreError> for ApiError {
                  stale status",
             ),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::CursorExpired { .. } => ApiError::new(
+                StatusCode::GONE,
+                "cursor_expired",
+                format!("{e}: start again with after=0 (the oldest event kept)"),
+            )
+            .on("after"),
             StoreError::Backend(_) | StoreError::MasterKey(_) => ApiError::internal(e),
         }
     }
@@ -224,6 +231,7 @@ mod tests {
             S::NOT_FOUND,
             S::METHOD_NOT_ALLOWED,
             S::CONFLICT,
+            S::GONE,
             S::PAYLOAD_TOO_LARGE,
             S::UNSUPPORTED_MEDIA_TYPE,
             S::UNPROCESSABLE_ENTITY,

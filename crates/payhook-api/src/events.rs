@@ -20,7 +20,8 @@ pub struct FeedQuery {
     /// its own feed.
     #[param(value_type = String)]
     merchant_id: Option<String>,
-    /// A feed position (`next_after` of the previous page); 0 from the start.
+    /// A feed position (`next_after` of the previous page); 0 from the oldest event kept. A
+    /// position before events retention has purged is refused (410 `cursor_expired`).
     #[serde(default)]
     #[param(minimum = 0)]
     after: i64,
@@ -37,6 +38,8 @@ pub struct FeedQuery {
         (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
         (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
         (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 410, description = "`after` points before events retention has purged \
+            (`cursor_expired`; the message names the oldest position kept)", body = crate::openapi::ErrorBody),
         (status = 422, description = "limit outside 1..=1000 or after below 0", body = crate::openapi::ErrorBody),
         (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn feed(

@@ -26,6 +26,10 @@ pub const PENDING: &str = "payhook_deliveries_pending";
 /// Gauge: age in seconds of the oldest pending delivery (0 when none), at scrape time.
 pub const OLDEST_PENDING_AGE: &str = "payhook_oldest_pending_delivery_age_seconds";
 
+/// Gauge: age in seconds of the oldest event kept (0 when none), at scrape time: above the
+/// history retention plus the purge interval, the purge is not keeping up.
+pub const OLDEST_EVENT_AGE: &str = "payhook_oldest_event_age_seconds";
+
 /// Histogram buckets (seconds) for attempt latency: 5 ms … the 15 s request timeout and beyond.
 const BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0];
@@ -64,6 +68,12 @@ fn describe() {
     metrics::describe_histogram!(ATTEMPT_SECONDS, "Duration of one delivery attempt, seconds");
     metrics::describe_counter!(POLLS, "Re-polls of status sources by outcome");
     metrics::describe_counter!(STARTED, "Attempts started, by how the delivery was found");
+    metrics::describe_gauge!(OLDEST_EVENT_AGE, "Age of the oldest event kept, seconds");
+    metrics::describe_counter!(PURGED, "Rows the retention purge deleted, by table");
+    metrics::describe_gauge!(
+        PURGE_LAST_RUN,
+        "When this node last finished a purge run, unix seconds"
+    );
 }
 
 /// The dispatcher's metric names, repeated here so payhook-api does not depend on
@@ -74,6 +84,8 @@ mod payhook_dispatch_names {
     pub const ATTEMPT_SECONDS: &str = "payhook_delivery_attempt_duration_seconds";
     pub const POLLS: &str = "payhook_polls_total";
     pub const STARTED: &str = "payhook_delivery_attempts_started_total";
+    pub const PURGED: &str = "payhook_purged_rows_total";
+    pub const PURGE_LAST_RUN: &str = "payhook_purge_last_run_timestamp_seconds";
 }
 
 /// `GET /metrics`: sets the backlog gauges from the store, then renders everything.
@@ -87,6 +99,9 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
     let age = pending.oldest_created_at.map_or(0.0, |t| state.clock.now().since(t).as_secs_f64());
     metrics::gauge!(PENDING).set(pending.count as f64);
     metrics::gauge!(OLDEST_PENDING_AGE).set(age);
+    let oldest = state.store.oldest_event_at().await?;
+    let age = oldest.map_or(0.0, |t| state.clock.now().since(t).as_secs_f64());
+    metrics::gauge!(OLDEST_EVENT_AGE).set(age);
     handle.run_upkeep();
     let content_type = [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
     Ok((content_type, handle.render()).into_response())

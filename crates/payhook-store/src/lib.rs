@@ -17,6 +17,7 @@
 
 mod columns;
 pub mod postgres;
+mod purge;
 pub mod seal;
 pub mod sqlite;
 mod types;
@@ -83,6 +84,8 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<Result<Reported, StoreError>>, StoreError>;
     /// A merchant's events after `after` (a feed position), oldest first.
+    /// [`StoreError::CursorExpired`] when a purge took events after `after` (`after = 0`
+    /// reads from the oldest kept).
     async fn events(
         &self,
         merchant: &MerchantId,
@@ -147,6 +150,13 @@ pub trait Store: Send + Sync + 'static {
     /// The number of pending deliveries and the creation time of the oldest (metrics, computed
     /// at scrape time).
     async fn pending_deliveries(&self) -> Result<PendingSummary, StoreError>;
+
+    /// Deletes one batch of what retention lets go (see [`PurgeTarget`]); the caller walks
+    /// on from `next_after` until `done`. Never takes anything pending or leased. Events it
+    /// deletes move their merchant's feed horizon (`events` then refuses older cursors).
+    async fn purge(&self, batch: &PurgeBatch) -> Result<Purged, StoreError>;
+    /// When the oldest event still kept was created (the retention gauge).
+    async fn oldest_event_at(&self) -> Result<Option<Timestamp>, StoreError>;
 
     /// Frees the leases held by `node` (or, for a single-node store, all of them) at start-up.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;

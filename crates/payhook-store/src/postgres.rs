@@ -23,21 +23,24 @@ mod claim;
 mod group;
 mod migrate;
 mod plan;
+mod purge;
 mod record;
 mod report;
 mod rows;
 mod watch;
 
 use crate::columns::{stats_from, DELIVERY_STATS, NEXT_DUE, NEXT_POLL, PENDING_SUMMARY};
+use crate::purge::cursor_expired;
 use crate::seal::{self, KeyCheck, Sealer};
 use crate::{
     ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, Handoff, HandoffTarget,
-    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered,
-    Reported, StatusReport, Store, StoreError,
+    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch,
+    Purged, Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::lifecycle::check_cursor;
 use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
 use payhook_core::Timestamp;
 use plan::Seen;
@@ -328,6 +331,13 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let client = self.client().await?;
+        let sql = "SELECT purged_through FROM feed_horizons WHERE merchant_id = $1";
+        let horizon = query_opt(&client, sql, &[&merchant.as_str()]).await?;
+        if let Err(expired) = check_cursor(after, horizon.map_or(0, |r| r.get(0))) {
+            let sql = "SELECT MIN(position) FROM events WHERE merchant_id = $1";
+            let oldest = query_opt(&client, sql, &[&merchant.as_str()]).await?;
+            return Err(cursor_expired(expired, oldest.and_then(|r| r.get(0))));
+        }
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events
              WHERE merchant_id = $1 AND position > $2 ORDER BY position LIMIT $3"
@@ -458,6 +468,20 @@ impl Store for PgStore {
             count: u64::try_from(count).unwrap_or(0),
             oldest_created_at: oldest.map(Timestamp),
         })
+    }
+
+    async fn purge(&self, batch: &PurgeBatch) -> Result<Purged, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let purged = purge::purge_in(&tx, batch).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(purged)
+    }
+
+    async fn oldest_event_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT created_at FROM events ORDER BY position LIMIT 1";
+        Ok(query_opt(&client, sql, &[]).await?.map(|r| Timestamp(r.get(0))))
     }
 
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {

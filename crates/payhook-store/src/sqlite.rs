@@ -13,6 +13,7 @@ mod backup;
 mod cache;
 mod claim;
 mod migrate;
+mod purge;
 mod report;
 mod rows;
 mod watch;
@@ -30,11 +31,12 @@ mod writer_cache_tests;
 use crate::columns::{
     parse_id, stats_from, DELIVERY_STATS, NEXT_DUE, NEXT_POLL, PENDING_SUMMARY, WATCH_COLUMNS,
 };
+use crate::purge::cursor_expired;
 use crate::seal::Sealer;
 use crate::{
     ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, Handoff, HandoffTarget,
-    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, Registered,
-    Reported, StatusReport, Store, StoreError,
+    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch,
+    Purged, Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 pub use backup::{backup, check, CheckReport};
@@ -43,6 +45,7 @@ pub(crate) use cache::forget_writer_caches;
 use claim::ClaimPlan;
 use migrate::{check_master_key, migrate};
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::lifecycle::check_cursor;
 use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
 use payhook_core::Timestamp;
 use report::hand_over;
@@ -338,6 +341,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Event>, StoreError> {
         let merchant = merchant.clone();
         self.run(move |c| {
+            let purged_through = purge::horizon(c, merchant.as_str())?;
+            if let Err(expired) = check_cursor(after, purged_through) {
+                let oldest_kept = purge::oldest_position(c, merchant.as_str())?;
+                return Err(cursor_expired(expired, oldest_kept));
+            }
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM {EVENTS_JOINED}
                  WHERE e.merchant_id = ?1 AND e.position > ?2 ORDER BY e.position LIMIT ?3"
@@ -500,6 +508,15 @@ impl Store for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    async fn purge(&self, batch: &PurgeBatch) -> Result<Purged, StoreError> {
+        let batch = *batch;
+        self.write(move |tx| purge::purge_in(tx, &batch)).await
+    }
+
+    async fn oldest_event_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.run(purge::oldest_event_at).await
     }
 
     async fn release_leases(&self, _node: &str) -> Result<u64, StoreError> {

@@ -26,6 +26,13 @@ pub enum StoreError {
     /// The master key is missing or is not the one the stored secrets were sealed with.
     #[error("master key: {0}")]
     MasterKey(String),
+    /// A feed cursor below what retention purged for the merchant (see
+    /// `payhook_core::lifecycle::retention::check_cursor`).
+    #[error(
+        "events up to position {purged_through} have been purged; the oldest position still \
+         available is {}", oldest_kept.map_or("none (no events are kept)".to_owned(), |p| p.to_string())
+    )]
+    CursorExpired { purged_through: i64, oldest_kept: Option<i64> },
 }
 
 impl From<Refusal> for StoreError {
@@ -295,6 +302,78 @@ pub struct PendingSummary {
     pub count: u64,
     /// Creation time of the oldest pending delivery.
     pub oldest_created_at: Option<Timestamp>,
+}
+
+/// What one purge batch takes (see `payhook_core::lifecycle::retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeTarget {
+    /// Events created before this whose deliveries all ended before it, with those deliveries
+    /// and their attempts; walked by event position.
+    History { before: Timestamp },
+    /// Polls started before this.
+    Polls { before: Timestamp },
+    /// Operations with a final status unchanged since before this, nothing pending and no
+    /// active watch, with everything they still have; walked by operation number.
+    Operations { before: Timestamp },
+}
+
+/// One batch of a purge: the next `limit` rows of the walk after `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeBatch {
+    pub target: PurgeTarget,
+    /// Where the walk stands (an event position or operation number; 0 at the start).
+    pub after: i64,
+    pub limit: u32,
+}
+
+/// Rows one purge batch deleted, by table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgedRows {
+    pub operations: u64,
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub watches: u64,
+    pub polls: u64,
+}
+
+impl PurgedRows {
+    pub fn add(&mut self, other: PurgedRows) {
+        self.operations += other.operations;
+        self.events += other.events;
+        self.deliveries += other.deliveries;
+        self.attempts += other.attempts;
+        self.watches += other.watches;
+        self.polls += other.polls;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.operations + self.events + self.deliveries + self.attempts + self.watches + self.polls
+    }
+
+    /// `(table, rows)` pairs, for metrics and logs.
+    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+        [
+            ("operations", self.operations),
+            ("events", self.events),
+            ("deliveries", self.deliveries),
+            ("attempts", self.attempts),
+            ("watches", self.watches),
+            ("polls", self.polls),
+        ]
+    }
+}
+
+/// What a purge batch did and where the walk goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    pub rows: PurgedRows,
+    /// The `after` of the next batch.
+    pub next_after: i64,
+    /// The walk reached rows too young to go (or the end): this run is over for the target.
+    pub done: bool,
+    /// Another node holds the purge (PostgreSQL): nothing was done; try at the next run.
+    pub busy: bool,
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! - [`claim`]: which due deliveries a claim leases, supersedes or leaves waiting.
 //! - [`register`]: the dialects' rules for registering merchants and operations.
 //! - [`watch`]: what follows a poll of the re-poll watchdog.
+//! - [`retention`]: how long history and operations are kept, what a purge may take, and the
+//!   events feed's rule for cursors into purged history.
 //!
 //! Ids, time and randomness come in as arguments; nothing here reads a clock or an RNG.
 
@@ -20,6 +22,7 @@ pub mod claim;
 pub mod delivery;
 pub mod register;
 pub mod report;
+pub mod retention;
 pub mod watch;
 
 pub use attempt::{
@@ -32,6 +35,7 @@ pub use report::{
     apply_report, registration_event, replay, return_target, Change, NoReturn, Refusal,
     StatusReport, Supersede,
 };
+pub use retention::{check_cursor, CursorExpired, PurgePlan, Retention, RetentionError};
 pub use watch::{after_poll, PollNext};
 
 #[cfg(test)]

@@ -539,3 +539,65 @@ fn a_status_change_owes_its_delivery_as_of_the_events_time() {
     });
     assert_eq!(d, expect);
 }
+
+#[test]
+fn retention_settings_keep_operations_at_least_as_long_as_their_history() {
+    fn check(history: u64, operations: u64, expect: Result<(), &str>) {
+        let got = Retention::new(Duration::from_secs(history), Duration::from_millis(operations))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        match (&got, expect) {
+            (Ok(()), Ok(())) => {}
+            (Err(msg), Err(part)) => assert!(msg.contains(part), "{history}/{operations}: {msg}"),
+            _ => panic!("{history}s / {operations}ms: got {got:?}, expected {expect:?}"),
+        }
+    }
+    check(30 * 86_400, 0, Ok(()));
+    check(0, 0, Ok(()));
+    check(60, 60_000, Ok(()));
+    check(60, 59_999, Err("shorter than retention_history"));
+    check(0, 90_000, Err("shorter than retention_history"));
+    check(1, 500, Err("at least 1s"));
+}
+
+#[test]
+fn a_purge_plan_cuts_at_now_minus_each_retention() {
+    let now = ms(T0, 100_000);
+    let r = Retention::new(Duration::from_secs(30), Duration::from_secs(90)).expect("valid");
+    let plan = r.plan(now);
+    assert_eq!(plan.history_before, Some(ms(T0, 70_000)));
+    assert_eq!(plan.operations_before, Some(ms(T0, 10_000)));
+    let keep_ops = Retention::new(Duration::from_secs(30), Duration::ZERO).expect("valid");
+    assert_eq!(keep_ops.plan(now).operations_before, None);
+    assert_eq!(
+        Retention::FOREVER.plan(now),
+        PurgePlan { history_before: None, operations_before: None }
+    );
+}
+
+#[test]
+fn a_feed_cursor_below_the_purged_positions_is_refused() {
+    fn check(after: i64, purged_through: i64, expect: bool) {
+        assert_eq!(
+            check_cursor(after, purged_through).is_err(),
+            expect,
+            "{after} / {purged_through}"
+        );
+    }
+    check(0, 0, false);
+    check(0, 500, false);
+    check(499, 500, true);
+    check(1, 500, true);
+    check(500, 500, false);
+    check(501, 500, false);
+    check(7, 0, false);
+}
+
+#[test]
+fn only_ended_deliveries_and_final_operations_are_purgeable() {
+    assert!(!retention::ENDED.contains(&DeliveryState::Pending));
+    assert_eq!(retention::ENDED.len() + 1, DeliveryState::ALL.len());
+    let finals = retention::final_statuses();
+    assert!(!finals.contains(&Status::Pending) && !finals.contains(&Status::Created));
+    assert!(finals.contains(&Status::Success) && finals.contains(&Status::Refunded));
+}

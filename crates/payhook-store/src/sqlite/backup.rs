@@ -25,6 +25,19 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// A failed copy step, said by its SQLite code: the backup API records the cause on neither
+/// connection, so the driver's message is empty ("not an error").
+fn copy_failed(e: rusqlite::Error, target: &Path) -> StoreError {
+    let target = target.display();
+    StoreError::Backend(match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            format!("writing {target}: the disk is full (SQLITE_FULL)")
+        }
+        rusqlite::Error::SqliteFailure(f, _) => format!("writing {target}: {f}"),
+        other => format!("writing {target}: {other}"),
+    })
+}
+
 /// Copies the database at `source` (in use by a running node or not) to a new file `target`,
 /// consistently; returns the pages copied. `target` must not exist. On failure (a full disk,
 /// say) the partial copy is removed; the source is never written.
@@ -45,7 +58,7 @@ fn copy(source: &Path, target: &Path) -> Result<i32, StoreError> {
         .map_err(|e| StoreError::Backend(format!("creating {}: {e}", target.display())))?;
     let pages = {
         let backup = Backup::new(&src, &mut dst).map_err(backend)?;
-        match backup.step(-1).map_err(|e| StoreError::Backend(format!("copying: {e}")))? {
+        match backup.step(-1).map_err(|e| copy_failed(e, target))? {
             StepResult::Done => backup.progress().pagecount,
             other => {
                 return Err(StoreError::Backend(format!("the copy did not finish: {other:?}")));

@@ -14,6 +14,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_event_own_part.sql")),
     (5, include_str!("../../migrations/sqlite/0005_policies.sql")),
     (6, include_str!("../../migrations/sqlite/0006_integer_refs.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_retention.sql")),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction. Foreign keys are off

@@ -372,3 +372,29 @@ async fn a_batch_of_different_operations_answers_each_item_as_one_by_one() {
     drop(store);
     drop_schema(&database_url(), &schema).await.expect("drop schema");
 }
+
+/// One node at a time purges: while another session holds the purge lock of this schema, a
+/// batch does nothing and says the purge is busy; once the lock is free, the batch runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_waits_its_turn_while_another_node_purges() {
+    use payhook_store::{PurgeBatch, PurgeTarget};
+    let schema = fresh_schema();
+    let store = connect(&schema).await;
+    let m = add_merchant(&store, "https://shop.example/cb").await;
+    add_operation(&store, &m, "order-1").await;
+    let url = format!("{}?options=-csearch_path%3D{schema}", database_url());
+    let (mut other, conn) =
+        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let tx = other.transaction().await.expect("begin");
+    let lock = "SELECT pg_advisory_xact_lock(hashtext('payhook.purge'),
+                                         hashtext(current_setting('search_path')))";
+    tx.execute(lock, &[]).await.expect("take the purge lock");
+    let batch = PurgeBatch { target: PurgeTarget::History { before: at(10) }, after: 0, limit: 10 };
+    let busy = store.purge(&batch).await.expect("purge");
+    assert!(busy.busy && busy.rows.total() == 0, "{busy:?}");
+    tx.rollback().await.expect("release the lock");
+    let ran = store.purge(&batch).await.expect("purge");
+    assert!(!ran.busy && ran.rows.events == 1, "{ran:?}");
+    drop_schema(&database_url(), &schema).await.expect("drop schema");
+}
