@@ -10,7 +10,8 @@ use payhook_api::limits::{RateLimit, RateLimits};
 use payhook_api::AppState;
 use payhook_core::clock::Clock;
 use payhook_dispatch::{
-    DispatchConfig, Dispatcher, Sender, SenderConfig, TargetPolicy, Watchdog, WatchdogConfig,
+    DispatchConfig, Dispatcher, PurgeConfig, Purger, Sender, SenderConfig, TargetPolicy, Watchdog,
+    WatchdogConfig,
 };
 use payhook_store::postgres::PgStore;
 use payhook_store::seal::Sealer;
@@ -32,6 +33,8 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub dispatcher: Arc<Dispatcher>,
     pub watchdog: Arc<Watchdog>,
+    /// The retention purge; it runs on every node, whatever its role.
+    pub purger: Arc<Purger>,
     pub state: AppState,
     /// The admin token when this start generated it (to print once).
     pub generated_admin_token: Option<String>,
@@ -246,6 +249,8 @@ pub async fn build_with_lookup(
         },
         Some(dispatcher.waker()),
     );
+    let purge = PurgeConfig::new(config.retention, config.purge_interval);
+    let purger = Purger::new(store.clone(), clock.clone(), purge);
     let (hash, generated) = admin_hash(store.as_ref(), config.admin_token.as_deref()).await?;
     let state = AppState {
         store: store.clone(),
@@ -262,13 +267,15 @@ pub async fn build_with_lookup(
         store,
         dispatcher,
         watchdog,
+        purger,
         state,
         generated_admin_token: generated,
         generated_key_file: opened.generated_key_file,
     })
 }
 
-/// Runs the API (when enabled) and the dispatcher (when enabled) until `shutdown`.
+/// Runs the API (when enabled), the dispatcher (when enabled) and the retention purge until
+/// `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     services: Services,
@@ -285,6 +292,7 @@ pub async fn serve(
         let w = tokio::spawn(services.watchdog.clone().run(shutdown.clone()));
         (d, w)
     });
+    let purge = tokio::spawn(services.purger.clone().run(shutdown.clone()));
     if config.api {
         let app = payhook_api::router(services.state);
         axum::serve(listener, app)
@@ -299,5 +307,6 @@ pub async fn serve(
         d.await.context("dispatcher task")?;
         w.await.context("watchdog task")?;
     }
+    purge.await.context("purge task")?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use ipnet::IpNet;
+use payhook_core::lifecycle::Retention;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,6 +66,17 @@ pub struct ServeArgs {
     /// `text` or `json` logs.
     #[arg(long, env = "PAYHOOK_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// How long finished history (events, ended deliveries, attempts, polls) is kept after it
+    /// ended, e.g. `30d`; `0` keeps it for ever.
+    #[arg(long, env = "PAYHOOK_RETENTION_HISTORY")]
+    pub retention_history: Option<String>,
+    /// How long an operation with a final status is kept after its last change, e.g. `400d`;
+    /// `0` (the default) keeps operations for ever. At least `retention_history`.
+    #[arg(long, env = "PAYHOOK_RETENTION_OPERATIONS")]
+    pub retention_operations: Option<String>,
+    /// Time between retention purge runs, e.g. `1m`.
+    #[arg(long, env = "PAYHOOK_PURGE_INTERVAL")]
+    pub purge_interval: Option<String>,
     /// Do not serve the HTTP API on this node: a dispatch-only node of a cluster.
     #[arg(long, env = "PAYHOOK_NO_API", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -95,6 +107,9 @@ struct FileConfig {
     poll_interval: Option<String>,
     node_id: Option<String>,
     log_format: Option<String>,
+    retention_history: Option<String>,
+    retention_operations: Option<String>,
+    purge_interval: Option<String>,
     /// `false`: a dispatch-only node.
     api: Option<bool>,
     /// `false`: an API-only node.
@@ -130,6 +145,9 @@ pub struct Config {
     pub poll_interval: Duration,
     pub node_id: String,
     pub log_format: LogFormat,
+    /// What the retention purge lets go, checked at start.
+    pub retention: Retention,
+    pub purge_interval: Duration,
     /// Serve the HTTP API on this node.
     pub api: bool,
     /// Run the dispatcher on this node.
@@ -199,6 +217,8 @@ impl Config {
             poll_interval: Duration::from_millis(500),
             node_id: default_node_id(),
             log_format: LogFormat::Text,
+            retention: Retention::new(DEFAULT_HISTORY, Duration::ZERO).expect("valid default"),
+            purge_interval: Duration::from_secs(60),
             api: true,
             dispatch: true,
         }
@@ -257,6 +277,14 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(other) => bail!("log_format must be text or json, not {other:?}"),
             },
+            retention: retention(
+                pick(&args.retention_history, file.retention_history),
+                pick(&args.retention_operations, file.retention_operations),
+            )?,
+            purge_interval: match pick(&args.purge_interval, file.purge_interval) {
+                Some(v) => duration("purge_interval", &v)?,
+                None => d.purge_interval,
+            },
             api: args.no_api.map(|off| !off).or(file.api).unwrap_or(d.api),
             dispatch: args.no_dispatch.map(|off| !off).or(file.dispatch).unwrap_or(d.dispatch),
         };
@@ -270,6 +298,9 @@ impl Config {
         }
         if self.max_in_flight == 0 || self.per_host_limit == 0 {
             bail!("max_in_flight and per_host_limit must be at least 1");
+        }
+        if self.purge_interval.is_zero() {
+            bail!("purge_interval must be at least 1ms");
         }
         if self.request_timeout.is_zero() || self.request_timeout > Duration::from_secs(300) {
             bail!("request_timeout must be between 1ms and 5m");
@@ -285,6 +316,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// How long history is kept unless the operator says otherwise (Stripe keeps events 30 days).
+const DEFAULT_HISTORY: Duration = Duration::from_secs(30 * 86_400);
+
+/// The retention settings, checked together (`payhook_core::lifecycle::Retention`).
+fn retention(history: Option<String>, operations: Option<String>) -> anyhow::Result<Retention> {
+    let history = match history {
+        Some(v) => duration("retention_history", &v)?,
+        None => DEFAULT_HISTORY,
+    };
+    let operations = match operations {
+        Some(v) => duration("retention_operations", &v)?,
+        None => Duration::ZERO,
+    };
+    Retention::new(history, operations).map_err(anyhow::Error::new)
 }
 
 fn default_node_id() -> String {
@@ -332,6 +379,10 @@ mod tests {
         assert_eq!(file.max_in_flight, Some(d.max_in_flight));
         assert_eq!(file.per_host_limit, Some(d.per_host_limit));
         assert_eq!((file.api, file.dispatch), (Some(d.api), Some(d.dispatch)));
+        let (history, ops) = (file.retention_history, file.retention_operations);
+        assert_eq!(retention(history, ops).expect("valid"), d.retention);
+        let interval = file.purge_interval.expect("purge_interval is listed");
+        assert_eq!(duration("purge_interval", &interval).expect("valid"), d.purge_interval);
         let timeout = file.request_timeout.expect("request_timeout is listed");
         assert_eq!(duration("request_timeout", &timeout).expect("valid"), d.request_timeout);
     }
@@ -411,6 +462,34 @@ mod tests {
         assert!(!c.api && c.dispatch);
         let both = ServeArgs { no_api: Some(true), no_dispatch: Some(true), ..Default::default() };
         assert!(Config::resolve(&both).is_err(), "a node must do something");
+    }
+
+    #[test]
+    fn retention_comes_from_flags_env_or_file_and_is_checked_at_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.toml");
+        std::fs::write(&path, "retention_history = \"7d\"\nretention_operations = \"400d\"\n")
+            .expect("write config");
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        let c = Config::resolve(&args).expect("valid config");
+        let day = Duration::from_secs(86_400);
+        assert_eq!(c.retention, Retention::new(7 * day, 400 * day).expect("valid"));
+        assert_eq!(c.purge_interval, Duration::from_secs(60));
+        let d = Config::defaults();
+        assert_eq!(d.retention, Retention::new(30 * day, Duration::ZERO).expect("valid"));
+        let args = ServeArgs {
+            config: Some(path),
+            retention_operations: Some("1d".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args).expect_err("operations shorter than history");
+        assert!(format!("{err:#}").contains("shorter than retention_history"), "{err:#}");
+        let args = ServeArgs { retention_history: Some("0".into()), ..Default::default() };
+        assert_eq!(Config::resolve(&args).expect("0: for ever").retention, Retention::FOREVER);
+        let args = ServeArgs { retention_history: Some("500ms".into()), ..Default::default() };
+        assert!(Config::resolve(&args).is_err(), "under a second");
+        let args = ServeArgs { purge_interval: Some("often".into()), ..Default::default() };
+        assert!(Config::resolve(&args).is_err());
     }
 
     #[test]

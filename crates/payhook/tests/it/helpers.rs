@@ -97,6 +97,7 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub dispatcher: Arc<Dispatcher>,
     pub watchdog: Arc<payhook_dispatch::Watchdog>,
+    pub purger: Arc<payhook_dispatch::Purger>,
     pub clock: Option<Arc<ManualClock>>,
     pub shutdown: CancellationToken,
     /// Keeps the database alive for the test's duration (moved on `restart`).
@@ -142,10 +143,15 @@ async fn start(
         Some(c) => c.clone(),
     };
     config.dispatch = manual.is_none();
+    if manual.is_some() {
+        // The test runs the purge itself (`purger.run_once`), at the times it sets.
+        config.purge_interval = Duration::from_secs(24 * 3600);
+    }
     tune(&mut config);
     let services = app::build_with_lookup(&config, clock, test_lookup()).await.expect("app builds");
     let (store, dispatcher) = (services.store.clone(), services.dispatcher.clone());
     let watchdog = services.watchdog.clone();
+    let purger = services.purger.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
@@ -157,6 +163,7 @@ async fn start(
         store,
         dispatcher,
         watchdog,
+        purger,
         clock: manual,
         shutdown,
         dir: Some(dir),

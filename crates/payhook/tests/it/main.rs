@@ -14,6 +14,7 @@ mod logs;
 mod openapi;
 mod ordering;
 mod props;
+mod retention;
 mod retry;
 mod security;
 mod tools;
