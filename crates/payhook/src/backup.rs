@@ -38,8 +38,15 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let config = Config::resolve(&args.serve)?;
     let source = sqlite_path(&config.database)?;
     let name = source.file_name().context("the database path names no file")?.to_owned();
-    std::fs::create_dir(&args.to)
-        .with_context(|| format!("creating {} (it must not exist yet)", args.to.display()))?;
+    std::fs::create_dir(&args.to).map_err(|e| {
+        let to = args.to.display();
+        match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow::anyhow!("{to} exists already: back up into a new directory")
+            }
+            _ => anyhow::Error::new(e).context(format!("creating the backup directory {to}")),
+        }
+    })?;
     let written = write_copy(&config, &source, &args.to.join(&name), args.without_key).await;
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&args.to);
@@ -57,7 +64,7 @@ async fn write_copy(
     let (src, dst) = (source.to_owned(), target.to_owned());
     let pages = tokio::task::spawn_blocking(move || payhook_store::sqlite::backup(&src, &dst))
         .await?
-        .with_context(|| format!("backing up {}", source.display()))?;
+        .with_context(|| format!("backing up {} to {}", source.display(), target.display()))?;
     let key = if config.master_key.is_some() {
         "no key file: the master key is given by --master-key / PAYHOOK_MASTER_KEY, keep it \
          elsewhere"

@@ -13,6 +13,7 @@ mod helpers;
 mod logs;
 mod openapi;
 mod ordering;
+mod pg_restore;
 mod props;
 mod retention;
 mod retry;
