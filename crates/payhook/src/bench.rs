@@ -1,9 +1,12 @@
 //! `payhook bench`: measures this machine's HTTP limit, payhook's end-to-end callback rate
 //! (as a ratio to that limit), callback latency at a fixed offered rate, the server's peak RSS,
-//! and claim time with a large backlog. See BENCHMARKS.md for results and how to read them.
+//! claim time with a large backlog, and latency while the retention purge deletes one
+//! (`bench/purge.rs`). See BENCHMARKS.md for results and how to read them.
 //!
 //! The server under test is a real `payhook serve` child process (so its RSS is its own); the
 //! load generator and the callback receiver run in this process, over loopback.
+
+mod purge;
 
 use anyhow::{bail, Context};
 use axum::body::Bytes;
@@ -32,8 +35,8 @@ pub struct BenchArgs {
     /// Print the results as one JSON document.
     #[arg(long)]
     pub json: bool,
-    /// Phases to run (comma-separated): bare, e2e, latency, backlog.
-    #[arg(long, value_delimiter = ',', default_value = "bare,e2e,latency,backlog")]
+    /// Phases to run (comma-separated): bare, e2e, latency, backlog, purge.
+    #[arg(long, value_delimiter = ',', default_value = "bare,e2e,latency,backlog,purge")]
     pub only: Vec<String>,
     /// How long the bare-HTTP phase runs (in all: three rounds share it; the best counts).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -58,6 +61,9 @@ pub struct BenchArgs {
     /// Pending deliveries in the backlog phase.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
+    /// Old delivered operations the purge phase's retention deletes while it measures.
+    #[arg(long, default_value_t = 100_000)]
+    pub purge_backlog: usize,
     /// PostgreSQL to measure as well (empty: SQLite only).
     #[arg(long, env = "PAYHOOK_BENCH_POSTGRES", default_value = "")]
     pub postgres: String,
@@ -128,11 +134,17 @@ struct Server {
 
 impl Server {
     fn start(database: &str) -> anyhow::Result<Server> {
+        Server::start_with(database, &[])
+    }
+
+    /// A server with `extra` flags after the bench's own.
+    fn start_with(database: &str, extra: &[&str]) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("locating the payhook binary")?;
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
             .args(["--max-in-flight", "256", "--per-host-limit", "256"])
             .args(["--database", database])
+            .args(extra)
             .env("PAYHOOK_ADMIN_TOKEN", ADMIN)
             .env("PAYHOOK_MASTER_KEY", MASTER_KEY.as_str())
             .env("PAYHOOK_LOG", "warn")
@@ -474,8 +486,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Phase 3: status reports at a fixed rate; time from sending each report to its callback.
-async fn latency(args: &BenchArgs, database: &str) -> anyhow::Result<(Value, Server)> {
-    let server = Server::start(database)?;
+async fn latency(
+    args: &BenchArgs,
+    database: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Value, Server)> {
+    let server = Server::start_with(database, extra)?;
     let api = Arc::new(Api { http: client(args.concurrency)?, base: server.base.clone() });
     let (url, rx) = start_receiver().await?;
     let mid = merchant(&api, &url).await?;
@@ -736,7 +752,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if wants("latency") {
             let db = database(label, "latency");
-            let (mut r, server) = latency(&args, &db).await?;
+            let (mut r, server) = latency(&args, &db, &[]).await?;
             r["server_peak_rss_mib"] = json!(server.peak_rss_mib());
             report(&args, &format!("latency ({label})"), &r);
             out.insert(format!("latency_{label}"), r);
@@ -749,6 +765,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let r = backlog(&args, &db, pg).await?;
             report(&args, &format!("backlog ({label})"), &r);
             out.insert(format!("backlog_{label}"), r);
+        }
+        if wants("purge") {
+            let r = purge::purge(&args, |run| database(label, &format!("purge_{run}"))).await?;
+            report(&args, &format!("latency while purging ({label})"), &r);
+            out.insert(format!("purge_{label}"), r);
         }
     }
     for schema in schemas {
@@ -806,6 +827,7 @@ mod tests {
             rate: 1,
             latency_duration: Duration::ZERO,
             backlog: 0,
+            purge_backlog: 0,
             postgres: String::new(),
         };
         let r = bare(&args).await.expect("bare phase");
