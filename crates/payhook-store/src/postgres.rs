@@ -50,7 +50,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
-pub use migrate::{drop_schema, vacuum_analyze};
+pub use migrate::{drop_schema, schema_bytes, vacuum_analyze};
 
 /// Connections per node. The API's handlers and the dispatcher's claims and records share
 /// them; a transaction holds one for a few round trips only.

@@ -121,6 +121,25 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     result
 }
 
+/// The bytes every table of `schema` takes, indexes and TOAST included (the bench's sizing).
+pub async fn schema_bytes(url: &str, schema: &str) -> Result<i64, StoreError> {
+    check_identifier(schema)?;
+    let (client, connection) = config(url, None)?.connect(NoTls).await.map_err(pg)?;
+    let driver = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT COALESCE(SUM(pg_total_relation_size(format('%I.%I', schemaname, tablename))),
+                             0)::bigint
+             FROM pg_tables WHERE schemaname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(pg);
+    drop(client);
+    let _ = driver.await;
+    Ok(row?.get(0))
+}
+
 /// `VACUUM (ANALYZE)` of every table of `schema` (for the bench: a bulk load leaves the
 /// planner's statistics and the visibility map behind until autovacuum catches up).
 pub async fn vacuum_analyze(url: &str, schema: &str) -> Result<(), StoreError> {

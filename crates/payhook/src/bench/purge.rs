@@ -4,7 +4,10 @@
 //! Both databases get the same backlog, written straight through the store 40 days in the
 //! past: paid operations whose callbacks were delivered (one attempt each). One server keeps
 //! history for ever; the other keeps 30 days and purges every second, so it starts deleting
-//! the whole backlog as the offered load begins.
+//! the whole backlog as the offered load begins. The phase also sizes the store: its bytes
+//! after the backlog's fill (per operation), and once the purge is done and the latency run's
+//! operations were added (SQLite keeps the freed pages in the file for reuse; PostgreSQL's
+//! autovacuum marks dead rows reusable).
 
 use super::{fan_out, fill, latency, BenchArgs, Server, MASTER_KEY};
 use payhook_core::clock::{Clock, SystemClock};
@@ -24,6 +27,7 @@ pub(super) async fn purge(
     args: &BenchArgs,
     mut database: impl FnMut(&str) -> String,
 ) -> anyhow::Result<Value> {
+    let n = args.purge_backlog;
     let mut result = serde_json::Map::new();
     let runs: [(&str, &[&str]); 2] = [
         ("without_purge", &["--retention-history", "0"]),
@@ -32,19 +36,54 @@ pub(super) async fn purge(
     for (name, retention) in runs {
         let db = database(name);
         let started = Instant::now();
-        backdated_history(&db, args.purge_backlog).await?;
+        backdated_history(&db, n).await?;
         let fill_s = started.elapsed().as_secs_f64();
+        let filled = store_bytes(args, &db).await?;
         super::progress(&format!("purge phase: {name}"));
+        let started = Instant::now();
         let (mut r, server) = latency(args, &db, retention).await?;
-        r["backlog_operations"] = json!(args.purge_backlog);
+        r["backlog_operations"] = json!(n);
         r["backlog_fill_s"] = json!((fill_s * 10.0).round() / 10.0);
+        r["store_bytes_after_fill"] = json!(filled);
+        r["store_bytes_per_operation"] = json!(filled / n.max(1) as u64);
         r["rows_purged_during_run"] = json!(purged_rows(&server).await?);
+        if name == "with_purge" {
+            // Two events, one delivery and one attempt per backlog operation.
+            let done = purge_done(&server, 4 * n as u64).await?;
+            r["purge_done_after_s"] =
+                json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+            r["rows_purged"] = json!(done);
+        }
+        drop(server);
+        r["store_bytes_at_end"] = json!(store_bytes(args, &db).await?);
         result.insert(name.into(), r);
     }
     let p99 = |name: &str| result[name]["p99_ms"].as_f64().unwrap_or(0.0);
     let ratio = p99("with_purge") / p99("without_purge").max(1e-9);
     result.insert("p99_ratio".into(), json!((ratio * 100.0).round() / 100.0));
     Ok(Value::Object(result))
+}
+
+/// The bytes the store takes on disk: the SQLite file and its WAL, or the PostgreSQL
+/// schema's tables (the URL's `search_path`).
+async fn store_bytes(args: &BenchArgs, database: &str) -> anyhow::Result<u64> {
+    if let Some((_, schema)) = database.rsplit_once("search_path%3D") {
+        return Ok(payhook_store::postgres::schema_bytes(&args.postgres, schema).await? as u64);
+    }
+    let len = |p: String| std::fs::metadata(p).map_or(0, |m| m.len());
+    Ok(len(database.to_owned()) + len(format!("{database}-wal")))
+}
+
+/// Waits (up to 10 minutes) until the server has purged `rows`; returns what it purged.
+async fn purge_done(server: &Server, rows: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let purged = purged_rows(server).await?;
+        if purged >= rows || Instant::now() > deadline {
+            return Ok(purged);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `n` operations registered, reported `success` and delivered, all [`BACKLOG_AGE`] ago.
