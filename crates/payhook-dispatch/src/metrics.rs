@@ -108,12 +108,16 @@ pub fn poll(poll: &Poll) {
     metrics::counter!(POLLS, "outcome" => poll.outcome.as_str()).increment(1);
 }
 
-/// Counts one purge run's deleted rows and marks when it finished.
-pub fn purged(rows: &payhook_store::PurgedRows, finished_at: payhook_core::Timestamp) {
+/// Counts the rows one purge batch deleted.
+pub fn purged(rows: &payhook_store::PurgedRows) {
     for (table, n) in rows.by_table() {
         metrics::counter!(PURGED, "table" => table).increment(n);
     }
-    metrics::gauge!(PURGE_LAST_RUN).set(finished_at.0 as f64 / 1000.0);
+}
+
+/// Marks when a purge run finished.
+pub fn purge_finished(at: payhook_core::Timestamp) {
+    metrics::gauge!(PURGE_LAST_RUN).set(at.0 as f64 / 1000.0);
 }
 
 #[cfg(test)]
