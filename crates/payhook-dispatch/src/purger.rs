@@ -1,12 +1,12 @@
 //! The retention purge: on every node, every `interval`, walk what retention lets go
 //! (`payhook_core::lifecycle::retention`) and delete it in small batches through the store.
-//! Batches are short and spaced so the live path — reports, claims, attempt records, which
-//! share the store's writer — waits at most one batch. On PostgreSQL one node at a time
-//! purges (the store's advisory lock); the others find it busy and wait for their next run.
+//! Batches are short and spaced as the store asks ([`PurgePace`]) so the live path waits at
+//! most one batch. On PostgreSQL one node at a time purges (the store's advisory lock); the
+//! others find it busy and wait for their next run.
 
 use payhook_core::clock::Clock;
 use payhook_core::lifecycle::Retention;
-use payhook_store::{PurgeBatch, PurgeTarget, PurgedRows, Store, StoreError};
+use payhook_store::{PurgeBatch, PurgePace, PurgeTarget, PurgedRows, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,23 +16,13 @@ pub struct PurgeConfig {
     pub retention: Retention,
     /// Time between runs.
     pub interval: Duration,
-    /// Rows of the walk one batch looks at.
-    pub batch: u32,
-    /// Pause between batches, which leaves the store's writer to the live path: at least
-    /// `pause`, and `yield_factor` times what the batch took (the purge then holds the
-    /// writer at most 1 / (1 + yield_factor) of the time).
+    /// The shortest pause between batches; the store's [`PurgePace`] may ask for longer.
     pub pause: Duration,
-    pub yield_factor: u32,
 }
 
 impl PurgeConfig {
     pub fn new(retention: Retention, interval: Duration) -> PurgeConfig {
-        // Measured by `payhook bench --only purge` (BENCHMARKS.md): deleting 100,000 old
-        // operations beside 500 reports/s, batches back to back tripled the p99 of
-        // report→callback; 256 rows per batch and a pause three times the batch kept it
-        // within the no-purge run's noise.
-        let pause = Duration::from_millis(5);
-        PurgeConfig { retention, interval, batch: 256, pause, yield_factor: 3 }
+        PurgeConfig { retention, interval, pause: Duration::from_millis(10) }
     }
 }
 
@@ -76,9 +66,10 @@ impl Purger {
         if let Some(before) = plan.operations_before {
             targets.push(PurgeTarget::Operations { before });
         }
+        let PurgePace { batch: limit, yield_factor } = self.store.purge_pace();
         let mut run = PurgeRun::default();
         for target in targets {
-            let mut batch = PurgeBatch { target, after: 0, limit: self.config.batch };
+            let mut batch = PurgeBatch { target, after: 0, limit };
             loop {
                 let started = std::time::Instant::now();
                 let purged = self.store.purge(&batch).await?;
@@ -94,7 +85,7 @@ impl Purger {
                     break;
                 }
                 batch.after = purged.next_after;
-                tokio::time::sleep(self.config.pause.max(took * self.config.yield_factor)).await;
+                tokio::time::sleep(self.config.pause.max(took * yield_factor)).await;
             }
         }
         Ok(run)

@@ -155,6 +155,8 @@ pub trait Store: Send + Sync + 'static {
     /// on from `next_after` until `done`. Never takes anything pending or leased. Events it
     /// deletes move their merchant's feed horizon (`events` then refuses older cursors).
     async fn purge(&self, batch: &PurgeBatch) -> Result<Purged, StoreError>;
+    /// How the purge should pace its batches on this store.
+    fn purge_pace(&self) -> PurgePace;
     /// When the oldest event still kept was created (the retention gauge).
     async fn oldest_event_at(&self) -> Result<Option<Timestamp>, StoreError>;
 

@@ -364,6 +364,15 @@ impl PurgedRows {
     }
 }
 
+/// How a store wants the purge to pace itself: rows per batch, and a pause between batches
+/// of `yield_factor` times what the batch took (the purge then holds the store at most
+/// 1 / (1 + `yield_factor`) of the time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgePace {
+    pub batch: u32,
+    pub yield_factor: u32,
+}
+
 /// What a purge batch did and where the walk goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Purged {
