@@ -70,7 +70,7 @@ impl AppState {
 /// OpenAPI document cannot disagree.
 fn documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(merchants::create))
+        .routes(routes!(merchants::create, merchants::list))
         .routes(routes!(merchants::read, merchants::patch))
         .routes(routes!(merchants::rotate_secret))
         .routes(routes!(operations::register, operations::find_or_list))

@@ -1,8 +1,8 @@
-//! `/v1/merchants`: create, read, patch, rotate-secret (admin only).
+//! `/v1/merchants`: create, list, read, patch, rotate-secret (admin only).
 
 use crate::auth::{token_hash, Caller};
 use crate::error::ApiError;
-use crate::extract::Json;
+use crate::extract::{Json, Query};
 use crate::validate;
 use crate::views::ShownOnce;
 use crate::{views, AppState};
@@ -17,11 +17,12 @@ use payhook_core::model::Merchant;
 use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
 use payhook_core::target::TargetPolicy;
+use payhook_store::MerchantQuery;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// How long the old secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
@@ -162,6 +163,59 @@ pub async fn read(
 ) -> Result<axum::Json<Value>, ApiError> {
     caller.require_admin()?;
     Ok(axum::Json(views::merchant(&load(&state, &id).await?)))
+}
+
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// A page's `next_after` (a merchant id); leave out for the first page.
+    #[param(value_type = String)]
+    after: Option<String>,
+    /// 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Merchants whose name contains this, ignoring the case of ASCII letters.
+    #[param(value_type = String, max_length = 200)]
+    name: Option<String>,
+    /// Merchants of this dialect.
+    #[param(value_type = crate::openapi::DialectName)]
+    dialect: Option<String>,
+}
+
+/// The merchants, in creation order, by cursor and filters.
+#[utoipa::path(get, path = "/v1/merchants", tag = "merchants", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of merchants, without secrets", body = crate::openapi::MerchantPage),
+        (status = 400, description = "Malformed query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Admin only", body = crate::openapi::ErrorBody),
+        (status = 422, description = "after is not a merchant id, limit outside 1..=1000, name too long, or an unknown dialect", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let limit = validate::page(0, q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    if let Some(after) = &q.after {
+        after.parse::<MerchantId>().map_err(|_| {
+            ApiError::invalid("invalid_cursor", "after", "after is a merchant id (mer_…)")
+        })?;
+    }
+    if q.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(ApiError::invalid("field_too_long", "name", "name is at most 200 characters"));
+    }
+    let dialect = q.dialect.as_deref().map(|d| parse_dialect("dialect", d)).transpose()?;
+    let query = MerchantQuery { after: q.after.clone(), name: q.name, dialect, limit };
+    let merchants = state.store.list_merchants(&query).await?;
+    let next_after = merchants.last().map(|m| m.id.to_string()).or(q.after);
+    let data: Vec<Value> = merchants.iter().map(views::merchant).collect();
+    Ok(axum::Json(json!({ "data": data, "next_after": next_after })))
 }
 
 fn opt_string(field: &str, v: &Value) -> Result<Option<String>, ApiError> {

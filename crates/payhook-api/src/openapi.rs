@@ -251,6 +251,15 @@ pub struct OperationPage {
     pub next_after: i64,
 }
 
+/// `GET /v1/merchants`: a page of merchants.
+#[derive(Serialize, ToSchema)]
+pub struct MerchantPage {
+    pub data: Vec<MerchantView>,
+    /// Pass as `after` for the next page: the last merchant's id (the request's `after`, or
+    /// null, when the page is empty).
+    pub next_after: Option<String>,
+}
+
 /// `GET /v1/operations`: with `external_id`, the one operation with that order id; without,
 /// a page of operations. Two shapes, told apart by `data`.
 #[derive(Serialize, ToSchema)]

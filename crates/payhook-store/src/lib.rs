@@ -46,6 +46,8 @@ pub trait Store: Send + Sync + 'static {
     /// Saves changed settings/secrets, and forgets the merchant's disabled destinations when
     /// `reenable` is set (the operator fixed the endpoint).
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError>;
+    /// A page of merchants in creation order (their ids sort by creation).
+    async fn list_merchants(&self, query: &MerchantQuery) -> Result<Vec<Merchant>, StoreError>;
     /// The merchant owning an API key, by the key's hash.
     async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError>;
 

@@ -34,8 +34,8 @@ use crate::purge::cursor_expired;
 use crate::seal::{self, KeyCheck, Sealer};
 use crate::{
     ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, Handoff, HandoffTarget,
-    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch,
-    PurgePace, Purged, Registered, Reported, StatusReport, Store, StoreError,
+    MerchantDeliveryStats, MerchantQuery, NewOperation, NextStep, PendingSummary, PollClaim,
+    PollNext, PurgeBatch, PurgePace, Purged, Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -224,6 +224,23 @@ impl Store for PgStore {
 
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
         load_merchant(&self.client().await?, &self.sealer, id).await
+    }
+
+    async fn list_merchants(&self, q: &MerchantQuery) -> Result<Vec<Merchant>, StoreError> {
+        let client = self.client().await?;
+        // COLLATE "C": ids sort by creation in byte order, which the database's collation
+        // need not follow.
+        let sql = format!(
+            "SELECT {MERCHANT_COLUMNS} FROM merchants
+             WHERE ($1::text IS NULL OR id COLLATE \"C\" > $1)
+               AND ($2::text IS NULL OR strpos(lower(name), lower($2)) > 0)
+               AND ($3::text IS NULL OR dialect = $3)
+             ORDER BY id COLLATE \"C\" LIMIT $4"
+        );
+        let dialect = q.dialect.map(|d| d.as_str());
+        let p: Params<'_> = &[&q.after, &q.name, &dialect, &i64::from(q.limit)];
+        let rows = query(&client, &sql, p).await?;
+        rows.iter().map(|r| merchant_from(&self.sealer, r)).collect()
     }
 
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {

@@ -29,14 +29,15 @@ mod tests;
 mod writer_cache_tests;
 
 use crate::columns::{
-    parse_id, stats_from, DELIVERY_STATS, NEXT_DUE, NEXT_POLL, PENDING_SUMMARY, WATCH_COLUMNS,
+    merchant_from, parse_id, stats_from, DELIVERY_STATS, MERCHANT_COLUMNS, NEXT_DUE, NEXT_POLL,
+    PENDING_SUMMARY, WATCH_COLUMNS,
 };
 use crate::purge::cursor_expired;
 use crate::seal::Sealer;
 use crate::{
     ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, Handoff, HandoffTarget,
-    MerchantDeliveryStats, NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch,
-    PurgePace, Purged, Registered, Reported, StatusReport, Store, StoreError,
+    MerchantDeliveryStats, MerchantQuery, NewOperation, NextStep, PendingSummary, PollClaim,
+    PollNext, PurgeBatch, PurgePace, Purged, Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 pub use backup::{backup, check, CheckReport};
@@ -202,6 +203,22 @@ impl Store for SqliteStore {
         let id = id.clone();
         let sealer = self.sealer.clone();
         self.run(move |c| load_merchant(c, &sealer, &id)).await
+    }
+
+    async fn list_merchants(&self, q: &MerchantQuery) -> Result<Vec<Merchant>, StoreError> {
+        let (q, sealer) = (q.clone(), self.sealer.clone());
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {MERCHANT_COLUMNS} FROM merchants
+                 WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0)
+                   AND (?3 IS NULL OR dialect = ?3)
+                 ORDER BY id LIMIT ?4"
+            );
+            let dialect = q.dialect.map(|d| d.as_str());
+            let p = params![q.after, q.name, dialect, q.limit];
+            query_rows(c, &sql, p, |r| merchant_from(&sealer, r))
+        })
+        .await
     }
 
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError> {

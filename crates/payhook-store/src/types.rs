@@ -304,6 +304,17 @@ pub struct PendingSummary {
     pub oldest_created_at: Option<Timestamp>,
 }
 
+/// A page of merchants (`GET /v1/merchants`): in creation order, after `after` (a merchant
+/// id; `None` from the first), at most `limit`, filtered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MerchantQuery {
+    pub after: Option<String>,
+    /// A part of the name, matched case-insensitively (ASCII letters).
+    pub name: Option<String>,
+    pub dialect: Option<payhook_core::dialect::Dialect>,
+    pub limit: u32,
+}
+
 /// What one purge batch takes (see `payhook_core::lifecycle::retention`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeTarget {

@@ -44,6 +44,7 @@ macro_rules! conformance {
 conformance! {
     merchants::merchant_round_trip,
     merchants::settings_are_set_once,
+    merchants::merchants_are_listed_by_cursor_and_filtered,
     operations::register_is_idempotent,
     operations::invalid_transition_stores_nothing,
     operations::event_key_is_idempotent,

@@ -1,10 +1,11 @@
 //! Merchants, their API keys, and the installation's settings.
 
 use crate::fixtures::*;
+use payhook_core::dialect::Dialect;
 use payhook_core::model::Merchant;
 use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
-use payhook_store::{Store, StoreError};
+use payhook_store::{MerchantQuery, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,4 +63,37 @@ pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     assert_eq!(store.init_setting("admin", "second").await.expect("init"), "first");
     assert_eq!(store.setting("admin").await.expect("read").as_deref(), Some("first"));
     store.ping().await.expect("ping");
+}
+
+pub async fn merchants_are_listed_by_cursor_and_filtered(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let mut made = Vec::new();
+    for (name, dialect) in [
+        ("Alpha Shop", Dialect::Standard),
+        ("beta shop", Dialect::Xpay),
+        ("Gamma", Dialect::Standard),
+        ("Delta SHOPPING", Dialect::Standard),
+    ] {
+        let m = Merchant { name: name.into(), dialect, ..merchant("https://shop.example/cb") };
+        s.create_merchant(&m, &format!("key-{}", m.id)).await.expect("create");
+        made.push(m.id.to_string());
+    }
+    let page = |after: Option<&str>, name: Option<&str>, dialect, limit| MerchantQuery {
+        after: after.map(str::to_owned),
+        name: name.map(str::to_owned),
+        dialect,
+        limit,
+    };
+    let ids = |list: Vec<Merchant>| list.into_iter().map(|m| m.id.to_string()).collect::<Vec<_>>();
+    let first = ids(s.list_merchants(&page(None, None, None, 3)).await.expect("list"));
+    assert_eq!(first, made[..3], "creation order");
+    let rest = ids(s.list_merchants(&page(Some(&first[2]), None, None, 3)).await.expect("list"));
+    assert_eq!(rest, made[3..], "the next page starts after the cursor");
+    let shops = ids(s.list_merchants(&page(None, Some("sHoP"), None, 10)).await.expect("list"));
+    assert_eq!(shops, [made[0].clone(), made[1].clone(), made[3].clone()], "any case");
+    let xpay =
+        ids(s.list_merchants(&page(None, None, Some(Dialect::Xpay), 10)).await.expect("list"));
+    assert_eq!(xpay, [made[1].clone()]);
+    let both = page(Some(&made[0]), Some("shop"), Some(Dialect::Standard), 10);
+    assert_eq!(ids(s.list_merchants(&both).await.expect("list")), [made[3].clone()]);
 }

@@ -263,3 +263,57 @@ async fn batch_reports_succeed_or_fail_per_item() {
     let empty = app.admin("POST", "/v1/operations/status:batch", Some(json!({"items": []}))).await;
     assert_eq!((empty.status, empty.body["error"]["code"].as_str()), (422, Some("invalid_batch")));
 }
+
+#[tokio::test]
+async fn the_admin_lists_merchants_by_cursor_and_filters_and_nobody_else_does() {
+    let app = spawn_app(Mode::Manual).await;
+    let mut ids = Vec::new();
+    for (name, dialect) in
+        [("Kyiv Coffee", "standard"), ("Lviv coffee", "xpay"), ("Books", "standard")]
+    {
+        let m = app
+            .merchant(json!({"name": name, "dialect": dialect,
+            "callback_url": "https://shop.example/cb"}))
+            .await;
+        ids.push(m["id"].as_str().expect("id").to_owned());
+    }
+    let first = app.admin("GET", "/v1/merchants?limit=2", None).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let names: Vec<&str> = first.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["Kyiv Coffee", "Lviv coffee"]);
+    assert!(first.body["data"][0].get("signing_secret").is_none(), "no secrets in the list");
+    assert_eq!(first.body["next_after"], ids[1].as_str());
+    let next = app.admin("GET", &format!("/v1/merchants?after={}", ids[1]), None).await;
+    assert_eq!(next.body["data"][0]["id"], ids[2].as_str());
+    let coffee = app.admin("GET", "/v1/merchants?name=COFFEE&dialect=xpay", None).await;
+    let found: Vec<&str> = coffee.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(found, [ids[1].as_str()]);
+    let empty = app.admin("GET", &format!("/v1/merchants?after={}", ids[2]), None).await;
+    assert_eq!(
+        (empty.body["data"].as_array().map(Vec::len), &empty.body["next_after"]),
+        (Some(0), &json!(ids[2]))
+    );
+
+    for (query, code) in [
+        ("after=42", "invalid_cursor"),
+        ("dialect=telex", "unknown_dialect"),
+        ("limit=0", "invalid_limit"),
+    ] {
+        let r = app.admin("GET", &format!("/v1/merchants?{query}"), None).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (422, Some(code)), "{query}");
+    }
+    let key = app.merchant(json!({"name": "Own", "callback_url": "https://own.example/cb"})).await;
+    let r = app.call("GET", "/v1/merchants", key["api_key"].as_str(), None).await;
+    assert_eq!(r.status, 403, "a merchant key lists no merchants");
+    assert_eq!(app.call("GET", "/v1/merchants", None, None).await.status, 401);
+}

@@ -421,6 +421,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     let e = |method, path, access, ok, body| Endpoint { method, path, access, ok, body };
     vec![
         e("POST", "/v1/merchants", AdminOnly, 201, Some(json!({"name": "New"}))),
+        e("GET", "/v1/merchants", AdminOnly, 200, None),
         e("GET", "/v1/merchants/{mer}", AdminOnly, 200, None),
         e("PATCH", "/v1/merchants/{mer}", AdminOnly, 200, Some(json!({"name": "Owner"}))),
         e("POST", "/v1/merchants/{mer}/rotate-secret", AdminOnly, 200, None),
