@@ -26,6 +26,7 @@ pub const CODES: &[(u16, &[&str])] = &[
             "superseded",
             "conflict",
             "not_final",
+            "merchant_archived",
         ],
     ),
     (410, &["cursor_expired"]),
@@ -176,6 +177,12 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+impl From<payhook_core::lifecycle::Archived> for ApiError {
+    fn from(e: payhook_core::lifecycle::Archived) -> Self {
+        ApiError::new(StatusCode::CONFLICT, "merchant_archived", e.to_string())
+    }
 }
 
 impl From<payhook_core::lifecycle::RuleViolation> for ApiError {

@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod merchant_state;
 pub mod merchants;
 pub mod metrics;
 pub mod openapi;
@@ -73,6 +74,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(merchants::create, merchants::list))
         .routes(routes!(merchants::read, merchants::patch))
         .routes(routes!(merchants::rotate_secret))
+        .routes(routes!(merchant_state::pause))
+        .routes(routes!(merchant_state::resume))
+        .routes(routes!(merchant_state::archive))
         .routes(routes!(operations::register, operations::find_or_list))
         .routes(routes!(operations::report_status_batch))
         .routes(routes!(operations::read))

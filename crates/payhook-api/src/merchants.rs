@@ -131,6 +131,7 @@ pub async fn create(
         settings: body.settings,
         signing_secret: new_secret(),
         previous_secret: None,
+        state: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -143,7 +144,7 @@ pub async fn create(
     Ok(ShownOnce((StatusCode::CREATED, axum::Json(view))))
 }
 
-async fn load(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
+pub(crate) async fn load(state: &AppState, id: &str) -> Result<Merchant, ApiError> {
     let id: MerchantId = id.parse().map_err(|_| ApiError::not_found("merchant"))?;
     state.store.get_merchant(&id).await?.ok_or_else(|| ApiError::not_found("merchant"))
 }

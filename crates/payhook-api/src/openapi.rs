@@ -106,8 +106,20 @@ pub struct MerchantView {
     pub settings: serde_json::Value,
     /// While the previous secret still signs beside the new one.
     pub secret_rotation_ends_at: Option<String>,
+    /// `active`; `paused`: its callbacks wait; `archived`: no new operations.
+    #[schema(value_type = MerchantStateName)]
+    pub state: String,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A merchant's state.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantStateName {
+    Active,
+    Paused,
+    Archived,
 }
 
 /// A new merchant: its secrets are shown this once.

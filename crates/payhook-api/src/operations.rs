@@ -159,6 +159,7 @@ pub async fn register(
         status_source: body.status_source,
         retry: body.retry.as_ref().map(|v| parse_retry("retry", v)).transpose()?,
     };
+    lifecycle::accepts_operations(&merchant)?;
     let effective = dialect.unwrap_or(merchant.dialect);
     lifecycle::check_operation(&merchant, effective, &callback, &body.external_id)?;
     let new = NewOperation {

@@ -23,6 +23,7 @@ pub fn merchant(m: &Merchant) -> Value {
         "has_encryption_key": m.encryption_key.is_some(),
         "settings": m.settings,
         "secret_rotation_ends_at": m.previous_secret.as_ref().map(|(_, exp)| time(*exp)),
+        "state": m.state.as_str(),
         "created_at": time(m.created_at),
         "updated_at": time(m.updated_at),
     })

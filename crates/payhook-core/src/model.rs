@@ -47,9 +47,30 @@ pub struct Merchant {
     pub signing_secret: SigningSecret,
     /// The secret before the last rotation, signing beside the new one until it expires.
     pub previous_secret: Option<(SigningSecret, Timestamp)>,
+    /// Whether its callbacks go out (`active`), wait (`paused`), or it takes no new
+    /// operations (`archived`); see `lifecycle::merchant`.
+    pub state: MerchantState,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
+
+/// Where a merchant stands with the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantState {
+    #[default]
+    Active,
+    /// Reports are accepted; its deliveries wait, unattempted, until it is resumed.
+    Paused,
+    /// No new operations; what exists is still read, reported and delivered.
+    Archived,
+}
+
+text_enum!(MerchantState {
+    Active => "active",
+    Paused => "paused",
+    Archived => "archived",
+});
 
 impl Merchant {
     /// A merchant with nothing configured beyond its dialect, its callback URL and its signing
@@ -74,6 +95,7 @@ impl Merchant {
             settings: Default::default(),
             signing_secret,
             previous_secret: None,
+            state: MerchantState::Active,
             created_at: now,
             updated_at: now,
         }

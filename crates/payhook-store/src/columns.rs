@@ -7,7 +7,8 @@
 use crate::seal::Sealer;
 use crate::{MerchantDeliveryStats, StoreError};
 use payhook_core::model::{
-    Attempt, AttemptOutcome, ErrorKind, Merchant, Operation, Poll, PollOutcome, Watch, WatchState,
+    Attempt, AttemptOutcome, ErrorKind, Merchant, MerchantState, Operation, Poll, PollOutcome,
+    Watch, WatchState,
 };
 use payhook_core::signing::SigningSecret;
 use payhook_core::status::UnknownStatus;
@@ -83,7 +84,7 @@ pub(crate) fn operation_from(r: &impl Cells) -> Result<(Operation, String), Stor
 
 pub(crate) const MERCHANT_COLUMNS: &str = "id, name, dialect, callback_url, \
     allowed_callback_urls, retry, encryption_key, settings, signing_secret, previous_secret, \
-    previous_expires_at, created_at, updated_at";
+    previous_expires_at, created_at, updated_at, state";
 
 /// The merchant columns that hold secrets, sealed with the master key: the signing secret,
 /// the previous one, and the encryption key (JSON text before sealing).
@@ -121,6 +122,10 @@ pub(crate) fn merchant_from(sealer: &Sealer, r: &impl Cells) -> Result<Merchant,
         previous_secret: previous,
         created_at: Timestamp(r.int(11)?),
         updated_at: Timestamp(r.int(12)?),
+        state: {
+            let state = r.text(13)?;
+            known(MerchantState::parse(&state), state)?
+        },
     })
 }
 
@@ -226,9 +231,13 @@ pub(crate) fn stats_from(r: &impl Cells) -> Result<MerchantDeliveryStats, StoreE
 pub(crate) const PENDING_SUMMARY: &str =
     "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE state = 'pending'";
 
-/// When the earliest pending delivery no node holds falls due.
-pub(crate) const NEXT_DUE: &str =
-    "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND lease_until IS NULL";
+/// When the earliest pending delivery no node holds falls due, its merchant not in state
+/// `$1` (`lifecycle::merchant::HOLDS_DELIVERIES`; `$1` is also SQLite's first parameter).
+/// `ORDER BY … LIMIT 1` walks `deliveries_due` and stops at the first match.
+pub(crate) const NEXT_DUE: &str = "SELECT d.next_attempt_at FROM deliveries d
+    WHERE d.state = 'pending' AND d.lease_until IS NULL
+      AND NOT EXISTS (SELECT 1 FROM merchants m WHERE m.id = d.merchant_id AND m.state = $1)
+    ORDER BY d.next_attempt_at LIMIT 1";
 
 /// When the earliest active watch is due.
 pub(crate) const NEXT_POLL: &str = "SELECT MIN(next_poll_at) FROM watches WHERE state = 'active'";

@@ -26,7 +26,9 @@ pub use types::*;
 
 use async_trait::async_trait;
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
-use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
+use payhook_core::model::{
+    Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
+};
 use payhook_core::Timestamp;
 use std::time::Duration;
 
@@ -46,6 +48,15 @@ pub trait Store: Send + Sync + 'static {
     /// Saves changed settings/secrets, and forgets the merchant's disabled destinations when
     /// `reenable` is set (the operator fixed the endpoint).
     async fn update_merchant(&self, m: &Merchant, reenable: bool) -> Result<(), StoreError>;
+    /// Sets a merchant's state (pause, resume, archive), effective for the next claim and
+    /// report on every node. `update_merchant` never changes the state, so a settings change
+    /// racing a pause cannot undo it.
+    async fn set_merchant_state(
+        &self,
+        id: &MerchantId,
+        state: MerchantState,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
     /// A page of merchants in creation order (their ids sort by creation).
     async fn list_merchants(&self, query: &MerchantQuery) -> Result<Vec<Merchant>, StoreError>;
     /// The merchant owning an API key, by the key's hash.

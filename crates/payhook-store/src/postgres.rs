@@ -41,7 +41,10 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
 use payhook_core::lifecycle::check_cursor;
-use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
+use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
+use payhook_core::model::{
+    Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
+};
 use payhook_core::Timestamp;
 use plan::Seen;
 use report::Items;
@@ -224,6 +227,20 @@ impl Store for PgStore {
 
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
         load_merchant(&self.client().await?, &self.sealer, id).await
+    }
+
+    async fn set_merchant_state(
+        &self,
+        id: &MerchantId,
+        state: MerchantState,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let sql = "UPDATE merchants SET state = $2, updated_at = $3 WHERE id = $1";
+        match exec(&client, sql, &[&id.as_str(), &state.as_str(), &now.0]).await? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
     }
 
     async fn list_merchants(&self, q: &MerchantQuery) -> Result<Vec<Merchant>, StoreError> {
@@ -436,7 +453,7 @@ impl Store for PgStore {
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
         let client = self.client().await?;
-        let row = query_opt(&client, NEXT_DUE, &[]).await?;
+        let row = query_opt(&client, NEXT_DUE, &[&HOLDS_DELIVERIES.as_str()]).await?;
         Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(Timestamp))
     }
 

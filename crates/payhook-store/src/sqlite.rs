@@ -47,7 +47,10 @@ use claim::ClaimPlan;
 use migrate::{check_master_key, migrate};
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
 use payhook_core::lifecycle::check_cursor;
-use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
+use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
+use payhook_core::model::{
+    Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
+};
 use payhook_core::Timestamp;
 use report::hand_over;
 use rows::*;
@@ -203,6 +206,24 @@ impl Store for SqliteStore {
         let id = id.clone();
         let sealer = self.sealer.clone();
         self.run(move |c| load_merchant(c, &sealer, &id)).await
+    }
+
+    async fn set_merchant_state(
+        &self,
+        id: &MerchantId,
+        state: MerchantState,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(move |tx| {
+            forget_merchant(&id);
+            let sql = "UPDATE merchants SET state = ?2, updated_at = ?3 WHERE id = ?1";
+            match exec(tx, sql, params![id.as_str(), state.as_str(), now.0]).map_err(backend)? {
+                0 => Err(StoreError::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn list_merchants(&self, q: &MerchantQuery) -> Result<Vec<Merchant>, StoreError> {
@@ -472,7 +493,14 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.run(|c| earliest(c, NEXT_DUE)).await
+        self.run(|c| {
+            let held = HOLDS_DELIVERIES.as_str();
+            let at = c
+                .prepare_cached(NEXT_DUE)
+                .and_then(|mut s| s.query_row([held], |r| r.get(0)).optional());
+            Ok(at.map_err(backend)?.map(Timestamp))
+        })
+        .await
     }
 
     async fn claim_polls(&self, claim: &PollClaim<'_>) -> Result<Vec<ClaimedWatch>, StoreError> {

@@ -10,6 +10,7 @@
 //! - [`attempt`]: an attempt's verdict → the attempt's outcome and the next step; the next
 //!   step → the delivery's state after the record.
 //! - [`claim`]: which due deliveries a claim leases, supersedes or leaves waiting.
+//! - [`merchant`]: pause, resume and archive, and what they mean for deliveries.
 //! - [`register`]: the dialects' rules for registering merchants and operations.
 //! - [`watch`]: what follows a poll of the re-poll watchdog.
 //! - [`retention`]: how long history and operations are kept, what a purge may take, and the
@@ -20,6 +21,7 @@
 pub mod attempt;
 pub mod claim;
 pub mod delivery;
+pub mod merchant;
 pub mod register;
 pub mod report;
 pub mod retention;
@@ -30,6 +32,7 @@ pub use attempt::{
 };
 pub use claim::{busy_hosts, choose, Candidate, ClaimChoice};
 pub use delivery::{new_delivery, NewDelivery};
+pub use merchant::{accepts_operations, change_state, may_hand_off, Archived, MerchantAction};
 pub use register::{check_merchant, check_operation, RuleViolation};
 pub use report::{
     apply_report, registration_event, replay, return_target, Change, NoReturn, Refusal,

@@ -601,3 +601,44 @@ fn only_ended_deliveries_and_final_operations_are_purgeable() {
     assert!(!finals.contains(&Status::Pending) && !finals.contains(&Status::Created));
     assert!(finals.contains(&Status::Success) && finals.contains(&Status::Refunded));
 }
+
+#[test]
+fn pause_resume_and_archive_move_a_merchant_and_archived_is_the_end() {
+    use crate::model::MerchantState::{Active, Archived as Gone, Paused};
+    use merchant::MerchantAction::{Archive, Pause, Resume};
+    fn check(
+        from: crate::model::MerchantState,
+        action: MerchantAction,
+        expect: Result<crate::model::MerchantState, Archived>,
+    ) {
+        assert_eq!(change_state(from, action), expect, "{from:?} {action:?}");
+    }
+    check(Active, Pause, Ok(Paused));
+    check(Paused, Pause, Ok(Paused));
+    check(Paused, Resume, Ok(Active));
+    check(Active, Resume, Ok(Active));
+    check(Active, Archive, Ok(Gone));
+    check(Paused, Archive, Ok(Gone));
+    check(Gone, Archive, Ok(Gone));
+    check(Gone, Pause, Err(Archived));
+    check(Gone, Resume, Err(Archived));
+}
+
+#[test]
+fn a_paused_merchants_deliveries_are_not_handed_off_and_an_archived_one_takes_no_operation() {
+    use crate::model::MerchantState;
+    let mut m = merchant(Dialect::Standard);
+    let d = delivery_of(Dialect::Standard, false);
+    for (state, hand_off, accepts) in [
+        (MerchantState::Active, true, true),
+        (MerchantState::Paused, false, true),
+        (MerchantState::Archived, true, false),
+    ] {
+        m.state = state;
+        assert_eq!(may_hand_off(&m, &d, T0), hand_off, "{state:?}");
+        assert_eq!(accepts_operations(&m).is_ok(), accepts, "{state:?}");
+    }
+    let mut later = delivery_of(Dialect::Standard, false);
+    later.next_attempt_at = Some(ms(T0, 1));
+    assert!(!may_hand_off(&merchant(Dialect::Standard), &later, T0), "not due yet");
+}

@@ -8,6 +8,7 @@ use crate::seal::Sealer;
 use crate::{ClaimRequest, Claimed, DeliveryStateChange, NextStep, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::lifecycle::{self, Candidate};
 use payhook_core::model::{Attempt, Delivery, Event, Merchant};
 use payhook_core::Timestamp;
@@ -142,6 +143,8 @@ async fn due_candidates<C: GenericClient>(
            WHERE state = 'pending' AND next_attempt_at <= $1
              AND (lease_until IS NULL OR lease_until <= $1)
              AND host <> ALL($2)
+             AND NOT EXISTS (SELECT 1 FROM merchants m
+                             WHERE m.id = deliveries.merchant_id AND m.state = $4)
            ORDER BY next_attempt_at LIMIT $3
            FOR UPDATE SKIP LOCKED
          )
@@ -152,7 +155,7 @@ async fn due_candidates<C: GenericClient>(
                    WHERE o.operation_id = c.operation_id AND o.seq < c.seq
                      AND o.state = 'pending' AND o.id NOT IN (SELECT id FROM c))
          FROM c ORDER BY c.next_attempt_at, c.id",
-        &[&now.0, &busy, &i64::try_from(n).unwrap_or(i64::MAX)],
+        &[&now.0, &busy, &i64::try_from(n).unwrap_or(i64::MAX), &HOLDS_DELIVERIES.as_str()],
     )
     .await?;
     rows.iter()

@@ -9,7 +9,7 @@ use crate::seal::Sealer;
 use crate::{destination_host, mint_id, Claimed, Handoff, Reported, Slot, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::{DeliveryId, MerchantId};
-use payhook_core::lifecycle::{delivery, Supersede};
+use payhook_core::lifecycle::{self, delivery, Supersede};
 use payhook_core::model::{Delivery, DeliveryKind, Event, Merchant};
 use payhook_core::Timestamp;
 use std::collections::HashMap;
@@ -131,7 +131,8 @@ pub(super) async fn plan_delivery<C: GenericClient>(
     let id = parse_id(&mint_id(DeliveryId::PREFIX))?;
     let delivery = delivery::of_event(id, &merchant, event, url, disabled);
     let host = destination_host(&delivery.url);
-    let handoff = seen.handoff.clone().filter(|_| delivery::is_due(&delivery, now));
+    let handoff =
+        seen.handoff.clone().filter(|_| lifecycle::may_hand_off(&merchant, &delivery, now));
     let lease = handoff.and_then(|h| {
         let slot = h.reserve(&host)?;
         Some((h.node().to_owned(), now.plus(h.lease()), slot))

@@ -179,6 +179,7 @@ async fn write_merchant<C: GenericClient>(
             &exp,
             &m.created_at.0,
             &m.updated_at.0,
+            &m.state.as_str(),
         ],
     )
     .await
@@ -191,7 +192,7 @@ pub(crate) async fn insert_merchant<C: GenericClient>(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO merchants ({MERCHANT_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     );
     write_merchant(c, sealer, &sql, m).await.map(|_| ())
 }
@@ -201,12 +202,13 @@ pub(crate) async fn update_merchant_row<C: GenericClient>(
     sealer: &Sealer,
     m: &Merchant,
 ) -> Result<u64, StoreError> {
-    // `$12` (created_at) never changes; the comparison only gives the parameter a type.
+    // `$12` (created_at) never changes, and `$14` (state) changes only through
+    // `set_merchant_state`: the comparisons only give the parameters a type.
     let sql = "UPDATE merchants SET name = $2, dialect = $3, callback_url = $4,
            allowed_callback_urls = $5, retry = $6, encryption_key = $7, settings = $8,
            signing_secret = $9, previous_secret = $10, previous_expires_at = $11,
            updated_at = $13
-         WHERE id = $1 AND $12::BIGINT IS NOT NULL";
+         WHERE id = $1 AND $12::BIGINT IS NOT NULL AND $14::TEXT IS NOT NULL";
     write_merchant(c, sealer, sql, m).await
 }
 

@@ -8,6 +8,7 @@ use crate::columns::parse_id;
 use crate::seal::Sealer;
 use crate::{Claimed, DeliveryStateChange, NextStep, StoreError};
 use payhook_core::ids::{DeliveryId, MerchantId};
+use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::lifecycle::{self, Candidate, Settled};
 use payhook_core::model::{Attempt, Delivery, Merchant};
 use payhook_core::Timestamp;
@@ -66,6 +67,8 @@ fn due_candidates(
                WHERE state = 'pending' AND next_attempt_at <= ?1
                  AND (lease_until IS NULL OR lease_until <= ?1)
                  AND host NOT IN (SELECT value FROM json_each(?2))
+                 AND NOT EXISTS (SELECT 1 FROM merchants m
+                                 WHERE m.id = deliveries.merchant_id AND m.state = ?4)
                ORDER BY next_attempt_at LIMIT ?3
              )
              SELECT c.id, c.host,
@@ -78,7 +81,7 @@ fn due_candidates(
         )
         .map_err(backend)?;
     let rows = stmt
-        .query_map(params![now.0, busy, n as i64], |r| {
+        .query_map(params![now.0, busy, n as i64, HOLDS_DELIVERIES.as_str()], |r| {
             Ok(Candidate {
                 id: r.get(0)?,
                 host: r.get(1)?,

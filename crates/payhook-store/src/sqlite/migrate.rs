@@ -15,6 +15,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_policies.sql")),
     (6, include_str!("../../migrations/sqlite/0006_integer_refs.sql")),
     (7, include_str!("../../migrations/sqlite/0007_retention.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_merchant_state.sql")),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction. Foreign keys are off

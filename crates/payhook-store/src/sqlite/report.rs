@@ -154,7 +154,7 @@ fn plan_delivery(
     let host = destination_host(&delivery.url);
     let slot = match handoff {
         Some(h)
-            if delivery::is_due(&delivery, now)
+            if lifecycle::may_hand_off(&merchant, &delivery, now)
                 && !(any_pending && older_pending_exists(tx, op.number, delivery.seq)?) =>
         {
             h.reserve(&host)

@@ -171,7 +171,7 @@ pub(crate) fn load_merchant(
     rows.next().map_err(backend)?.map(|r| merchant_from(sealer, r)).transpose()
 }
 
-fn merchant_params(m: &Merchant, sealer: &Sealer) -> [Box<dyn rusqlite::ToSql>; 13] {
+fn merchant_params(m: &Merchant, sealer: &Sealer) -> [Box<dyn rusqlite::ToSql>; 14] {
     let (prev, exp) = match &m.previous_secret {
         Some((s, exp)) => (Some(sealer.seal(s.expose())), Some(exp.0)),
         None => (None, None),
@@ -190,6 +190,7 @@ fn merchant_params(m: &Merchant, sealer: &Sealer) -> [Box<dyn rusqlite::ToSql>; 
         Box::new(exp),
         Box::new(m.created_at.0),
         Box::new(m.updated_at.0),
+        Box::new(m.state.as_str()),
     ]
 }
 
@@ -203,7 +204,7 @@ pub(crate) fn insert_merchant(
         c,
         &format!(
             "INSERT INTO merchants ({MERCHANT_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ),
         rusqlite::params_from_iter(p.iter()),
     )
@@ -223,7 +224,7 @@ pub(crate) fn update_merchant_row(
            allowed_callback_urls = ?5, retry = ?6, encryption_key = ?7, settings = ?8,
            signing_secret = ?9, previous_secret = ?10, previous_expires_at = ?11,
            updated_at = ?13
-         WHERE id = ?1 AND ?12 IS NOT NULL",
+         WHERE id = ?1 AND ?12 IS NOT NULL AND ?14 IS NOT NULL",
         rusqlite::params_from_iter(p.iter()),
     )
     .map_err(backend)

@@ -64,6 +64,7 @@ conformance! {
     claims::concurrent_claims_never_share_a_delivery,
     claims::next_due_at_follows_the_queue,
     claims::released_leases_are_claimable_again,
+    claims::a_paused_merchants_deliveries_wait_until_it_is_resumed,
     attempts::delivered_is_final_and_logged,
     attempts::retry_waits_for_its_time,
     attempts::exhausted_is_final,

@@ -11,6 +11,7 @@ mod delivery;
 mod dialects;
 mod helpers;
 mod logs;
+mod merchant_state;
 mod openapi;
 mod ordering;
 mod pg_restore;

@@ -425,6 +425,8 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         e("GET", "/v1/merchants/{mer}", AdminOnly, 200, None),
         e("PATCH", "/v1/merchants/{mer}", AdminOnly, 200, Some(json!({"name": "Owner"}))),
         e("POST", "/v1/merchants/{mer}/rotate-secret", AdminOnly, 200, None),
+        e("POST", "/v1/merchants/{mer}/pause", AdminOnly, 200, None),
+        e("POST", "/v1/merchants/{mer}/resume", AdminOnly, 200, None),
         e("POST", "/v1/operations", AdminOnly, 200, None),
         e("GET", "/v1/operations?merchant_id={mer}&external_id={ext}", AdminOrOwner, 200, None),
         e("GET", "/v1/operations/{op}", AdminOrOwner, 200, None),
@@ -443,6 +445,8 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         e("POST", "/v1/deliveries/{dlv}/resend", AdminOrOwner, 202, None),
         e("GET", "/v1/events?merchant_id={mer}", AdminOrOwner, 200, None),
         e("GET", "/v1/stats/deliveries", AdminOnly, 200, None),
+        // Last of the merchant's routes: an archived merchant takes no new operation.
+        e("POST", "/v1/merchants/{mer}/archive", AdminOnly, 200, None),
         e("GET", "/healthz", Public, 200, None),
         e("GET", "/readyz", Public, 200, None),
         e("GET", "/openapi.json", Public, 200, None),

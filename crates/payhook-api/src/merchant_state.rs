@@ -1,0 +1,94 @@
+//! `POST /v1/merchants/{id}/pause`, `/resume`, `/archive` (admin only): the operator's hold
+//! on a merchant. What each state means is `payhook_core::lifecycle::merchant`'s.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::merchants::load;
+use crate::{views, AppState};
+use axum::extract::{Path, State};
+use payhook_core::lifecycle::{self, MerchantAction};
+use serde_json::Value;
+
+async fn apply(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: MerchantAction,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let mut m = load(state, id).await?;
+    let next = lifecycle::change_state(m.state, action)?;
+    if next != m.state {
+        let now = state.clock.now();
+        state.store.set_merchant_state(&m.id, next, now).await?;
+        (m.state, m.updated_at) = (next, now);
+    }
+    if action == MerchantAction::Resume {
+        // What waited is due now: this node's dispatcher looks at once, others at their poll.
+        state.wake_dispatcher();
+    }
+    Ok(axum::Json(views::merchant(&m)))
+}
+
+/// Holds the merchant's callbacks: reports are still accepted, their deliveries wait
+/// unattempted (no retry budget spent) until it is resumed; a newer status supersedes an
+/// older one waiting. Attempts already under way finish.
+#[utoipa::path(post, path = "/v1/merchants/{id}/pause", tag = "merchants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Merchant id (mer_…)")),
+    responses(
+        (status = 200, description = "The merchant, paused (already paused: unchanged)", body = crate::openapi::MerchantView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Admin only", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The merchant is archived (`merchant_archived`)", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    apply(&state, &caller, &id, MerchantAction::Pause).await
+}
+
+/// Lets the merchant's callbacks go again: each operation's latest waiting status is sent,
+/// in per-operation order.
+#[utoipa::path(post, path = "/v1/merchants/{id}/resume", tag = "merchants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Merchant id (mer_…)")),
+    responses(
+        (status = 200, description = "The merchant, active (already active: unchanged)", body = crate::openapi::MerchantView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Admin only", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The merchant is archived (`merchant_archived`)", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    apply(&state, &caller, &id, MerchantAction::Resume).await
+}
+
+/// No new operations for the merchant (409 `merchant_archived`); reads, reports on its
+/// existing operations and their callbacks go on, and its history ages out with retention.
+/// Archiving a paused merchant lets its waiting callbacks go.
+#[utoipa::path(post, path = "/v1/merchants/{id}/archive", tag = "merchants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Merchant id (mer_…)")),
+    responses(
+        (status = 200, description = "The merchant, archived (already archived: unchanged)", body = crate::openapi::MerchantView),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Admin only", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+pub async fn archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let archived = apply(&state, &caller, &id, MerchantAction::Archive).await?;
+    state.wake_dispatcher();
+    Ok(archived)
+}
