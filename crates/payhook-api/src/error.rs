@@ -52,6 +52,7 @@ pub const CODES: &[(u16, &[&str])] = &[
             "invalid_retry_policy",
             "invalid_setting",
             "invalid_status_source",
+            "invalid_time",
             "invalid_url",
             "unknown_dialect",
             "unknown_merchant",

@@ -77,6 +77,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(merchant_state::pause))
         .routes(routes!(merchant_state::resume))
         .routes(routes!(merchant_state::archive))
+        .routes(routes!(merchant_state::recover))
         .routes(routes!(operations::register, operations::find_or_list))
         .routes(routes!(operations::report_status_batch))
         .routes(routes!(operations::read))

@@ -1,13 +1,18 @@
 //! `POST /v1/merchants/{id}/pause`, `/resume`, `/archive` (admin only): the operator's hold
-//! on a merchant. What each state means is `payhook_core::lifecycle::merchant`'s.
+//! on a merchant, and `/recover`, its bulk recovery after an outage. What each means is
+//! `payhook_core::lifecycle::merchant`'s and `lifecycle::recovery`'s.
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::Json;
 use crate::merchants::load;
 use crate::{views, AppState};
 use axum::extract::{Path, State};
-use payhook_core::lifecycle::{self, MerchantAction};
-use serde_json::Value;
+use payhook_core::lifecycle::{self, recovery, MerchantAction};
+use payhook_core::Timestamp;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 async fn apply(
     state: &AppState,
@@ -91,4 +96,53 @@ pub async fn archive(
     let archived = apply(&state, &caller, &id, MerchantAction::Archive).await?;
     state.wake_dispatcher();
     Ok(archived)
+}
+
+/// `POST /v1/merchants/{id}/recover`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// RFC 3339: deliveries that ended at or after this are queued again.
+    #[schema(format = DateTime)]
+    since: String,
+}
+
+/// After the merchant's outage: re-enables its disabled destinations and queues again, once,
+/// the latest delivery of each of its operations that ended `exhausted`, or `cancelled`
+/// because its destination was disabled, at or after `since`. A repeat while those wait
+/// queues nothing twice.
+#[utoipa::path(post, path = "/v1/merchants/{id}/recover", tag = "merchants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Merchant id (mer_…)")),
+    request_body = RecoverRequest,
+    responses(
+        (status = 200, description = "How many deliveries were queued again", body = crate::openapi::Recovered),
+        (status = 400, description = "Malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Admin only", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "since is not an RFC 3339 time, or is in the future", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+pub async fn recover(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<RecoverRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let m = load(&state, &id).await?;
+    let since = Timestamp::parse_rfc3339(&body.since).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_time",
+            "since",
+            "since is an RFC 3339 time, e.g. 2026-12-05T00:00:00Z",
+        )
+    })?;
+    let now = state.clock.now();
+    recovery::check_since(since, now)
+        .map_err(|e| ApiError::invalid("invalid_time", "since", e.to_string()))?;
+    let queued = state.store.recover(&m.id, since, now).await?;
+    state.wake_dispatcher();
+    Ok(axum::Json(json!({ "queued": queued })))
 }

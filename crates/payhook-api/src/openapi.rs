@@ -263,6 +263,12 @@ pub struct OperationPage {
     pub next_after: i64,
 }
 
+/// `POST /v1/merchants/{id}/recover`: what was queued again.
+#[derive(Serialize, ToSchema)]
+pub struct Recovered {
+    pub queued: u64,
+}
+
 /// `GET /v1/merchants`: a page of merchants.
 #[derive(Serialize, ToSchema)]
 pub struct MerchantPage {

@@ -127,6 +127,17 @@ pub trait Store: Send + Sync + 'static {
     /// (sending this one would hand the merchant a stale status).
     async fn resend(&self, id: &DeliveryId, now: Timestamp) -> Result<Delivery, StoreError>;
 
+    /// Bulk recovery after the merchant's outage (`lifecycle::recovery`): re-enables its
+    /// disabled destinations and starts a new attempt series, due `now`, for the latest
+    /// delivery of each of its operations that ended recoverably at or after `since`.
+    /// Returns how many were queued; a repeat queues none of those again while they wait.
+    async fn recover(
+        &self,
+        merchant: &MerchantId,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
     /// Leases up to `limit` due deliveries to `node` for `lease`, oldest due first, keeping
     /// each destination host within `per_host_limit` and skipping any delivery whose operation
     /// has an older delivery still in flight (per-operation order).

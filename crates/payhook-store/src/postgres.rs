@@ -434,6 +434,19 @@ impl Store for PgStore {
         Ok(d)
     }
 
+    async fn recover(
+        &self,
+        merchant: &MerchantId,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        let queued = claim::recover_in(&tx, merchant, since, now).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(queued)
+    }
+
     async fn claim_due(&self, claim: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;

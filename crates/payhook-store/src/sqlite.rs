@@ -460,6 +460,20 @@ impl Store for SqliteStore {
         self.write(move |tx| claim::resend_in(tx, &id, now)).await
     }
 
+    async fn recover(
+        &self,
+        merchant: &MerchantId,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        // The candidates are found on a reader (a scan of the merchant's deliveries must not
+        // hold the writer); the writer re-checks each as it queues it.
+        let m = merchant.clone();
+        let ids = self.run(move |c| claim::recoverable(c, &m, since)).await?;
+        let merchant = merchant.clone();
+        self.write(move |tx| claim::recover_in(tx, &merchant, &ids, now)).await
+    }
+
     async fn claim_due(&self, claim: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {
         let plan = ClaimPlan {
             node: claim.node.to_owned(),

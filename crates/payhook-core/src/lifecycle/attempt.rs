@@ -56,11 +56,9 @@ pub fn judge(
             error: None,
             next: NextStep::Delivered,
         },
-        Verdict::Gone => cancelled(
-            ErrorKind::HttpStatus,
-            "410 Gone: destination disabled".into(),
-            CancelReason::Gone,
-        ),
+        Verdict::Gone => {
+            cancelled(ErrorKind::HttpStatus, super::recovery::GONE.into(), CancelReason::Gone)
+        }
         Verdict::Permanent { kind, detail } => cancelled(*kind, detail.clone(), reason_for(*kind)),
         Verdict::Retry { kind, detail, retry_after } => {
             let next = retry_at(d, *retry_after, now, jitter());

@@ -11,6 +11,7 @@
 //!   step → the delivery's state after the record.
 //! - [`claim`]: which due deliveries a claim leases, supersedes or leaves waiting.
 //! - [`merchant`]: pause, resume and archive, and what they mean for deliveries.
+//! - [`recovery`]: which ended deliveries a merchant's bulk recovery queues again.
 //! - [`register`]: the dialects' rules for registering merchants and operations.
 //! - [`watch`]: what follows a poll of the re-poll watchdog.
 //! - [`retention`]: how long history and operations are kept, what a purge may take, and the
@@ -22,6 +23,7 @@ pub mod attempt;
 pub mod claim;
 pub mod delivery;
 pub mod merchant;
+pub mod recovery;
 pub mod register;
 pub mod report;
 pub mod retention;

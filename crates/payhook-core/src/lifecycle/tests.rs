@@ -642,3 +642,21 @@ fn a_paused_merchants_deliveries_are_not_handed_off_and_an_archived_one_takes_no
     later.next_attempt_at = Some(ms(T0, 1));
     assert!(!may_hand_off(&merchant(Dialect::Standard), &later, T0), "not due yet");
 }
+
+#[test]
+fn recovery_takes_exhausted_and_disabled_destination_deliveries_only() {
+    use recovery::{is_recoverable, GONE};
+    let check = |state, error: Option<&str>, expect: bool| {
+        assert_eq!(is_recoverable(state, error), expect, "{state:?} {error:?}");
+    };
+    check(DeliveryState::Exhausted, Some("HTTP 503"), true);
+    check(DeliveryState::Cancelled, Some(GONE), true);
+    check(DeliveryState::Cancelled, Some(delivery::DISABLED_DESTINATION), true);
+    check(DeliveryState::Cancelled, Some("blocked_target"), false);
+    check(DeliveryState::Cancelled, None, false);
+    check(DeliveryState::Delivered, None, false);
+    check(DeliveryState::Superseded, None, false);
+    check(DeliveryState::Pending, None, false);
+    assert!(recovery::check_since(T0, T0).is_ok());
+    assert!(recovery::check_since(ms(T0, 1), T0).is_err());
+}

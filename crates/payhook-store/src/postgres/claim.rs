@@ -9,8 +9,8 @@ use crate::{ClaimRequest, Claimed, DeliveryStateChange, NextStep, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
 use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
-use payhook_core::lifecycle::{self, Candidate};
-use payhook_core::model::{Attempt, Delivery, Event, Merchant};
+use payhook_core::lifecycle::{self, recovery, Candidate};
+use payhook_core::model::{Attempt, Delivery, DeliveryState, Event, Merchant};
 use payhook_core::Timestamp;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -228,4 +228,39 @@ pub(super) async fn disable_destination<C: GenericClient>(
     )
     .await
     .map(|_| ())
+}
+
+/// Re-enables the merchant's destinations and queues its recoverable deliveries
+/// (`lifecycle::recovery`) that ended at or after `since`; returns how many. A delivery being
+/// recovered is locked by the UPDATE, so two recoveries at once queue it once.
+pub(super) async fn recover_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    merchant: &MerchantId,
+    since: Timestamp,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM disabled_destinations WHERE merchant_id = $1";
+    exec(tx, sql, &[&merchant.as_str()]).await?;
+    let [gone, disabled] = recovery::cancelled_errors();
+    let (exhausted, cancelled) = (recovery::EXHAUSTED.as_str(), recovery::CANCELLED.as_str());
+    exec(
+        tx,
+        "UPDATE deliveries d SET state = $8, series_attempts = 0, next_attempt_at = $3,
+           last_error = NULL, updated_at = $3
+         WHERE d.merchant_id = $1 AND d.updated_at >= $2
+           AND (d.state = $4 OR (d.state = $5 AND d.last_error IN ($6, $7)))
+           AND NOT EXISTS (SELECT 1 FROM deliveries n
+                           WHERE n.operation_id = d.operation_id AND n.seq > d.seq)",
+        &[
+            &merchant.as_str(),
+            &since.0,
+            &now.0,
+            &exhausted,
+            &cancelled,
+            &gone,
+            &disabled,
+            &DeliveryState::Pending.as_str(),
+        ],
+    )
+    .await
 }

@@ -2,15 +2,15 @@
 //! claim asks one query for the due candidates and what per-operation order says of each, and
 //! `lifecycle::choose` decides; a record writes the state `lifecycle::settle` gives.
 
-use super::cache::disable_destination;
+use super::cache::{disable_destination, forget_merchant};
 use super::rows::*;
 use crate::columns::parse_id;
 use crate::seal::Sealer;
 use crate::{Claimed, DeliveryStateChange, NextStep, StoreError};
 use payhook_core::ids::{DeliveryId, MerchantId};
 use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
-use payhook_core::lifecycle::{self, Candidate, Settled};
-use payhook_core::model::{Attempt, Delivery, Merchant};
+use payhook_core::lifecycle::{self, recovery, Candidate, Settled};
+use payhook_core::model::{Attempt, Delivery, DeliveryState, Merchant};
 use payhook_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -220,4 +220,53 @@ fn newer_delivery_exists(c: &impl Statements, op: i64, seq: i64) -> Result<bool,
         |stmt| stmt.exists(params![op, seq]),
     )
     .map_err(backend)
+}
+
+/// Recoverable, and the latest of its operation (`lifecycle::recovery`): `?3` exhausted, or
+/// `?4` cancelled with error `?5` or `?6`.
+const RECOVERABLE: &str = "(state = ?3 OR (state = ?4 AND last_error IN (?5, ?6)))
+    AND NOT EXISTS (SELECT 1 FROM deliveries n
+                    WHERE n.operation_number = deliveries.operation_number
+                      AND n.seq > deliveries.seq)";
+
+/// The merchant's deliveries that recovery would queue, ended at or after `since`.
+pub(super) fn recoverable(
+    c: &Connection,
+    merchant: &MerchantId,
+    since: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    let [gone, disabled] = recovery::cancelled_errors();
+    let (exhausted, cancelled) = (recovery::EXHAUSTED.as_str(), recovery::CANCELLED.as_str());
+    let sql = format!(
+        "SELECT id FROM deliveries WHERE merchant_id = ?1 AND updated_at >= ?2 AND {RECOVERABLE}"
+    );
+    let p = params![merchant.as_str(), since.0, exhausted, cancelled, gone, disabled];
+    query_all(c, &sql, p, |r| r.get(0))
+}
+
+/// Re-enables the merchant's destinations and queues each delivery of `ids` that is still
+/// recoverable; returns how many it queued.
+pub(super) fn recover_in(
+    tx: &Connection,
+    merchant: &MerchantId,
+    ids: &[String],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    forget_merchant(merchant);
+    let sql = "DELETE FROM disabled_destinations WHERE merchant_id = ?1";
+    exec(tx, sql, [merchant.as_str()]).map_err(backend)?;
+    let [gone, disabled] = recovery::cancelled_errors();
+    let (exhausted, cancelled) = (recovery::EXHAUSTED.as_str(), recovery::CANCELLED.as_str());
+    let pending = DeliveryState::Pending.as_str();
+    let sql = format!(
+        "UPDATE deliveries SET state = ?7, series_attempts = 0, next_attempt_at = ?2,
+           last_error = NULL, updated_at = ?2
+         WHERE id = ?1 AND {RECOVERABLE}"
+    );
+    let mut queued = 0;
+    for id in ids {
+        let p = params![id, now.0, exhausted, cancelled, gone, disabled, pending];
+        queued += exec(tx, &sql, p).map_err(backend)? as u64;
+    }
+    Ok(queued)
 }

@@ -138,3 +138,56 @@ pub async fn an_attempt_of_an_unknown_delivery_is_not_found_and_changes_nothing(
     assert_eq!(log, vec![(delivery(s, &d).await, vec![])], "the real delivery is untouched");
     assert_eq!(log[0].0.state, DeliveryState::Pending);
 }
+
+pub async fn recovery_queues_each_operations_latest_ended_delivery_once(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let ended = |name: &'static str, next: NextStep, t: i64| {
+        let m = m.clone();
+        async move {
+            let op = add_operation(s, &m, name).await;
+            let d = report(s, &op, Status::Success, at(t)).await;
+            claim(s, "n1", at(t), 10).await;
+            // The error the dispatcher's judgement gives each ending (`lifecycle::judge`).
+            let mut a = attempt(&d, at(t), 500);
+            if next == NextStep::Cancel(CancelReason::Gone) {
+                a.error = Some(payhook_core::lifecycle::recovery::GONE.into());
+            }
+            s.record_attempt(&a, next, at(t)).await.expect("record");
+            d
+        }
+    };
+    let exhausted = ended("exhausted", NextStep::Exhausted, 1).await;
+    let gone = ended("gone", NextStep::Cancel(CancelReason::Gone), 3).await;
+    let cancelled_at_once =
+        report(s, &add_operation(s, &m, "after-gone").await, Status::Success, at(4)).await;
+    assert_eq!(delivery(s, &cancelled_at_once).await.state, DeliveryState::Cancelled);
+    let blocked = ended("blocked", NextStep::Cancel(CancelReason::BlockedTarget), 5).await;
+    let paid = add_operation(s, &m, "delivered").await;
+    let ok = report(s, &paid, Status::Success, at(6)).await;
+    claim(s, "n1", at(6), 10).await;
+    record(s, &ok, 200, NextStep::Delivered, at(6)).await;
+
+    assert_eq!(
+        s.recover(&m.id, at(3), at(10)).await.expect("recover"),
+        2,
+        "ended at or after 3 ms"
+    );
+    assert_eq!(s.recover(&m.id, at(0), at(11)).await.expect("recover"), 1, "the rest");
+    assert_eq!(s.recover(&m.id, at(0), at(12)).await.expect("recover"), 0, "nothing twice");
+    for d in [&exhausted, &gone, &cancelled_at_once] {
+        let now = delivery(s, d).await;
+        assert_eq!((now.state, now.series_attempts), (DeliveryState::Pending, 0), "{}", d.id);
+    }
+    for d in [&blocked, &ok] {
+        assert_ne!(delivery(s, d).await.state, DeliveryState::Pending, "not recoverable");
+    }
+    let claimed = claim(s, "n1", at(12), 10).await;
+    assert_eq!(claimed.len(), 3);
+    let refund = report(s, &paid, Status::Refunded, at(13)).await;
+    assert_eq!(
+        delivery(s, &refund).await.state,
+        DeliveryState::Pending,
+        "the destination is enabled again"
+    );
+}

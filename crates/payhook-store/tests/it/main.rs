@@ -73,6 +73,7 @@ conformance! {
     attempts::an_attempt_of_an_unknown_delivery_is_not_found_and_changes_nothing,
     attempts::resend_starts_a_new_series,
     attempts::resend_is_refused_when_stale_or_in_flight,
+    attempts::recovery_queues_each_operations_latest_ended_delivery_once,
     watches::registration_starts_a_watch,
     watches::due_watches_are_leased,
     watches::polls_move_the_watch_on,

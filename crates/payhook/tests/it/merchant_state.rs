@@ -140,3 +140,70 @@ async fn an_archived_merchant_takes_no_new_operation_and_stays_archived() {
     let r = app.admin("POST", "/v1/merchants/mer_unknown/pause", None).await;
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (404, Some("not_found")));
 }
+
+/// A merchant's outage end to end: its server fails, every delivery is exhausted; it comes
+/// back; one recovery call queues each operation's latest status, delivered exactly once.
+#[tokio::test]
+async fn after_an_outage_one_recovery_delivers_each_operations_latest_status_once() {
+    let app = spawn_app(Mode::Manual).await;
+    let rx = TestReceiver::start().await;
+    rx.set_default(503, "down");
+    let m = app
+        .merchant(json!({"name": "Outage", "callback_url": rx.url,
+        "retry": {"interval": "1s", "max_attempts": 2}}))
+        .await;
+    let mid = m["id"].as_str().expect("id");
+    let mut ops = Vec::new();
+    for n in 0..5 {
+        let op = app.operation(mid, &format!("order-{n}"), json!({})).await;
+        let id = op["id"].as_str().expect("id").to_owned();
+        assert_eq!(app.report(&id, "pending").await.status, 202);
+        assert_eq!(app.report(&id, "success").await.status, 202);
+        ops.push(id);
+    }
+    for id in &ops {
+        wait_for("the delivery exhausted", Duration::from_secs(20), || async {
+            app.dispatcher.run_once().await;
+            app.advance(Duration::from_secs(2));
+            let list = app.deliveries(id).await;
+            (list.last().is_some_and(|d| d["state"] == "exhausted")).then_some(())
+        })
+        .await;
+    }
+    rx.set_default(200, "ok");
+    let before = rx.received().len();
+    let path = format!("/v1/merchants/{mid}/recover");
+    let since = json!({"since": "2023-11-14T00:00:00Z"});
+    let r = app.admin("POST", &path, Some(since.clone())).await;
+    assert_eq!((r.status, &r.body), (200, &json!({"queued": 5})));
+    let again = app.admin("POST", &path, Some(since.clone())).await;
+    assert_eq!(again.body, json!({"queued": 0}), "nothing is queued twice");
+    for id in &ops {
+        wait_for("the recovered delivery", Duration::from_secs(20), || async {
+            app.dispatcher.run_once().await;
+            let list = app.deliveries(id).await;
+            (list.last().is_some_and(|d| d["state"] == "delivered")).then_some(())
+        })
+        .await;
+    }
+    let after: Vec<Value> = rx.received()[before..].iter().map(|c| c.json()).collect();
+    assert_eq!(after.len(), 5, "one callback per operation");
+    for id in &ops {
+        let sent: Vec<&Value> = after.iter().filter(|b| b["data"]["id"] == id.as_str()).collect();
+        assert_eq!(sent.len(), 1, "{id}");
+        assert_eq!(sent[0]["data"]["status"], "success", "the latest status");
+    }
+
+    for (body, status, code) in [
+        (json!({"since": "2030-01-01T00:00:00Z"}), 422, "invalid_time"),
+        (json!({"since": "yesterday"}), 422, "invalid_time"),
+        (json!({"since": "2023-11-14T00:00:00Z", "all": true}), 400, "malformed_request"),
+    ] {
+        let r = app.admin("POST", &path, Some(body.clone())).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{body}");
+    }
+    let r = app.admin("POST", "/v1/merchants/mer_unknown/recover", Some(since.clone())).await;
+    assert_eq!(r.status, 404);
+    let r = app.call("POST", &path, m["api_key"].as_str(), Some(since)).await;
+    assert_eq!(r.status, 403, "a merchant key may not recover");
+}

@@ -427,6 +427,13 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         e("POST", "/v1/merchants/{mer}/rotate-secret", AdminOnly, 200, None),
         e("POST", "/v1/merchants/{mer}/pause", AdminOnly, 200, None),
         e("POST", "/v1/merchants/{mer}/resume", AdminOnly, 200, None),
+        e(
+            "POST",
+            "/v1/merchants/{mer}/recover",
+            AdminOnly,
+            200,
+            Some(json!({"since": "2023-11-14T00:00:00Z"})),
+        ),
         e("POST", "/v1/operations", AdminOnly, 200, None),
         e("GET", "/v1/operations?merchant_id={mer}&external_id={ext}", AdminOrOwner, 200, None),
         e("GET", "/v1/operations/{op}", AdminOrOwner, 200, None),
