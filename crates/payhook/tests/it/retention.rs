@@ -142,7 +142,8 @@ async fn cycles(app: &TestApp, mid: &str, n: usize, cycles: usize) -> Vec<(u64, 
 /// between two. Margin: every later peak of each within 10% of its first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_both_retentions_the_file_stays_at_its_first_peak() {
-    let app = spawn_app_with(Mode::Manual, |c| {
+    // SQLite's own behaviour: a SQLite file whatever the suite's backend.
+    let app = spawn_app_on(TestDb::sqlite(), Mode::Manual, |c| {
         c.retention = payhook_core::lifecycle::Retention::new(HOUR, 2 * HOUR).expect("valid");
     })
     .await;
@@ -151,6 +152,7 @@ async fn with_both_retentions_the_file_stays_at_its_first_peak() {
     let peaks = cycles(&app, m["id"].as_str().expect("id"), 1_000, 4).await;
     println!("db + wal after each fill of 1,000 operations: {peaks:?}");
     let (db0, wal0) = peaks[0];
+    assert!(db0 > 0 && wal0 > 0, "the sizes were read: {peaks:?}");
     for (db, wal) in &peaks[1..] {
         assert!(db * 10 <= db0 * 11, "the file grew past its first peak: {peaks:?}");
         assert!(wal * 10 <= wal0 * 11, "the WAL grew past its first peak: {peaks:?}");
@@ -161,7 +163,7 @@ async fn with_both_retentions_the_file_stays_at_its_first_peak() {
 /// history is gone (its row and indexes), a fraction of what a fill first takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_operations_kept_the_file_grows_only_by_the_kept_operations() {
-    let app = spawn_app_with(Mode::Manual, |c| {
+    let app = spawn_app_on(TestDb::sqlite(), Mode::Manual, |c| {
         c.retention = payhook_core::lifecycle::Retention::new(HOUR, Duration::ZERO).expect("ok");
     })
     .await;
@@ -170,6 +172,7 @@ async fn with_operations_kept_the_file_grows_only_by_the_kept_operations() {
     let n = 1_000;
     let peaks = cycles(&app, m["id"].as_str().expect("id"), n, 4).await;
     let dbs: Vec<u64> = peaks.iter().map(|(db, _)| *db).collect();
+    assert!(dbs[0] > 0, "the sizes were read: {dbs:?}");
     let per_cycle = (dbs[3] - dbs[1]) / 2 / n as u64;
     println!("db after each fill of {n} operations: {dbs:?}; {per_cycle} bytes per kept operation");
     assert!(
