@@ -171,18 +171,19 @@ pub const MAX_LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// A page's `next_after` (a merchant id); leave out for the first page.
-    #[param(value_type = String)]
+    #[param(required = false)]
     after: Option<String>,
     /// 1..=1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Merchants whose name contains this, ignoring the case of ASCII letters.
-    #[param(value_type = String, max_length = 200)]
+    #[param(required = false, max_length = 200)]
     name: Option<String>,
     /// Merchants of this dialect.
-    #[param(value_type = crate::openapi::DialectName)]
+    #[param(required = false, value_type = crate::openapi::DialectName)]
     dialect: Option<String>,
 }
 
