@@ -8,6 +8,7 @@ use crate::extract::Json;
 use crate::merchants::load;
 use crate::{views, AppState};
 use axum::extract::{Path, State};
+use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::lifecycle::{self, recovery, MerchantAction};
 use payhook_core::Timestamp;
 use serde::Deserialize;
@@ -24,13 +25,14 @@ async fn apply(
     let mut m = load(state, id).await?;
     let next = lifecycle::change_state(m.state, action)?;
     if next != m.state {
+        let was = m.state;
         let now = state.clock.now();
         state.store.set_merchant_state(&m.id, next, now).await?;
         (m.state, m.updated_at) = (next, now);
-    }
-    if action == MerchantAction::Resume {
-        // What waited is due now: this node's dispatcher looks at once, others at their poll.
-        state.wake_dispatcher();
+        if was == HOLDS_DELIVERIES {
+            // What waited is due now: this node's dispatcher looks at once, others at their poll.
+            state.wake_dispatcher();
+        }
     }
     Ok(axum::Json(views::merchant(&m)))
 }
@@ -93,9 +95,7 @@ pub async fn archive(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let archived = apply(&state, &caller, &id, MerchantAction::Archive).await?;
-    state.wake_dispatcher();
-    Ok(archived)
+    apply(&state, &caller, &id, MerchantAction::Archive).await
 }
 
 /// `POST /v1/merchants/{id}/recover`.

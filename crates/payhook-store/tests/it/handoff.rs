@@ -175,3 +175,18 @@ pub async fn grouped_reports_are_handed_over_with_their_feed_positions(store: Ar
         assert_eq!(c.event.position, stored.position);
     }
 }
+
+pub async fn a_paused_merchants_delivery_is_not_handed_over(store: Arc<dyn Store>) {
+    let fake = Fake::new(10);
+    fake.install(&store);
+    let s = store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    s.set_merchant_state(&m.id, payhook_core::model::MerchantState::Paused, at(0))
+        .await
+        .expect("pause");
+    let op = add_operation(s, &m, "order-1").await;
+    let reported =
+        s.report_status(status_report(&op, Status::Success), at(1)).await.expect("reported");
+    assert!(!reported.handed_off && fake.handed_ids().is_empty(), "held back while paused");
+    assert!(reported.delivery.is_some(), "the delivery is stored, waiting");
+}

@@ -89,6 +89,7 @@ conformance! {
     handoff::a_newer_event_waits_for_the_older_in_flight,
     handoff::nothing_is_handed_over_once_the_dispatcher_is_gone,
     handoff::grouped_reports_are_handed_over_with_their_feed_positions,
+    handoff::a_paused_merchants_delivery_is_not_handed_over,
     retention::history_goes_after_its_window_and_nothing_pending_does,
     retention::the_feed_refuses_a_cursor_into_purged_history,
     retention::operations_go_with_all_they_have_once_final_and_quiet,
