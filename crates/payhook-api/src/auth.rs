@@ -9,6 +9,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use payhook_core::ids::MerchantId;
+use payhook_core::lifecycle::keys;
+use payhook_store::KeyOwner;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -36,6 +38,21 @@ impl Caller {
             Caller::Merchant(_) => Err(ApiError::forbidden()),
         }
     }
+}
+
+/// Records a key's use when it is news (`lifecycle::keys::use_is_news`): at most once an hour
+/// per key, off the request's path. A failed record is logged and the request goes on.
+fn record_use(state: &AppState, owner: &KeyOwner, token: &str) {
+    let now = state.clock.now();
+    if !keys::use_is_news(owner.last_used_at, &owner.prefix, now) {
+        return;
+    }
+    let (store, key, prefix) = (state.store.clone(), owner.key.clone(), keys::prefix(token));
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_api_key(&key, keys::use_hour(now), &prefix).await {
+            tracing::warn!(key = %key, error = %e, "could not record an API key's use");
+        }
+    });
 }
 
 /// Hex SHA-256 of a token, as stored.
@@ -66,8 +83,10 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
     let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
     let hash = token_hash(token);
     if token.starts_with("pk_") {
-        let merchant = state.store.merchant_by_api_key(&hash).await?;
-        return merchant.map(Caller::Merchant).ok_or_else(ApiError::unauthorized);
+        let owner = state.store.merchant_by_api_key(&hash).await?;
+        let owner = owner.ok_or_else(ApiError::unauthorized)?;
+        record_use(state, &owner, token);
+        return Ok(Caller::Merchant(owner.merchant));
     }
     if bool::from(hash.as_bytes().ct_eq(state.admin_token_hash.as_bytes())) {
         Ok(Caller::Admin)

@@ -27,6 +27,8 @@ pub const CODES: &[(u16, &[&str])] = &[
             "conflict",
             "not_final",
             "merchant_archived",
+            "too_many_keys",
+            "last_key",
         ],
     ),
     (410, &["cursor_expired"]),
@@ -141,6 +143,7 @@ impl From<StoreError> for ApiError {
                 format!("{e}: start again with after=0 (the oldest event kept)"),
             )
             .on("after"),
+            StoreError::KeyRefused(refusal) => refusal.into(),
             StoreError::Backend(_) | StoreError::MasterKey(_) => ApiError::internal(e),
         }
     }
@@ -178,6 +181,17 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+impl From<payhook_core::lifecycle::KeyRefusal> for ApiError {
+    fn from(e: payhook_core::lifecycle::KeyRefusal) -> Self {
+        use payhook_core::lifecycle::KeyRefusal;
+        let code = match e {
+            KeyRefusal::TooMany => "too_many_keys",
+            KeyRefusal::LastKey => "last_key",
+        };
+        ApiError::new(StatusCode::CONFLICT, code, e.to_string())
+    }
 }
 
 impl From<payhook_core::lifecycle::Archived> for ApiError {

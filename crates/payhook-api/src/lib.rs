@@ -8,6 +8,7 @@
 //! `ApiError`), [`extract`] (JSON bodies: size, depth, errors in the spec's form), [`openapi`]
 //! (the generated document), [`validate`] (input rules), [`views`] (response shapes).
 
+pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod deliveries;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod limits;
 pub mod merchant_state;
 pub mod merchants;
@@ -78,6 +80,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(merchant_state::resume))
         .routes(routes!(merchant_state::archive))
         .routes(routes!(merchant_state::recover))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(audit::read))
         .routes(routes!(operations::register, operations::find_or_list))
         .routes(routes!(operations::report_status_batch))
         .routes(routes!(operations::read))

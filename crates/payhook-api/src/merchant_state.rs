@@ -2,6 +2,7 @@
 //! on a merchant, and `/recover`, its bulk recovery after an outage. What each means is
 //! `payhook_core::lifecycle::merchant`'s and `lifecycle::recovery`'s.
 
+use crate::audit;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Json;
@@ -10,10 +11,19 @@ use crate::{views, AppState};
 use axum::extract::{Path, State};
 use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::lifecycle::{self, recovery, MerchantAction};
+use payhook_core::model::AuditAction;
 use payhook_core::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
+
+fn audited(action: MerchantAction) -> AuditAction {
+    match action {
+        MerchantAction::Pause => AuditAction::MerchantPaused,
+        MerchantAction::Resume => AuditAction::MerchantResumed,
+        MerchantAction::Archive => AuditAction::MerchantArchived,
+    }
+}
 
 async fn apply(
     state: &AppState,
@@ -27,7 +37,8 @@ async fn apply(
     if next != m.state {
         let was = m.state;
         let now = state.clock.now();
-        state.store.set_merchant_state(&m.id, next, now).await?;
+        let entry = audit::entry(caller, audited(action), &m.id, json!({}), now);
+        state.store.set_merchant_state(&m.id, next, &entry).await?;
         (m.state, m.updated_at) = (next, now);
         if was == HOLDS_DELIVERIES {
             // What waited is due now: this node's dispatcher looks at once, others at their poll.
@@ -142,7 +153,9 @@ pub async fn recover(
     let now = state.clock.now();
     recovery::check_since(since, now)
         .map_err(|e| ApiError::invalid("invalid_time", "since", e.to_string()))?;
-    let queued = state.store.recover(&m.id, since, now).await?;
+    let detail = json!({ "since": since.rfc3339_millis() });
+    let entry = audit::entry(&caller, AuditAction::MerchantRecovered, &m.id, detail, now);
+    let queued = state.store.recover(&m.id, since, &entry).await?;
     state.wake_dispatcher();
     Ok(axum::Json(json!({ "queued": queued })))
 }

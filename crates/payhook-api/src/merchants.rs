@@ -12,12 +12,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use payhook_core::dialect::Dialect;
 use payhook_core::ids::MerchantId;
-use payhook_core::lifecycle;
+use payhook_core::lifecycle::{self, keys};
 use payhook_core::model::Merchant;
 use payhook_core::retry::RetryPolicy;
 use payhook_core::signing::SigningSecret;
 use payhook_core::target::TargetPolicy;
-use payhook_store::MerchantQuery;
+use payhook_store::{MerchantQuery, NewApiKey};
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -71,7 +71,7 @@ fn new_secret() -> SigningSecret {
     SigningSecret::from_key(&random_bytes::<32>())
 }
 
-fn new_api_key() -> String {
+pub(crate) fn new_api_key() -> String {
     format!("pk_{}", URL_SAFE_NO_PAD.encode(random_bytes::<24>()))
 }
 
@@ -137,9 +137,11 @@ pub async fn create(
     };
     check_merchant(&merchant, &state.targets)?;
     let api_key = new_api_key();
-    state.store.create_merchant(&merchant, &token_hash(&api_key)).await?;
+    let key = NewApiKey::minted(&token_hash(&api_key), &keys::prefix(&api_key), now);
+    state.store.create_merchant(&merchant, &key).await?;
     let mut view = views::merchant(&merchant);
     view["api_key"] = json!(api_key);
+    view["api_key_id"] = json!(key.id);
     view["signing_secret"] = json!(merchant.signing_secret.expose());
     Ok(ShownOnce((StatusCode::CREATED, axum::Json(view))))
 }

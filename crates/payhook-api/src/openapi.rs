@@ -127,8 +127,10 @@ pub enum MerchantStateName {
 pub struct MerchantCreated {
     #[serde(flatten)]
     pub merchant: MerchantView,
-    /// `pk_…`: the merchant's API key (stored hashed).
+    /// `pk_…`: the merchant's first API key (stored hashed).
     pub api_key: String,
+    /// `key_…`: that key's id (to revoke it once another replaces it).
+    pub api_key_id: String,
     /// `whsec_…`: the signing secret (stored sealed).
     pub signing_secret: String,
 }
@@ -267,6 +269,62 @@ pub struct OperationPage {
 #[derive(Serialize, ToSchema)]
 pub struct Recovered {
     pub queued: u64,
+}
+
+/// One of a merchant's API keys (never the key itself).
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    /// `key_…`
+    pub id: String,
+    /// The key's first nine characters (`pk_` and six more); `pk_` alone for a key made
+    /// before keys had ids, until its next use.
+    pub prefix: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The start of the hour the key was last used in; null if never used since it was made
+    /// or since payhook began recording use.
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+}
+
+/// A new API key: the key is shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+    /// `pk_…` (stored hashed).
+    pub key: String,
+}
+
+/// `GET /v1/merchants/{id}/keys`.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKeyView>,
+}
+
+/// An entry of the audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditRecordView {
+    pub position: i64,
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// `admin` or `merchant` (the merchant's own key).
+    pub actor: String,
+    /// `merchant.paused`, `merchant.resumed`, `merchant.archived`, `merchant.recovered`,
+    /// `key.created` or `key.revoked`.
+    pub action: String,
+    pub merchant_id: String,
+    /// What the action was about: `{"key_id"}` for keys, `{"since"}` for a recovery.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+/// `GET /v1/audit`: a page of the audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub data: Vec<AuditRecordView>,
+    /// The cursor for the next page (the last position, or `after` when empty).
+    pub next_after: i64,
 }
 
 /// `GET /v1/merchants`: a page of merchants.

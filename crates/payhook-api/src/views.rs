@@ -1,7 +1,7 @@
 //! Response shapes. Times leave as RFC 3339 strings; secrets never leave here.
 
 use payhook_core::dialect::effective_dialect;
-use payhook_core::model::{Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
+use payhook_core::model::{ApiKey, Attempt, Delivery, Event, Merchant, Operation, Poll, Watch};
 use payhook_core::status::Status;
 use payhook_core::Timestamp;
 use serde::Serialize;
@@ -26,6 +26,29 @@ pub fn merchant(m: &Merchant) -> Value {
         "state": m.state.as_str(),
         "created_at": time(m.created_at),
         "updated_at": time(m.updated_at),
+    })
+}
+
+/// One of a merchant's API keys: never the key itself.
+pub fn api_key(k: &ApiKey) -> Value {
+    json!({
+        "id": k.id,
+        "prefix": k.prefix,
+        "created_at": time(k.created_at),
+        "last_used_at": k.last_used_at.map(time),
+    })
+}
+
+/// An entry of the audit log.
+pub fn audit_record(r: &payhook_store::AuditRecord) -> Value {
+    let e = &r.entry;
+    json!({
+        "position": r.position,
+        "at": time(e.at),
+        "actor": e.actor.as_str(),
+        "action": e.action.as_str(),
+        "merchant_id": e.merchant,
+        "detail": e.detail,
     })
 }
 

@@ -90,6 +90,7 @@ prefixed_id!(MerchantId, "mer_", "merchant");
 prefixed_id!(OperationId, "op_", "operation");
 prefixed_id!(EventId, "evt_", "event");
 prefixed_id!(DeliveryId, "dlv_", "delivery");
+prefixed_id!(ApiKeyId, "key_", "API key");
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! The records payhook keeps: merchants, operations, events, deliveries and attempts.
 
 use crate::dialect::Dialect;
-use crate::ids::{DeliveryId, EventId, MerchantId, OperationId};
+use crate::ids::{ApiKeyId, DeliveryId, EventId, MerchantId, OperationId};
 use crate::retry::RetryPolicy;
 use crate::signing::SigningSecret;
 use crate::status::Status;
@@ -70,6 +70,37 @@ text_enum!(MerchantState {
     Active => "active",
     Paused => "paused",
     Archived => "archived",
+});
+
+/// One of a merchant's API keys, as it may be shown: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    /// The key's first characters (`pk_` and a few more), to tell keys apart.
+    pub prefix: String,
+    pub created_at: Timestamp,
+    /// The hour the key was last used in (`lifecycle::keys::use_hour`), never finer.
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// An operator's or a merchant's action, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    MerchantPaused,
+    MerchantResumed,
+    MerchantArchived,
+    MerchantRecovered,
+    KeyCreated,
+    KeyRevoked,
+}
+
+text_enum!(AuditAction {
+    MerchantPaused => "merchant.paused",
+    MerchantResumed => "merchant.resumed",
+    MerchantArchived => "merchant.archived",
+    MerchantRecovered => "merchant.recovered",
+    KeyCreated => "key.created",
+    KeyRevoked => "key.revoked",
 });
 
 impl Merchant {

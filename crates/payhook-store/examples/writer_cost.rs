@@ -51,7 +51,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         payhook_core::signing::SigningSecret::from_key(&[7u8; 32]),
         t,
     );
-    store.create_merchant(&merchant, &mint_id("key_")).await?;
+    let key = payhook_store::NewApiKey::minted(&mint_id("key_"), "pk_", merchant.created_at);
+    store.create_merchant(&merchant, &key).await?;
 
     let ids: Arc<Mutex<Vec<OperationId>>> = Arc::default();
     let mut tasks = JoinSet::new();

@@ -15,6 +15,7 @@
 //! on one operation cannot interleave. What both backends share lives in `columns` (row
 //! mapping of the tables they store alike, the queries they phrase alike) and `seal`.
 
+mod admin;
 mod columns;
 pub mod postgres;
 mod purge;
@@ -22,12 +23,13 @@ pub mod seal;
 pub mod sqlite;
 mod types;
 
+pub use admin::*;
 pub use types::*;
 
 use async_trait::async_trait;
-use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::ids::{ApiKeyId, DeliveryId, MerchantId, OperationId};
 use payhook_core::model::{
-    Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
+    ApiKey, Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
 };
 use payhook_core::Timestamp;
 use std::time::Duration;
@@ -43,7 +45,8 @@ pub trait Store: Send + Sync + 'static {
     /// Sets a setting unless it is already set; returns the value in force.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String, StoreError>;
 
-    async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError>;
+    /// Creates a merchant with its first API key.
+    async fn create_merchant(&self, m: &Merchant, key: &NewApiKey) -> Result<(), StoreError>;
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError>;
     /// Saves changed settings/secrets, and forgets the merchant's disabled destinations when
     /// `reenable` is set (the operator fixed the endpoint).
@@ -55,12 +58,40 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &MerchantId,
         state: MerchantState,
-        now: Timestamp,
+        audit: &AuditEntry,
     ) -> Result<(), StoreError>;
     /// A page of merchants in creation order (their ids sort by creation).
     async fn list_merchants(&self, query: &MerchantQuery) -> Result<Vec<Merchant>, StoreError>;
-    /// The merchant owning an API key, by the key's hash.
-    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError>;
+    /// The key with this hash and the merchant owning it.
+    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError>;
+    /// Records a key's use: the hour it was used in and its prefix (which a migrated key
+    /// shows only from its first use on). Not audited.
+    async fn touch_api_key(
+        &self,
+        key: &ApiKeyId,
+        hour: Timestamp,
+        prefix: &str,
+    ) -> Result<(), StoreError>;
+    /// A merchant's keys, oldest first.
+    async fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<ApiKey>, StoreError>;
+    /// Adds a key unless `lifecycle::keys` refuses ([`StoreError::KeyRefused`]), checked
+    /// against the keys held in the same transaction.
+    async fn add_api_key(
+        &self,
+        merchant: &MerchantId,
+        key: &NewApiKey,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Revokes a key unless it is the merchant's last ([`StoreError::KeyRefused`]);
+    /// [`StoreError::NotFound`] when the merchant holds no such key.
+    async fn revoke_api_key(
+        &self,
+        merchant: &MerchantId,
+        key: &ApiKeyId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// A page of the audit log.
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Registers an operation, idempotently on (merchant, external id), with its `created`
     /// event (seq 0, no callback) and, when it has a status source, its watch.
@@ -135,7 +166,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         merchant: &MerchantId,
         since: Timestamp,
-        now: Timestamp,
+        audit: &AuditEntry,
     ) -> Result<u64, StoreError>;
 
     /// Leases up to `limit` due deliveries to `node` for `lease`, oldest due first, keeping

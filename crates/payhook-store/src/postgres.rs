@@ -21,6 +21,7 @@
 
 mod claim;
 mod group;
+mod keys;
 mod migrate;
 mod plan;
 mod purge;
@@ -33,17 +34,18 @@ use crate::columns::{stats_from, DELIVERY_STATS, NEXT_DUE, NEXT_POLL, PENDING_SU
 use crate::purge::cursor_expired;
 use crate::seal::{self, KeyCheck, Sealer};
 use crate::{
-    ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, Handoff, HandoffTarget,
-    MerchantDeliveryStats, MerchantQuery, NewOperation, NextStep, PendingSummary, PollClaim,
-    PollNext, PurgeBatch, PurgePace, Purged, Registered, Reported, StatusReport, Store, StoreError,
+    AuditEntry, AuditQuery, AuditRecord, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
+    Handoff, HandoffTarget, KeyOwner, MerchantDeliveryStats, MerchantQuery, NewApiKey,
+    NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch, PurgePace, Purged,
+    Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::ids::{ApiKeyId, DeliveryId, MerchantId, OperationId};
 use payhook_core::lifecycle::check_cursor;
 use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::model::{
-    Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
+    ApiKey, Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
 };
 use payhook_core::Timestamp;
 use plan::Seen;
@@ -212,16 +214,11 @@ impl Store for PgStore {
         row.map(|r| r.get(0)).ok_or(StoreError::NotFound)
     }
 
-    async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError> {
+    async fn create_merchant(&self, m: &Merchant, key: &NewApiKey) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
         insert_merchant(&tx, &self.sealer, m).await?;
-        exec(
-            &tx,
-            "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES ($1, $2, $3)",
-            &[&api_key_hash, &m.id.as_str(), &m.created_at.0],
-        )
-        .await?;
+        keys::insert_key(&tx, &m.id, key).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -233,14 +230,16 @@ impl Store for PgStore {
         &self,
         id: &MerchantId,
         state: MerchantState,
-        now: Timestamp,
+        audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
         let sql = "UPDATE merchants SET state = $2, updated_at = $3 WHERE id = $1";
-        match exec(&client, sql, &[&id.as_str(), &state.as_str(), &now.0]).await? {
-            0 => Err(StoreError::NotFound),
-            _ => Ok(()),
+        if exec(&tx, sql, &[&id.as_str(), &state.as_str(), &audit.at.0]).await? == 0 {
+            return Err(StoreError::NotFound);
         }
+        keys::write_audit(&tx, audit).await?;
+        tx.commit().await.map_err(pg)
     }
 
     async fn list_merchants(&self, q: &MerchantQuery) -> Result<Vec<Merchant>, StoreError> {
@@ -277,11 +276,49 @@ impl Store for PgStore {
         tx.commit().await.map_err(pg)
     }
 
-    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError> {
-        let client = self.client().await?;
-        let sql = "SELECT merchant_id FROM api_keys WHERE key_hash = $1";
-        let row = query_opt(&client, sql, &[&key_hash]).await?;
-        row.map(|r| parse_id(r.get::<_, &str>(0))).transpose()
+    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
+        keys::owner(&self.client().await?, key_hash).await
+    }
+
+    async fn touch_api_key(
+        &self,
+        key: &ApiKeyId,
+        hour: Timestamp,
+        prefix: &str,
+    ) -> Result<(), StoreError> {
+        keys::touch(&self.client().await?, key, hour, prefix).await
+    }
+
+    async fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<ApiKey>, StoreError> {
+        keys::list(&self.client().await?, merchant).await
+    }
+
+    async fn add_api_key(
+        &self,
+        merchant: &MerchantId,
+        key: &NewApiKey,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        keys::add(&tx, merchant, key, audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        merchant: &MerchantId,
+        key: &ApiKeyId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client).await?;
+        keys::revoke(&tx, merchant, key, audit).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        keys::audit_page(&self.client().await?, query).await
     }
 
     async fn register_operation(
@@ -438,11 +475,12 @@ impl Store for PgStore {
         &self,
         merchant: &MerchantId,
         since: Timestamp,
-        now: Timestamp,
+        audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client).await?;
-        let queued = claim::recover_in(&tx, merchant, since, now).await?;
+        let queued = claim::recover_in(&tx, merchant, since, audit.at).await?;
+        keys::write_audit(&tx, audit).await?;
         tx.commit().await.map_err(pg)?;
         Ok(queued)
     }

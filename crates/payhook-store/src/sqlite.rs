@@ -12,6 +12,7 @@
 mod backup;
 mod cache;
 mod claim;
+mod keys;
 mod migrate;
 mod purge;
 mod report;
@@ -29,15 +30,16 @@ mod tests;
 mod writer_cache_tests;
 
 use crate::columns::{
-    merchant_from, parse_id, stats_from, DELIVERY_STATS, MERCHANT_COLUMNS, NEXT_DUE, NEXT_POLL,
+    merchant_from, stats_from, DELIVERY_STATS, MERCHANT_COLUMNS, NEXT_DUE, NEXT_POLL,
     PENDING_SUMMARY, WATCH_COLUMNS,
 };
 use crate::purge::cursor_expired;
 use crate::seal::Sealer;
 use crate::{
-    ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange, Handoff, HandoffTarget,
-    MerchantDeliveryStats, MerchantQuery, NewOperation, NextStep, PendingSummary, PollClaim,
-    PollNext, PurgeBatch, PurgePace, Purged, Registered, Reported, StatusReport, Store, StoreError,
+    AuditEntry, AuditQuery, AuditRecord, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
+    Handoff, HandoffTarget, KeyOwner, MerchantDeliveryStats, MerchantQuery, NewApiKey,
+    NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch, PurgePace, Purged,
+    Registered, Reported, StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 pub use backup::{backup, check, CheckReport};
@@ -45,11 +47,11 @@ use cache::forget_merchant;
 pub(crate) use cache::forget_writer_caches;
 use claim::ClaimPlan;
 use migrate::{check_master_key, migrate};
-use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
+use payhook_core::ids::{ApiKeyId, DeliveryId, MerchantId, OperationId};
 use payhook_core::lifecycle::check_cursor;
 use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::model::{
-    Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
+    ApiKey, Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
 };
 use payhook_core::Timestamp;
 use report::hand_over;
@@ -187,17 +189,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_merchant(&self, m: &Merchant, api_key_hash: &str) -> Result<(), StoreError> {
-        let (m, hash, sealer) = (m.clone(), api_key_hash.to_owned(), self.sealer.clone());
+    async fn create_merchant(&self, m: &Merchant, key: &NewApiKey) -> Result<(), StoreError> {
+        let (m, key, sealer) = (m.clone(), key.clone(), self.sealer.clone());
         self.write(move |tx| {
             insert_merchant(tx, &sealer, &m)?;
-            exec(
-                tx,
-                "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES (?1, ?2, ?3)",
-                params![hash, m.id.as_str(), m.created_at.0],
-            )
-            .map_err(backend)?;
-            Ok(())
+            keys::insert_key(tx, &m.id, &key)
         })
         .await
     }
@@ -212,15 +208,17 @@ impl Store for SqliteStore {
         &self,
         id: &MerchantId,
         state: MerchantState,
-        now: Timestamp,
+        audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let id = id.clone();
+        let (id, audit) = (id.clone(), audit.clone());
         self.write(move |tx| {
             forget_merchant(&id);
             let sql = "UPDATE merchants SET state = ?2, updated_at = ?3 WHERE id = ?1";
-            match exec(tx, sql, params![id.as_str(), state.as_str(), now.0]).map_err(backend)? {
+            match exec(tx, sql, params![id.as_str(), state.as_str(), audit.at.0])
+                .map_err(backend)?
+            {
                 0 => Err(StoreError::NotFound),
-                _ => Ok(()),
+                _ => keys::write_audit(tx, &audit),
             }
         })
         .await
@@ -263,18 +261,49 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<MerchantId>, StoreError> {
+    async fn merchant_by_api_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
         let hash = key_hash.to_owned();
-        self.run(move |c| {
-            let id: Option<String> = c
-                .query_row("SELECT merchant_id FROM api_keys WHERE key_hash = ?1", [hash], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(backend)?;
-            id.map(|s| parse_id(&s)).transpose()
-        })
-        .await
+        self.run(move |c| keys::owner(c, &hash)).await
+    }
+
+    async fn touch_api_key(
+        &self,
+        key: &ApiKeyId,
+        hour: Timestamp,
+        prefix: &str,
+    ) -> Result<(), StoreError> {
+        let (key, prefix) = (key.clone(), prefix.to_owned());
+        self.write(move |tx| keys::touch(tx, &key, hour, &prefix)).await
+    }
+
+    async fn api_keys(&self, merchant: &MerchantId) -> Result<Vec<ApiKey>, StoreError> {
+        let m = merchant.clone();
+        self.run(move |c| keys::list(c, &m)).await
+    }
+
+    async fn add_api_key(
+        &self,
+        merchant: &MerchantId,
+        key: &NewApiKey,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let (m, key, audit) = (merchant.clone(), key.clone(), audit.clone());
+        self.write(move |tx| keys::add(tx, &m, &key, &audit)).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        merchant: &MerchantId,
+        key: &ApiKeyId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let (m, key, audit) = (merchant.clone(), key.clone(), audit.clone());
+        self.write(move |tx| keys::revoke(tx, &m, &key, &audit)).await
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let q = query.clone();
+        self.run(move |c| keys::audit_page(c, &q)).await
     }
 
     async fn register_operation(
@@ -464,14 +493,19 @@ impl Store for SqliteStore {
         &self,
         merchant: &MerchantId,
         since: Timestamp,
-        now: Timestamp,
+        audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
         // The candidates are found on a reader (a scan of the merchant's deliveries must not
         // hold the writer); the writer re-checks each as it queues it.
         let m = merchant.clone();
         let ids = self.run(move |c| claim::recoverable(c, &m, since)).await?;
-        let merchant = merchant.clone();
-        self.write(move |tx| claim::recover_in(tx, &merchant, &ids, now)).await
+        let (merchant, audit) = (merchant.clone(), audit.clone());
+        self.write(move |tx| {
+            let queued = claim::recover_in(tx, &merchant, &ids, audit.at)?;
+            keys::write_audit(tx, &audit)?;
+            Ok(queued)
+        })
+        .await
     }
 
     async fn claim_due(&self, claim: &ClaimRequest<'_>) -> Result<Vec<Claimed>, StoreError> {

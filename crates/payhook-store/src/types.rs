@@ -33,6 +33,9 @@ pub enum StoreError {
          available is {}", oldest_kept.map_or("none (no events are kept)".to_owned(), |p| p.to_string())
     )]
     CursorExpired { purged_through: i64, oldest_kept: Option<i64> },
+    /// A key change `payhook_core::lifecycle::keys` refuses.
+    #[error(transparent)]
+    KeyRefused(#[from] payhook_core::lifecycle::KeyRefusal),
 }
 
 impl From<Refusal> for StoreError {

@@ -590,7 +590,9 @@ async fn bench_merchant(
         payhook_core::signing::SigningSecret::from_key(&[7u8; 32]),
         now,
     );
-    store.create_merchant(&m, &payhook_store::mint_id("bench")).await?;
+    let key =
+        payhook_store::NewApiKey::minted(&payhook_store::mint_id("bench"), "pk_", m.created_at);
+    store.create_merchant(&m, &key).await?;
     Ok(m.id)
 }
 

@@ -11,6 +11,8 @@
 //!   step → the delivery's state after the record.
 //! - [`claim`]: which due deliveries a claim leases, supersedes or leaves waiting.
 //! - [`merchant`]: pause, resume and archive, and what they mean for deliveries.
+//! - [`keys`]: how many API keys a merchant holds, which may be revoked, and how finely
+//!   their use is recorded.
 //! - [`recovery`]: which ended deliveries a merchant's bulk recovery queues again.
 //! - [`register`]: the dialects' rules for registering merchants and operations.
 //! - [`watch`]: what follows a poll of the re-poll watchdog.
@@ -22,6 +24,7 @@
 pub mod attempt;
 pub mod claim;
 pub mod delivery;
+pub mod keys;
 pub mod merchant;
 pub mod recovery;
 pub mod register;
@@ -34,6 +37,7 @@ pub use attempt::{
 };
 pub use claim::{busy_hosts, choose, Candidate, ClaimChoice};
 pub use delivery::{new_delivery, NewDelivery};
+pub use keys::KeyRefusal;
 pub use merchant::{accepts_operations, change_state, may_hand_off, Archived, MerchantAction};
 pub use register::{check_merchant, check_operation, RuleViolation};
 pub use report::{

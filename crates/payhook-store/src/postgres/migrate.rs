@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_pending_by_operation.sql")),
     (4, include_str!("../../migrations/postgres/0004_retention.sql")),
     (5, include_str!("../../migrations/postgres/0005_merchant_state.sql")),
+    (6, include_str!("../../migrations/postgres/0006_keys_and_audit.sql")),
 ];
 
 /// Parses the URL and, when `schema` is given, puts it first on every connection's

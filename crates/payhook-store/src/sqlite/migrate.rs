@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_integer_refs.sql")),
     (7, include_str!("../../migrations/sqlite/0007_retention.sql")),
     (8, include_str!("../../migrations/sqlite/0008_merchant_state.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_keys_and_audit.sql")),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction. Foreign keys are off

@@ -303,3 +303,27 @@ fn a_database_a_newer_payhook_migrated_is_refused() {
     let err = SqliteStore::open(&path, Sealer::random()).err().expect("refused");
     assert!(err.to_string().contains("schema v99, newer than"), "{err}");
 }
+
+#[tokio::test]
+async fn v9_gives_a_key_made_before_an_id_and_a_prefix_to_learn() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("v2.db");
+    v2_database(&path);
+    let hash = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let c = Connection::open(&path).expect("open");
+    c.execute(
+        "INSERT INTO api_keys (key_hash, merchant_id, created_at) VALUES (?1, 'mer_1', 1)",
+        [hash],
+    )
+    .expect("a key made at v2");
+    drop(c);
+
+    let store = SqliteStore::open(&path, Sealer::random()).expect("open and migrate");
+    let owner = store.merchant_by_api_key(hash).await.expect("lookup").expect("found");
+    assert_eq!(owner.key.as_str(), "key_0123456789abcdef012345", "the id comes from the hash");
+    assert_eq!(owner.prefix, payhook_core::lifecycle::keys::UNKNOWN_PREFIX);
+    let m: MerchantId = "mer_1".parse().expect("id");
+    let held = store.api_keys(&m).await.expect("list");
+    assert_eq!(held.len(), 1);
+    assert_eq!((held[0].id.clone(), held[0].created_at), (owner.key, Timestamp(1)));
+}

@@ -13,7 +13,10 @@ async fn deliveries_refer_to_one_row_per_policy_and_older_rows_keep_their_own() 
     let path = dir.path().join("policies.db");
     let store = SqliteStore::open(&path, Sealer::random()).expect("open");
     let m = super::tests::merchant();
-    store.create_merchant(&m, "hash").await.expect("create");
+    store
+        .create_merchant(&m, &crate::NewApiKey::minted("hash", "pk_", m.created_at))
+        .await
+        .expect("create");
     let mut planned = Vec::new();
     for external_id in ["a", "b"] {
         let new = NewOperation {

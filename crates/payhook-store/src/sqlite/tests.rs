@@ -44,7 +44,10 @@ async fn secrets_are_sealed_in_the_file_and_open_with_the_right_key_only() {
     let path = dir.path().join("payhook.db");
     let key = Sealer::generate_key();
     let store = SqliteStore::open(&path, Sealer::from_base64(&key).expect("key")).expect("open");
-    store.create_merchant(&merchant(), "hash").await.expect("create");
+    store
+        .create_merchant(&merchant(), &crate::NewApiKey::minted("hash", "pk_", Timestamp(0)))
+        .await
+        .expect("create");
     drop(store);
 
     for value in raw_columns(&path) {
@@ -76,7 +79,10 @@ async fn secrets_written_in_plain_text_by_older_versions_are_sealed_at_open() {
     let path = dir.path().join("payhook.db");
     let sealer = Sealer::random();
     let store = SqliteStore::open(&path, sealer.clone()).expect("open");
-    store.create_merchant(&merchant(), "hash").await.expect("create");
+    store
+        .create_merchant(&merchant(), &crate::NewApiKey::minted("hash", "pk_", Timestamp(0)))
+        .await
+        .expect("create");
     drop(store);
     // What a version before sealing left behind: plain columns, no check value.
     let c = Connection::open(&path).expect("raw");
@@ -100,7 +106,10 @@ async fn sealed_secrets_without_a_check_value_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("payhook.db");
     let store = SqliteStore::open(&path, Sealer::random()).expect("open");
-    store.create_merchant(&merchant(), "hash").await.expect("create");
+    store
+        .create_merchant(&merchant(), &crate::NewApiKey::minted("hash", "pk_", Timestamp(0)))
+        .await
+        .expect("create");
     drop(store);
     let c = Connection::open(&path).expect("raw");
     c.execute("DELETE FROM settings WHERE key = ?1", [seal::CHECK_SETTING]).expect("no check");

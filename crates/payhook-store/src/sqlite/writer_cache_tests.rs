@@ -10,7 +10,10 @@ async fn store() -> (tempfile::TempDir, SqliteStore, MerchantId) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("cache.db"), Sealer::random()).expect("open");
     let m = super::tests::merchant();
-    store.create_merchant(&m, "hash").await.expect("create");
+    store
+        .create_merchant(&m, &crate::NewApiKey::minted("hash", "pk_", m.created_at))
+        .await
+        .expect("create");
     (dir, store, m.id)
 }
 

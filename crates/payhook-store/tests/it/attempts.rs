@@ -169,12 +169,20 @@ pub async fn recovery_queues_each_operations_latest_ended_delivery_once(store: A
     record(s, &ok, 200, NextStep::Delivered, at(6)).await;
 
     assert_eq!(
-        s.recover(&m.id, at(3), at(10)).await.expect("recover"),
+        s.recover(&m.id, at(3), &audit(&m.id, at(10))).await.expect("recover"),
         2,
         "ended at or after 3 ms"
     );
-    assert_eq!(s.recover(&m.id, at(0), at(11)).await.expect("recover"), 1, "the rest");
-    assert_eq!(s.recover(&m.id, at(0), at(12)).await.expect("recover"), 0, "nothing twice");
+    assert_eq!(
+        s.recover(&m.id, at(0), &audit(&m.id, at(11))).await.expect("recover"),
+        1,
+        "the rest"
+    );
+    assert_eq!(
+        s.recover(&m.id, at(0), &audit(&m.id, at(12))).await.expect("recover"),
+        0,
+        "nothing twice"
+    );
     for d in [&exhausted, &gone, &cancelled_at_once] {
         let now = delivery(s, d).await;
         assert_eq!((now.state, now.series_attempts), (DeliveryState::Pending, 0), "{}", d.id);

@@ -160,7 +160,9 @@ pub async fn a_paused_merchants_deliveries_wait_until_it_is_resumed(store: Arc<d
     let s = store.as_ref();
     let paused = add_merchant(s, "https://paused.example/cb").await;
     let other = add_merchant(s, "https://other.example/cb").await;
-    s.set_merchant_state(&paused.id, MerchantState::Paused, at(0)).await.expect("pause");
+    s.set_merchant_state(&paused.id, MerchantState::Paused, &audit(&paused.id, at(0)))
+        .await
+        .expect("pause");
     let held = report(s, &add_operation(s, &paused, "held").await, Status::Success, at(1)).await;
     assert_eq!(s.next_due_at().await.expect("next due"), None, "nothing is due while paused");
     let free = report(s, &add_operation(s, &other, "free").await, Status::Success, at(2)).await;
@@ -179,11 +181,13 @@ pub async fn a_paused_merchants_deliveries_wait_until_it_is_resumed(store: Arc<d
     );
     assert!(claim(s, "n1", at(6), 10).await.is_empty());
 
-    s.set_merchant_state(&paused.id, MerchantState::Active, at(7)).await.expect("resume");
+    s.set_merchant_state(&paused.id, MerchantState::Active, &audit(&paused.id, at(7)))
+        .await
+        .expect("resume");
     assert_eq!(s.next_due_at().await.expect("next due"), Some(at(1)));
     assert_eq!(ids(&claim(s, "n1", at(8), 10).await), [held.id.to_string()], "no budget was spent");
     assert_eq!(delivery(s, &held).await.attempts, 0);
     let missing = "mer_missing".parse().expect("id");
-    let gone = s.set_merchant_state(&missing, MerchantState::Paused, at(9)).await;
+    let gone = s.set_merchant_state(&missing, MerchantState::Paused, &audit(&missing, at(9))).await;
     assert!(matches!(gone, Err(payhook_store::StoreError::NotFound)), "{gone:?}");
 }

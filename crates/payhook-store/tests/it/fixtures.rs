@@ -42,7 +42,13 @@ pub fn merchant(url: &str) -> Merchant {
 /// Stores a merchant (API key hash `key-<id>`) calling back to `url`.
 pub async fn add_merchant(store: &dyn Store, url: &str) -> Merchant {
     let m = merchant(url);
-    store.create_merchant(&m, &format!("key-{}", m.id)).await.expect("create merchant");
+    store
+        .create_merchant(
+            &m,
+            &payhook_store::NewApiKey::minted(&format!("key-{}", m.id), "pk_", m.created_at),
+        )
+        .await
+        .expect("create merchant");
     m
 }
 
@@ -175,5 +181,17 @@ pub fn poll(op: &Operation, number: u32, now: Timestamp) -> Poll {
         outcome: PollOutcome::Failed,
         error_kind: Some(ErrorKind::Unmapped),
         error: Some("0 is not in the status map".into()),
+    }
+}
+
+/// An admin's audit entry about merchant `m` at `now` (the action matters only to tests of
+/// the audit log, which build their own).
+pub fn audit(m: &MerchantId, now: Timestamp) -> payhook_store::AuditEntry {
+    payhook_store::AuditEntry {
+        at: now,
+        actor: payhook_store::Actor::Admin,
+        action: payhook_core::model::AuditAction::MerchantPaused,
+        merchant: m.clone(),
+        detail: serde_json::json!({}),
     }
 }

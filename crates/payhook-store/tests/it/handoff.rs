@@ -181,7 +181,7 @@ pub async fn a_paused_merchants_delivery_is_not_handed_over(store: Arc<dyn Store
     fake.install(&store);
     let s = store.as_ref();
     let m = add_merchant(s, "https://shop.example/cb").await;
-    s.set_merchant_state(&m.id, payhook_core::model::MerchantState::Paused, at(0))
+    s.set_merchant_state(&m.id, payhook_core::model::MerchantState::Paused, &audit(&m.id, at(0)))
         .await
         .expect("pause");
     let op = add_operation(s, &m, "order-1").await;

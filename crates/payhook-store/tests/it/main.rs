@@ -11,6 +11,7 @@ mod dashboard;
 mod fixtures;
 mod handoff;
 mod harness;
+mod keys;
 mod merchants;
 mod operations;
 mod pg_only;
@@ -45,6 +46,10 @@ conformance! {
     merchants::merchant_round_trip,
     merchants::settings_are_set_once,
     merchants::merchants_are_listed_by_cursor_and_filtered,
+    keys::a_merchant_holds_one_or_two_keys,
+    keys::keys_of_another_merchant_or_none_are_not_found,
+    keys::a_keys_use_is_recorded_to_the_hour,
+    keys::admin_actions_are_audited_with_them,
     operations::register_is_idempotent,
     operations::invalid_transition_stores_nothing,
     operations::event_key_is_idempotent,

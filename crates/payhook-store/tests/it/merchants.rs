@@ -48,7 +48,8 @@ pub async fn merchant_round_trip(store: Arc<dyn Store>) {
     assert_eq!(fields(&got), fields(&m));
 
     let key = format!("key-{}", m.id);
-    assert_eq!(store.merchant_by_api_key(&key).await.expect("lookup"), Some(m.id.clone()));
+    let owner = store.merchant_by_api_key(&key).await.expect("lookup").expect("found");
+    assert_eq!(owner.merchant, m.id);
     assert_eq!(store.merchant_by_api_key("key-nobody").await.expect("lookup"), None);
 
     let stranger = merchant("https://other.example/cb");
@@ -75,7 +76,12 @@ pub async fn merchants_are_listed_by_cursor_and_filtered(store: Arc<dyn Store>) 
         ("Delta SHOPPING", Dialect::Standard),
     ] {
         let m = Merchant { name: name.into(), dialect, ..merchant("https://shop.example/cb") };
-        s.create_merchant(&m, &format!("key-{}", m.id)).await.expect("create");
+        s.create_merchant(
+            &m,
+            &payhook_store::NewApiKey::minted(&format!("key-{}", m.id), "pk_", m.created_at),
+        )
+        .await
+        .expect("create");
         made.push(m.id.to_string());
     }
     let page = |after: Option<&str>, name: Option<&str>, dialect, limit| MerchantQuery {

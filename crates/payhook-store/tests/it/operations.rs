@@ -201,7 +201,9 @@ pub async fn no_delivery_without_destination(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let mut m = merchant("https://unused.example/cb");
     m.callback_url = None;
-    s.create_merchant(&m, "key-x").await.expect("create");
+    s.create_merchant(&m, &payhook_store::NewApiKey::minted("key-x", "pk_", m.created_at))
+        .await
+        .expect("create");
     let op = add_operation(s, &m, "order-1").await;
     let r = s.report_status(status_report(&op, Status::Success), at(1)).await.expect("report");
     assert!(r.delivery.is_none() && !r.duplicate);

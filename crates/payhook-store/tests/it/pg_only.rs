@@ -84,7 +84,10 @@ async fn secrets_are_sealed_and_another_master_key_is_refused() {
     let schema = fresh_schema();
     let store = connect(&schema).await;
     let m = merchant("https://shop.example/cb");
-    store.create_merchant(&m, "hash").await.expect("create");
+    store
+        .create_merchant(&m, &payhook_store::NewApiKey::minted("hash", "pk_", m.created_at))
+        .await
+        .expect("create");
     let (client, conn) =
         tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("raw connection");
     tokio::spawn(conn);

@@ -93,7 +93,9 @@ pub async fn an_exhausted_ws2mpi_watch_sends_a_poll_timeout(store: Arc<dyn Store
     let s = store.as_ref();
     let mut m = merchant("https://shop.example/ws2mpi");
     m.dialect = Dialect::Ws2mpi;
-    s.create_merchant(&m, "key-ws2mpi").await.expect("create merchant");
+    s.create_merchant(&m, &payhook_store::NewApiKey::minted("key-ws2mpi", "pk_", m.created_at))
+        .await
+        .expect("create merchant");
     let op = add_watched_operation(s, &m, "order-1").await;
     claim_polls(s, "n1", 5_000, 1).await;
     s.record_poll(&poll(&op, 1, at(5_000)), PollNext::Exhausted, at(5_010)).await.expect("rec");

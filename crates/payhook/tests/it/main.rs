@@ -10,6 +10,7 @@ mod crosscheck;
 mod delivery;
 mod dialects;
 mod helpers;
+mod keys;
 mod logs;
 mod merchant_state;
 mod openapi;

@@ -452,6 +452,12 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         e("POST", "/v1/deliveries/{dlv}/resend", AdminOrOwner, 202, None),
         e("GET", "/v1/events?merchant_id={mer}", AdminOrOwner, 200, None),
         e("GET", "/v1/stats/deliveries", AdminOnly, 200, None),
+        // Before each caller the owner holds only its first key (`keys_ready`).
+        e("POST", "/v1/merchants/{mer}/keys", AdminOrOwner, 201, None),
+        e("GET", "/v1/merchants/{mer}/keys", AdminOrOwner, 200, None),
+        // Before each caller the owner holds a second key, `{key_id}`.
+        e("DELETE", "/v1/merchants/{mer}/keys/{key_id}", AdminOrOwner, 204, None),
+        e("GET", "/v1/audit", AdminOnly, 200, None),
         // Last of the merchant's routes: an archived merchant takes no new operation.
         e("POST", "/v1/merchants/{mer}/archive", AdminOnly, 200, None),
         e("GET", "/healthz", Public, 200, None),
@@ -477,6 +483,32 @@ fn malformed_tokens(owner_key: &str) -> Vec<String> {
         "Bearer pk_forged".into(),
         "Bearer pk_\u{e9}t\u{e9}".into(),
     ]
+}
+
+/// Sets the owner's keys up for a key endpoint so that every caller meets the same state:
+/// for creating, only its first key; for revoking, a second key, whose id it returns. Its
+/// first key, which the matrix calls with, is never revoked.
+async fn keys_ready(app: &TestApp, ep: &Endpoint, owner: &str, first_key: &str) -> String {
+    let keys_path = format!("/v1/merchants/{owner}/keys");
+    let held = app.admin("GET", &keys_path, None).await.body["data"].clone();
+    let extra: Vec<String> = held
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["id"].as_str().expect("id").to_owned())
+        .filter(|id| id != first_key)
+        .collect();
+    match (ep.method, extra.first()) {
+        ("DELETE", Some(second)) => second.clone(),
+        ("DELETE", None) => id_of(&app.admin("POST", &keys_path, None).await.body).to_owned(),
+        _ => {
+            for id in &extra {
+                let gone = app.admin("DELETE", &format!("{keys_path}/{id}"), None).await;
+                assert_eq!(gone.status, 204, "{:?}", gone.body);
+            }
+            String::new()
+        }
+    }
 }
 
 fn expected(access: Access, who: Who, ok: u16) -> u16 {
@@ -509,6 +541,7 @@ async fn access_matrix_covers_every_endpoint_and_caller() {
     assert_eq!(app.report(&op, "success").await.status, 202);
     let owner_key = owner["api_key"].as_str().expect("key").to_owned();
     let other_key = other["api_key"].as_str().expect("key").to_owned();
+    let first_key = owner["api_key_id"].as_str().expect("key id").to_owned();
 
     let fill = |p: &str, dlv: &str| {
         p.replace("{mer}", id_of(&owner))
@@ -525,8 +558,9 @@ async fn access_matrix_covers_every_endpoint_and_caller() {
     for ep in endpoints() {
         // The newest delivery: resending an older one would be refused as superseded.
         let newest = app.deliveries(&op).await.last().cloned().expect("a delivery");
-        let path = fill(ep.path, newest["id"].as_str().expect("id"));
-        let body = if ep.path == "/v1/operations" { Some(register.clone()) } else { ep.body };
+        let template = fill(ep.path, newest["id"].as_str().expect("id"));
+        let body =
+            if ep.path == "/v1/operations" { Some(register.clone()) } else { ep.body.clone() };
         let mut callers: Vec<(Who, Option<String>)> = vec![
             (Who::NoToken, None),
             (Who::Other, Some(format!("Bearer {other_key}"))),
@@ -535,6 +569,12 @@ async fn access_matrix_covers_every_endpoint_and_caller() {
         callers.extend(malformed_tokens(&owner_key).into_iter().map(|t| (Who::Malformed, Some(t))));
         callers.push((Who::Admin, Some(format!("Bearer {ADMIN}"))));
         for (who, auth) in callers {
+            let path = if ep.path.contains("/keys") {
+                template
+                    .replace("{key_id}", &keys_ready(&app, &ep, id_of(&owner), &first_key).await)
+            } else {
+                template.clone()
+            };
             let method = reqwest::Method::from_bytes(ep.method.as_bytes()).expect("method");
             let mut req = http.request(method, format!("{}{path}", app.base));
             if let Some(a) = &auth {
