@@ -397,8 +397,10 @@ pub(crate) async fn insert_delivery<C: GenericClient>(
 /// The planning of a report's delivery in one round trip: supersedes what `supersede` names
 /// (the operation's pending deliveries older than `d`, not in flight at its creation), and
 /// inserts `d`, leased per `lease` only if no older delivery of the operation is still in
-/// flight (leased). Both parts see the snapshot before the UPDATE, so the check counts
-/// exactly the deliveries the UPDATE leaves pending. True when `d` was inserted leased.
+/// flight (leased). An older delivery pending in the statement's snapshot that the UPDATE
+/// did not supersede counts as in flight: it was leased in the snapshot, or a claim leased it
+/// and committed while the UPDATE waited for its row — the UPDATE re-reads a row it waited
+/// for, the snapshot does not. True when `d` was inserted leased.
 pub(crate) async fn supersede_and_insert<C: GenericClient>(
     c: &C,
     d: &Delivery,
@@ -415,7 +417,10 @@ pub(crate) async fn supersede_and_insert<C: GenericClient>(
                  AND (lease_until IS NULL OR lease_until <= $13)
                RETURNING 1),
              busy AS (SELECT EXISTS (SELECT 1 FROM deliveries
-               WHERE operation_id = $3 AND state = 'pending' AND lease_until > $13) AS in_flight)
+                 WHERE operation_id = $3 AND state = 'pending' AND lease_until > $13)
+               OR (SELECT count(*) FROM deliveries
+                   WHERE operation_id = $3 AND state = 'pending' AND seq < $5)
+                  > (SELECT count(*) FROM superseded) AS in_flight)
              {NEW_DELIVERY},
                CASE WHEN (SELECT in_flight FROM busy) THEN NULL ELSE $15::text END,
                CASE WHEN (SELECT in_flight FROM busy) THEN NULL ELSE $16::bigint END)

@@ -401,3 +401,60 @@ async fn a_purge_waits_its_turn_while_another_node_purges() {
     assert!(!ran.busy && ran.rows.events == 1, "{ran:?}");
     drop_schema(&database_url(), &schema).await.expect("drop schema");
 }
+
+/// A report whose older delivery another node is claiming at that moment: the report's
+/// supersede waits for the claim's lock, finds the older delivery leased, and must then not
+/// hand the newer one over — sending it beside the older one in flight could deliver the
+/// statuses out of order. (The statement's snapshot predates the claim's commit, so the
+/// in-flight check cannot read the lease from it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_racing_a_claim_of_the_older_delivery_hands_nothing_over() {
+    let schema = fresh_schema();
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(connect(&schema).await);
+    let s = store.as_ref();
+    let m = add_merchant(s, "https://shop.example/cb").await;
+    let op = add_operation(s, &m, "order-race").await;
+    let older = report(s, &op, Status::Pending, at(0)).await;
+    let fake = crate::handoff::Fake::new(4);
+    fake.install(&store);
+
+    let (other, connection) =
+        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let claim = format!(
+        "SET search_path TO {schema}; BEGIN;
+         UPDATE deliveries SET lease_until = {}, leased_by = 'other' WHERE id = '{}'",
+        at(LEASE.as_millis() as i64).0,
+        older.id
+    );
+    other.batch_execute(&claim).await.expect("the other node's claim, not committed");
+    let other_pid: i32 = other.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+
+    let reporting = {
+        let store = store.clone();
+        let op = op.clone();
+        tokio::spawn(async move { report(store.as_ref(), &op, Status::Success, at(1)).await })
+    };
+    let (watcher, connection) =
+        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = watcher.query_one(blocked, &[&other_pid]).await.expect("locks").get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the report never waited for the claim");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    other.batch_execute("COMMIT").await.expect("the claim commits");
+    let newer = reporting.await.expect("report task");
+
+    assert!(fake.handed_ids().is_empty(), "handed over beside the older in flight");
+    let lease = format!("SELECT leased_by FROM {schema}.deliveries WHERE id = $1");
+    let row = other.query_one(&lease, &[&newer.id.as_str()]).await.expect("the newer delivery");
+    assert_eq!(row.get::<_, Option<String>>(0), None, "left unleased, for a claim");
+    assert_eq!(delivery(s, &older).await.state, payhook_core::model::DeliveryState::Pending);
+    drop_schema(&database_url(), &schema).await.expect("drop schema");
+}
