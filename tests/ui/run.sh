@@ -2,7 +2,8 @@
 # The dashboard end to end in headless Chromium: builds payhook, then ui.test.mjs starts
 # `payhook serve` (temporary SQLite) and `payhook listen`, seeds a delivered callback through
 # the API, logs in at /ui, searches the order, opens its timeline, clicks Resend, waits for the
-# second attempt, and checks the screenshot is not blank. Exits non-zero, saying what failed.
+# second attempt, and checks the screenshot is not blank; then the Merchants page: paging and
+# filters, pause and resume, recovery, and the health column. Exits non-zero, saying what failed.
 #
 # Uses Debian's chromium (installed here when /usr/bin/chromium is missing) with playwright-core
 # from npm: playwright's own browser downloads are not used.

@@ -17,6 +17,8 @@ const PAYHOOK = arg("--payhook");
 const OUT = arg("--out");
 const ADMIN = "ui-test-admin-token-0123456789";
 const ORDER = "ui-order-42";
+const ODD_NAME = `Zebra <b>Night</b> & "Co"`; // markup in a name must show as text
+const PAGE = 50;                                 // the dashboard's page size (app.js)
 const children = [];
 let passed = 0;
 
@@ -99,6 +101,26 @@ async function seed(dir) {
   return { base, op };
 }
 
+/// For the merchants page: a merchant with markup in its name whose one callback goes to a
+/// closed port and is exhausted after one attempt (so recovery has something to queue), and
+/// enough others for a second page.
+async function seedMerchants(base) {
+  const dead = await freePort();
+  const zebra = await api(base, "POST", "/v1/merchants", { name: ODD_NAME,
+    callback_url: `http://127.0.0.1:${dead}/hook`, retry: { interval: "100ms", max_attempts: 1 } });
+  const op = await api(base, "POST", "/v1/operations", { merchant_id: zebra.id,
+    external_id: "ui-zebra-1", amount: 700, currency: "UAH", kind: "purchase" });
+  await api(base, "POST", `/v1/operations/${op.id}/status`, { status: "success" });
+  await until("the zebra callback to be exhausted", async () => {
+    const { data } = await api(base, "GET", `/v1/operations/${op.id}/deliveries`);
+    return data.length === 1 && data[0].state === "exhausted";
+  });
+  await Promise.all(Array.from({ length: PAGE + 1 }, (_, i) =>
+    api(base, "POST", "/v1/merchants", { name: `Bulk shop ${i}` })));
+  check("seeded a merchant with an exhausted callback, and 51 more", true);
+  return zebra;
+}
+
 /// Not blank: many pixels, several distinct colours, and real variance in brightness.
 function checkScreenshot(path) {
   const png = PNG.sync.read(readFileSync(path));
@@ -117,6 +139,124 @@ function checkScreenshot(path) {
   check(`screenshot ${png.width}x${png.height} is not blank`,
     png.width >= 800 && colours.size > 50 && variance > 100,
     `${colours.size} colours, brightness variance ${variance.toFixed(1)}`);
+}
+
+async function screenshot(page, name) {
+  mkdirSync(OUT, { recursive: true });
+  const shot = join(OUT, name);
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`     screenshot: ${shot}`);
+  checkScreenshot(shot);
+}
+
+const merchantIds = (page) =>
+  page.$$eval("#merchants tr[data-merchant-row]", (rows) => rows.map((r) => r.dataset.merchantRow));
+
+/// The merchants page: paging, filters (a key sent only when picked), markup in a name shown
+/// as text, pause and resume as the API sees them, recovery, and the health the server will
+/// report (injected here into its answers, since it does not report it yet).
+async function merchantsPage(page, base, zebra) {
+  const lists = []; // every GET /v1/merchants?… the page made
+  page.on("request", (r) => {
+    const url = new URL(r.url());
+    if (url.pathname === "/v1/merchants") lists.push(url.searchParams);
+  });
+  await page.click('nav.tabs [data-tab="merchants"]');
+  await page.waitForSelector("#merchants tr[data-merchant-row]");
+  check("the merchants page shows the first 50 merchants and More",
+    (await merchantIds(page)).length === PAGE && await page.isVisible("#merchants-more"));
+  await page.click("#merchants-more");
+  await until("the second page", async () => (await merchantIds(page)).length === PAGE + 3);
+  check("More pages on with next_after (53 merchants, then no More)",
+    !(await page.isVisible("#merchants-more")) && lists.at(-1).get("after") !== null);
+
+  await page.selectOption("#merchant-dialect", "xpay");
+  await page.waitForSelector("#merchants td:has-text('No merchant matches')");
+  check("the dialect filter is sent and applied", lists.at(-1).get("dialect") === "xpay");
+  await page.selectOption("#merchant-dialect", "");
+  await until("the unfiltered list", async () => (await merchantIds(page)).length === PAGE);
+
+  const row = `#merchants tr[data-merchant-row="${zebra.id}"]`;
+  await page.fill("#merchant-name", "zebra <B>night");
+  await page.click("#merchant-filter-btn");
+  await until("only the zebra merchant", async () => {
+    const ids = await merchantIds(page);
+    return ids.length === 1 && ids[0] === zebra.id;
+  });
+  check("filtering by a part of the name shows only that merchant", true);
+  check("the name is shown as text, not markup",
+    (await page.textContent(`${row} td.name`)) === ODD_NAME && (await page.$$(`${row} td.name *`)).length === 0);
+  check("its state badge says active", (await page.textContent(`${row} td.state .badge`)) === "active");
+  const health = (await page.textContent(`${row} td.health`)).trim();
+  check("its health is a badge or —", ["—", "healthy", "failing", "disabled", "unknown"].includes(health), health);
+  check("no list request sent a health key", lists.every((q) => !q.has("health")));
+
+  for (const [action, state] of [["pause", "paused"], ["resume", "active"]]) {
+    await page.click(`${row} button[data-action="${action}"]`);
+    await until(`the API to report ${state}`, async () =>
+      (await api(base, "GET", `/v1/merchants/${zebra.id}`)).state === state);
+    await until(`the row to show ${state}`, async () =>
+      (await page.textContent(`${row} td.state .badge`)) === state);
+    const other = action === "pause" ? "resume" : "pause";
+    check(`${action} makes it ${state} (API and row), and the row offers ${other}`,
+      (await page.$(`${row} button[data-action="${other}"]`)) !== null
+        && (await page.$(`${row} button[data-action="${action}"]`)) === null);
+  }
+
+  await page.click(`${row} button[data-action="recover"]`);
+  const form = `form[data-recover="${zebra.id}"]`;
+  await page.waitForSelector(`${form} input[name="since"]`);
+  const back = await page.$eval(`${form} input[name="since"]`, (el) => Date.now() - new Date(el.value).getTime());
+  check("Recover's form defaults to 24 h ago", Math.abs(back - 864e5) <= 120000, `${back} ms ago`);
+  const answered = page.waitForResponse((r) =>
+    r.url().endsWith(`/v1/merchants/${zebra.id}/recover`) && r.request().method() === "POST");
+  await page.click(`${form} button[type="submit"]`);
+  const resp = await answered;
+  const { queued } = await resp.json();
+  check("the server answered the recovery", resp.status() === 200 && Number.isInteger(queued),
+    `${resp.status()} ${queued}`);
+  await until("the recovery's flash", async () =>
+    (await page.textContent("#flash")).includes(`queued ${queued} `));
+  check(`the flash shows what the server answered: queued ${queued}`, true);
+  check("the exhausted callback was queued again", queued === 1, String(queued));
+
+  await fakeHealth(page, lists, row, zebra);
+}
+
+const FAKE_HEALTH = { state: "failing", destinations: [{ url: "http://127.0.0.1:9/<i>hook</i>",
+  consecutive_failures: 7, failing_since: "2026-01-02T03:04:05Z", last_success_at: null,
+  last_failure_at: "2026-01-02T04:00:00.123Z", success_rate_1h: 0.25, success_rate_24h: null,
+  disabled: true }] };
+
+/// The health filter and figures, with `health` added to the server's list answers (and the
+/// key taken off the request, which this server would refuse).
+async function fakeHealth(page, lists, row, zebra) {
+  const isList = (url) => url.pathname === "/v1/merchants";
+  await page.route(isList, async (route) => {
+    const url = new URL(route.request().url());
+    url.searchParams.delete("health");
+    const resp = await route.fetch({ url: url.toString() });
+    const json = await resp.json();
+    for (const m of json.data) m.health = FAKE_HEALTH;
+    await route.fulfill({ response: resp, json });
+  });
+  await page.selectOption("#merchant-health", "failing");
+  await until("the failing badge", async () =>
+    (await page.textContent(`${row} td.health`)).trim() === "failing");
+  check("a picked health filter is sent", lists.at(-1).get("health") === "failing");
+  await page.click(`${row} td.name`);
+  const details = `tr[data-merchant-details="${zebra.id}"] table.destinations`;
+  await page.waitForSelector(details);
+  const text = await page.textContent(details);
+  check("a clicked merchant shows each destination's figures",
+    ["http://127.0.0.1:9/<i>hook</i>", "7", "2026-01-02 03:04:05Z", "2026-01-02 04:00:00Z",
+      "25.0%", "disabled"].every((t) => text.includes(t)) && (await page.$$(`${details} i`)).length === 0,
+    text);
+  await screenshot(page, "merchants.png");
+  await page.unroute(isList);
+  await page.selectOption("#merchant-health", "");
+  await until("the list without the health filter", async () =>
+    !lists.at(-1).has("health") && (await merchantIds(page)).length === 1);
 }
 
 async function browse({ base, op }) {
@@ -173,13 +313,10 @@ async function browse({ base, op }) {
         && !(await page.textContent("#timeline [data-delivery-card]")).includes(" pending ");
     });
     check("the timeline shows the second attempt after resend", true);
-    check("the page raised no script errors", errors.length === 0, errors.join("; "));
+    await screenshot(page, "dashboard.png");
 
-    mkdirSync(OUT, { recursive: true });
-    const shot = join(OUT, "dashboard.png");
-    await page.screenshot({ path: shot, fullPage: true });
-    console.log(`     screenshot: ${shot}`);
-    checkScreenshot(shot);
+    await merchantsPage(page, base, await seedMerchants(base));
+    check("the page raised no script errors", errors.length === 0, errors.join("; "));
   } finally {
     await browser.close();
     rmSync(profile, { recursive: true, force: true });

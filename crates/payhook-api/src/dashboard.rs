@@ -13,6 +13,7 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 
 const INDEX: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
+const MERCHANTS_JS: &str = include_str!("../ui/merchants.js");
 const STYLE: &str = include_str!("../ui/style.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -31,6 +32,10 @@ pub async fn index() -> impl IntoResponse {
 
 pub async fn app_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub async fn merchants_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", MERCHANTS_JS)
 }
 
 pub async fn style() -> impl IntoResponse {

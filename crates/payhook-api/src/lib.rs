@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui", get(dashboard::index))
         .route("/ui/", get(dashboard::index))
         .route("/ui/app.js", get(dashboard::app_js))
+        .route("/ui/merchants.js", get(dashboard::merchants_js))
         .route("/ui/style.css", get(dashboard::style))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -22,6 +22,10 @@ function when(iso) {
   return iso ? esc(iso.replace("T", " ").replace(/\.\d+Z$/, "Z")) : "—";
 }
 
+function percent(rate) {
+  return typeof rate === "number" ? `${(rate * 100).toFixed(1)}%` : "—";
+}
+
 function age(seconds) {
   if (seconds == null) return "—";
   if (seconds < 60) return `${seconds}s`;
@@ -36,13 +40,19 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  const resp = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` } });
-  const body = await resp.json().catch(() => null);
+// Calls the JSON API with the admin token; `body`, when given, is sent as JSON.
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  const answer = await resp.json().catch(() => null);
   if (resp.status === 401) logout("The token was refused.");
-  if (!resp.ok) throw new ApiError(resp.status, body);
-  return body;
+  if (!resp.ok) throw new ApiError(resp.status, answer);
+  return answer;
 }
 
 function flash(text, bad) {
@@ -81,6 +91,7 @@ async function login(event) {
 async function start() {
   await loadStats();
   show(true);
+  selectTab("deliveries");
   await loadOperations(true);
 }
 
@@ -94,11 +105,10 @@ async function loadStats() {
     merchants[s.merchant_id] = s.merchant_name;
     select.insertAdjacentHTML("beforeend",
       `<option value="${esc(s.merchant_id)}">${esc(s.merchant_name)}</option>`);
-    const rate = s.success_rate == null ? "—" : `${(s.success_rate * 100).toFixed(1)}%`;
     return `<tr data-merchant="${esc(s.merchant_id)}">
       <td>${esc(s.merchant_name)}<div class="muted small"><code>${esc(s.merchant_id)}</code></div></td>
       <td>${s.delivered}</td><td>${s.pending}</td><td>${s.exhausted + s.cancelled}</td>
-      <td class="rate">${rate}</td><td>${age(s.oldest_pending_age_seconds)}</td></tr>`;
+      <td class="rate">${percent(s.success_rate)}</td><td>${age(s.oldest_pending_age_seconds)}</td></tr>`;
   }).join("") || `<tr><td colspan="6" class="muted">No merchants yet.</td></tr>`;
   select.value = chosen;
 }
@@ -223,6 +233,20 @@ async function resend(deliveryId) {
   await loadStats();
 }
 
+// The tabs: the deliveries view (stats, operations, timeline) and the merchants page
+// (merchants.js).
+function selectTab(name) {
+  for (const tab of document.querySelectorAll("nav.tabs [data-tab]")) {
+    tab.classList.toggle("active", tab.dataset.tab === name);
+    $(`#${tab.dataset.tab}-view`).hidden = tab.dataset.tab !== name;
+  }
+}
+
+async function openTab(name) {
+  selectTab(name);
+  await (name === "merchants" ? loadMerchants(true) : loadStats());
+}
+
 function guard(fn) {
   return (...args) => fn(...args).catch((e) => flash(e.message, true));
 }
@@ -245,6 +269,9 @@ document.addEventListener("DOMContentLoaded", () => {
     const button = e.target.closest("button.resend");
     if (button) await resend(button.dataset.delivery);
   }));
+  for (const tab of document.querySelectorAll("nav.tabs [data-tab]")) {
+    tab.addEventListener("click", guard(() => openTab(tab.dataset.tab)));
+  }
   if (sessionStorage.getItem(TOKEN_KEY)) {
     start().catch(() => logout("Please log in again."));
   } else {
