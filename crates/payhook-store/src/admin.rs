@@ -76,3 +76,45 @@ pub struct AuditQuery {
     pub merchant: Option<MerchantId>,
     pub limit: u32,
 }
+
+/// What the store does with destinations' health (`payhook_core::lifecycle::health`): the
+/// operator's thresholds, and whether alerts are queued for an ops webhook at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthPolicy {
+    pub rules: payhook_core::lifecycle::health::HealthRules,
+    /// Queue `merchant.*` alerts (an ops webhook is configured); without one none are kept.
+    pub alerts: bool,
+}
+
+/// One destination of a merchant and its health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationHealth {
+    pub url: String,
+    pub health: payhook_core::lifecycle::health::Health,
+    pub disabled: bool,
+}
+
+/// An operator alert waiting in the store's queue, leased to a node to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpsAlert {
+    /// `evt_…`: the Standard Webhooks `webhook-id`, the same on every attempt.
+    pub id: String,
+    /// `merchant.endpoint_failing`, `merchant.endpoint_recovered`, `merchant.endpoint_disabled`,
+    /// `merchant.paused`, `merchant.resumed`.
+    pub kind: String,
+    pub merchant: MerchantId,
+    /// The event's `data`.
+    pub data: serde_json::Value,
+    pub created_at: Timestamp,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// How sending an alert went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertOutcome {
+    Delivered,
+    RetryAt(Timestamp, String),
+    /// Given up: its retries are spent.
+    Exhausted(String),
+}

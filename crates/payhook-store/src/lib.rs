@@ -17,6 +17,7 @@
 
 mod admin;
 mod columns;
+mod health;
 pub mod postgres;
 mod purge;
 pub mod seal;
@@ -214,6 +215,32 @@ pub trait Store: Send + Sync + 'static {
     fn purge_pace(&self) -> PurgePace;
     /// When the oldest event still kept was created (the retention gauge).
     async fn oldest_event_at(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Sets the health thresholds and whether alerts are queued (at start, before any
+    /// attempt is recorded). Until then: the defaults, no alerts.
+    fn set_health_policy(&self, policy: HealthPolicy);
+    /// A merchant's destinations that have been attempted or disabled, with their health.
+    async fn destination_health(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Vec<DestinationHealth>, StoreError>;
+    /// Leases up to `limit` due operator alerts to `node` for `lease`, oldest first.
+    async fn claim_alerts(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OpsAlert>, StoreError>;
+    /// Records how sending alert `id` went and releases its lease.
+    async fn record_alert(
+        &self,
+        id: &str,
+        outcome: &AlertOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// When the earliest pending alert that no node holds falls due.
+    async fn next_alert_at(&self) -> Result<Option<Timestamp>, StoreError>;
 
     /// Frees the leases held by `node` (or, for a single-node store, all of them) at start-up.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;

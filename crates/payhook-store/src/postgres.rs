@@ -21,6 +21,7 @@
 
 mod claim;
 mod group;
+mod health;
 mod keys;
 mod migrate;
 mod plan;
@@ -34,10 +35,11 @@ use crate::columns::{stats_from, DELIVERY_STATS, NEXT_DUE, NEXT_POLL, PENDING_SU
 use crate::purge::cursor_expired;
 use crate::seal::{self, KeyCheck, Sealer};
 use crate::{
-    AuditEntry, AuditQuery, AuditRecord, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
-    Handoff, HandoffTarget, KeyOwner, MerchantDeliveryStats, MerchantQuery, NewApiKey,
-    NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch, PurgePace, Purged,
-    Registered, Reported, StatusReport, Store, StoreError,
+    AlertOutcome, AuditEntry, AuditQuery, AuditRecord, ClaimRequest, Claimed, ClaimedWatch,
+    DeliveryStateChange, DestinationHealth, Handoff, HandoffTarget, HealthPolicy, KeyOwner,
+    MerchantDeliveryStats, MerchantQuery, NewApiKey, NewOperation, NextStep, OpsAlert,
+    PendingSummary, PollClaim, PollNext, PurgeBatch, PurgePace, Purged, Registered, Reported,
+    StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -73,6 +75,8 @@ pub struct PgStore {
     records: record::RecordWriter,
     /// This node's dispatcher, to lease deliveries due at once to as they are created.
     handoff: HandoffTarget,
+    /// Health thresholds and whether alerts are queued (`set_health_policy`).
+    health: std::sync::Mutex<HealthPolicy>,
 }
 
 impl PgStore {
@@ -105,7 +109,8 @@ impl PgStore {
         let handoff = HandoffTarget::default();
         let feed = group::FeedWriter::start(pool.clone(), sealer.clone(), handoff.clone());
         let records = record::RecordWriter::start(pool.clone());
-        let store = PgStore { pool, sealer, feed, records, handoff };
+        let health = std::sync::Mutex::new(HealthPolicy::default());
+        let store = PgStore { pool, sealer, feed, records, handoff, health };
         let mut client = store.client().await?;
         migrate::apply(&mut client).await?;
         store.check_master_key(&mut client).await?;
@@ -189,6 +194,12 @@ async fn begin(
     client.transaction().await.map_err(pg)
 }
 
+impl PgStore {
+    fn health_policy(&self) -> HealthPolicy {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -238,6 +249,9 @@ impl Store for PgStore {
         if exec(&tx, sql, &[&id.as_str(), &state.as_str(), &audit.at.0]).await? == 0 {
             return Err(StoreError::NotFound);
         }
+        if let Some(alert) = crate::health::action_alert(&self.health_policy(), audit) {
+            health::enqueue(&tx, &alert, audit.at).await?;
+        }
         keys::write_audit(&tx, audit).await?;
         tx.commit().await.map_err(pg)
     }
@@ -272,6 +286,7 @@ impl Store for PgStore {
                 &[&m.id.as_str()],
             )
             .await?;
+            health::reenable(&tx, &m.id).await?;
         }
         tx.commit().await.map_err(pg)
     }
@@ -499,7 +514,7 @@ impl Store for PgStore {
         next: NextStep,
         now: Timestamp,
     ) -> Result<DeliveryStateChange, StoreError> {
-        self.records.record(attempt, next, now).await
+        self.records.record(attempt, next, now, self.health_policy()).await
     }
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -573,6 +588,41 @@ impl Store for PgStore {
         let client = self.client().await?;
         let sql = "SELECT created_at FROM events ORDER BY position LIMIT 1";
         Ok(query_opt(&client, sql, &[]).await?.map(|r| Timestamp(r.get(0))))
+    }
+
+    fn set_health_policy(&self, policy: HealthPolicy) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    async fn destination_health(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Vec<DestinationHealth>, StoreError> {
+        health::of_merchant(&self.client().await?, merchant).await
+    }
+
+    async fn claim_alerts(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OpsAlert>, StoreError> {
+        let until = now.plus(lease);
+        health::claim_alerts(&self.client().await?, node, now, until, limit).await
+    }
+
+    async fn record_alert(
+        &self,
+        id: &str,
+        outcome: &AlertOutcome,
+        _now: Timestamp,
+    ) -> Result<(), StoreError> {
+        health::record_alert(&self.client().await?, id, outcome).await
+    }
+
+    async fn next_alert_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        health::next_alert_at(&self.client().await?).await
     }
 
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {

@@ -12,6 +12,7 @@
 mod backup;
 mod cache;
 mod claim;
+mod health;
 mod keys;
 mod migrate;
 mod purge;
@@ -36,10 +37,11 @@ use crate::columns::{
 use crate::purge::cursor_expired;
 use crate::seal::Sealer;
 use crate::{
-    AuditEntry, AuditQuery, AuditRecord, ClaimRequest, Claimed, ClaimedWatch, DeliveryStateChange,
-    Handoff, HandoffTarget, KeyOwner, MerchantDeliveryStats, MerchantQuery, NewApiKey,
-    NewOperation, NextStep, PendingSummary, PollClaim, PollNext, PurgeBatch, PurgePace, Purged,
-    Registered, Reported, StatusReport, Store, StoreError,
+    AlertOutcome, AuditEntry, AuditQuery, AuditRecord, ClaimRequest, Claimed, ClaimedWatch,
+    DeliveryStateChange, DestinationHealth, Handoff, HandoffTarget, HealthPolicy, KeyOwner,
+    MerchantDeliveryStats, MerchantQuery, NewApiKey, NewOperation, NextStep, OpsAlert,
+    PendingSummary, PollClaim, PollNext, PurgeBatch, PurgePace, Purged, Registered, Reported,
+    StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
 pub use backup::{backup, check, CheckReport};
@@ -73,6 +75,8 @@ pub struct SqliteStore {
     sealer: Sealer,
     /// This node's dispatcher, to lease deliveries due at once to as they are created.
     handoff: HandoffTarget,
+    /// Health thresholds and whether alerts are queued (`set_health_policy`).
+    health: Mutex<HealthPolicy>,
 }
 
 /// Read connections per store: enough for the API's reads to run beside the dispatcher's.
@@ -116,6 +120,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             sealer,
             handoff: HandoffTarget::default(),
+            health: Mutex::new(HealthPolicy::default()),
         })
     }
 
@@ -155,6 +160,12 @@ impl SqliteStore {
         F: Fn(&writer::Tx<'_, '_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(f).await
+    }
+}
+
+impl SqliteStore {
+    fn health_policy(&self) -> HealthPolicy {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -210,16 +221,19 @@ impl Store for SqliteStore {
         state: MerchantState,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let (id, audit) = (id.clone(), audit.clone());
+        let (id, audit, policy) = (id.clone(), audit.clone(), self.health_policy());
         self.write(move |tx| {
             forget_merchant(&id);
             let sql = "UPDATE merchants SET state = ?2, updated_at = ?3 WHERE id = ?1";
-            match exec(tx, sql, params![id.as_str(), state.as_str(), audit.at.0])
-                .map_err(backend)?
+            if exec(tx, sql, params![id.as_str(), state.as_str(), audit.at.0]).map_err(backend)?
+                == 0
             {
-                0 => Err(StoreError::NotFound),
-                _ => keys::write_audit(tx, &audit),
+                return Err(StoreError::NotFound);
             }
+            if let Some(alert) = crate::health::action_alert(&policy, &audit) {
+                health::enqueue(tx, &alert, audit.at)?;
+            }
+            keys::write_audit(tx, &audit)
         })
         .await
     }
@@ -255,6 +269,7 @@ impl Store for SqliteStore {
                     [m.id.as_str()],
                 )
                 .map_err(backend)?;
+                health::reenable(tx, &m.id)?;
             }
             Ok(())
         })
@@ -537,7 +552,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<DeliveryStateChange, StoreError> {
         let attempt = attempt.clone();
-        self.write(move |tx| claim::record_in(tx, &attempt, next.clone(), now)).await
+        let policy = self.health_policy();
+        self.write(move |tx| claim::record_in(tx, &attempt, next.clone(), now, &policy)).await
     }
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -619,6 +635,44 @@ impl Store for SqliteStore {
 
     async fn oldest_event_at(&self) -> Result<Option<Timestamp>, StoreError> {
         self.run(purge::oldest_event_at).await
+    }
+
+    fn set_health_policy(&self, policy: HealthPolicy) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    async fn destination_health(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Vec<DestinationHealth>, StoreError> {
+        let m = merchant.clone();
+        self.run(move |c| health::of_merchant(c, &m)).await
+    }
+
+    async fn claim_alerts(
+        &self,
+        node: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OpsAlert>, StoreError> {
+        let node = node.to_owned();
+        let until = now.plus(lease);
+        self.write(move |tx| health::claim_alerts(tx, &node, now, until, limit)).await
+    }
+
+    async fn record_alert(
+        &self,
+        id: &str,
+        outcome: &AlertOutcome,
+        _now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (id, outcome) = (id.to_owned(), outcome.clone());
+        self.write(move |tx| health::record_alert(tx, &id, &outcome)).await
+    }
+
+    async fn next_alert_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.run(health::next_alert_at).await
     }
 
     async fn release_leases(&self, _node: &str) -> Result<u64, StoreError> {

@@ -28,6 +28,9 @@ pub enum CancelReason {
     /// Any other failure that retrying cannot fix (a callback that cannot be built, a
     /// dialect's permanent refusal).
     Permanent,
+    /// The destination answered nothing but failures for `HealthRules::disable_after`
+    /// (`lifecycle::health`): disabled like a 410.
+    Unhealthy,
 }
 
 /// An attempt's outcome, its error, and the delivery's next step.
@@ -116,6 +119,9 @@ pub struct Settled {
     pub next_attempt_at: Option<Timestamp>,
     /// The (merchant, URL) destination is disabled in the same transaction.
     pub disable_destination: bool,
+    /// The delivery's `last_error` instead of the attempt's error (recovery knows a delivery
+    /// cancelled by a disabled destination by it).
+    pub last_error: Option<&'static str>,
 }
 
 impl NextStep {
@@ -130,7 +136,12 @@ impl NextStep {
 /// newer delivery (read only when [`NextStep::asks_for_newer`]). A retry of a superseded
 /// status is not scheduled: the delivery is superseded instead.
 pub fn settle(next: &NextStep, newer_exists: bool) -> Settled {
-    let ended = |state| Settled { state, next_attempt_at: None, disable_destination: false };
+    let ended = |state| Settled {
+        state,
+        next_attempt_at: None,
+        disable_destination: false,
+        last_error: None,
+    };
     match next {
         NextStep::Delivered => ended(DeliveryState::Delivered),
         NextStep::RetryAt(_) if newer_exists => ended(DeliveryState::Superseded),
@@ -138,12 +149,26 @@ pub fn settle(next: &NextStep, newer_exists: bool) -> Settled {
             state: DeliveryState::Pending,
             next_attempt_at: Some(*at),
             disable_destination: false,
+            last_error: None,
         },
         NextStep::Exhausted => ended(DeliveryState::Exhausted),
         NextStep::Cancel(reason) => Settled {
-            disable_destination: *reason == CancelReason::Gone,
+            disable_destination: matches!(reason, CancelReason::Gone | CancelReason::Unhealthy),
+            last_error: (*reason == CancelReason::Unhealthy).then_some(super::recovery::UNHEALTHY),
             ..ended(DeliveryState::Cancelled)
         },
+    }
+}
+
+/// The next step once the destination's health is known: a destination disabled for failing
+/// too long (`health::HealthChange::disable`) ends a delivery that would have been retried
+/// or exhausted, as a 410 does.
+pub fn with_health(next: NextStep, disable: bool) -> NextStep {
+    match next {
+        NextStep::RetryAt(_) | NextStep::Exhausted if disable => {
+            NextStep::Cancel(CancelReason::Unhealthy)
+        }
+        other => other,
     }
 }
 

@@ -11,6 +11,8 @@
 //!   step → the delivery's state after the record.
 //! - [`claim`]: which due deliveries a claim leases, supersedes or leaves waiting.
 //! - [`merchant`]: pause, resume and archive, and what they mean for deliveries.
+//! - [`health`]: a destination's health after each attempt, the operator's alerts, and when
+//!   failing for days disables it.
 //! - [`keys`]: how many API keys a merchant holds, which may be revoked, and how finely
 //!   their use is recorded.
 //! - [`recovery`]: which ended deliveries a merchant's bulk recovery queues again.
@@ -24,6 +26,7 @@
 pub mod attempt;
 pub mod claim;
 pub mod delivery;
+pub mod health;
 pub mod keys;
 pub mod merchant;
 pub mod recovery;
@@ -33,7 +36,8 @@ pub mod retention;
 pub mod watch;
 
 pub use attempt::{
-    judge, settle, transport_failure, unsent, CancelReason, Judgement, NextStep, Settled,
+    judge, settle, transport_failure, unsent, with_health, CancelReason, Judgement, NextStep,
+    Settled,
 };
 pub use claim::{busy_hosts, choose, Candidate, ClaimChoice};
 pub use delivery::{new_delivery, NewDelivery};

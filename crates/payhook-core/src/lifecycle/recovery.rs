@@ -3,7 +3,7 @@
 //! A delivery is recoverable when it is its operation's latest, ended at or after the
 //! operator's `since`, and ended because the merchant could not take it: its retry policy was
 //! spent (`exhausted`), or it was cancelled because its destination was disabled (a 410 Gone
-//! answer, or created while the destination was disabled). Recovery re-enables the merchant's
+//! answer, failing for days, or created while the destination was disabled). Recovery re-enables the merchant's
 //! destinations and starts a new attempt series for each, at once; a recovered delivery is
 //! pending, so a repeated recovery does not queue it twice.
 
@@ -13,14 +13,18 @@ use crate::Timestamp;
 /// The error a delivery keeps when a 410 Gone answer cancelled it.
 pub const GONE: &str = "410 Gone: destination disabled";
 
+/// The error a delivery keeps when its destination was disabled for failing too long
+/// (`lifecycle::health`).
+pub const UNHEALTHY: &str = "destination disabled after failing for days";
+
 /// The ended states recovery takes up: `exhausted`, and `cancelled` with one of
 /// [`cancelled_errors`].
 pub const EXHAUSTED: DeliveryState = DeliveryState::Exhausted;
 pub const CANCELLED: DeliveryState = DeliveryState::Cancelled;
 
 /// The errors of a delivery cancelled because its destination was disabled.
-pub fn cancelled_errors() -> [&'static str; 2] {
-    [GONE, super::delivery::DISABLED_DESTINATION]
+pub fn cancelled_errors() -> [&'static str; 3] {
+    [GONE, UNHEALTHY, super::delivery::DISABLED_DESTINATION]
 }
 
 /// Whether a delivery in `state` with `last_error` may be recovered (its being the latest of

@@ -3,16 +3,17 @@
 //! same delivery and neither waits for the other; `lifecycle::choose` decides what a claim
 //! takes and `lifecycle::settle` the state after an attempt.
 
+use super::health;
 use super::rows::*;
 use crate::seal::Sealer;
-use crate::{ClaimRequest, Claimed, DeliveryStateChange, NextStep, StoreError};
+use crate::{ClaimRequest, Claimed, DeliveryStateChange, HealthPolicy, NextStep, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::{DeliveryId, MerchantId, OperationId};
 use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::lifecycle::{self, recovery, Candidate};
 use payhook_core::model::{Attempt, Delivery, DeliveryState, Event, Merchant};
 use payhook_core::Timestamp;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
@@ -177,10 +178,18 @@ pub(super) async fn record_in<C: GenericClient>(
     attempt: &Attempt,
     next: NextStep,
     now: Timestamp,
+    policy: &HealthPolicy,
 ) -> Result<DeliveryStateChange, StoreError> {
     let d =
         load_delivery(tx, attempt.delivery_id.as_str(), true).await?.ok_or(StoreError::NotFound)?;
     insert_attempt(tx, attempt).await?;
+    let destination = (d.merchant_id.to_string(), d.url.clone());
+    let mut healths = health::lock(tx, &BTreeSet::from([destination.clone()])).await?;
+    let delivered = next == NextStep::Delivered;
+    let disabled =
+        health::after_attempt(tx, policy, &mut healths, &destination, delivered, now).await?;
+    health::save(tx, &healths).await?;
+    let next = lifecycle::with_health(next, disabled);
     let newer = next.asks_for_newer() && newer_delivery_exists(tx, &d.operation_id, d.seq).await?;
     let settled = lifecycle::settle(&next, newer);
     if settled.disable_destination {
@@ -197,7 +206,7 @@ pub(super) async fn record_in<C: GenericClient>(
             &settled.state.as_str(),
             &attempt_number(attempt.number),
             &settled.next_attempt_at.map(|t| t.0),
-            &attempt.error,
+            &settled.last_error.or(attempt.error.as_deref()),
             &now.0,
         ],
     )
@@ -241,14 +250,15 @@ pub(super) async fn recover_in(
 ) -> Result<u64, StoreError> {
     let sql = "DELETE FROM disabled_destinations WHERE merchant_id = $1";
     exec(tx, sql, &[&merchant.as_str()]).await?;
-    let [gone, disabled] = recovery::cancelled_errors();
+    health::reenable(tx, merchant).await?;
+    let [gone, unhealthy, disabled] = recovery::cancelled_errors();
     let (exhausted, cancelled) = (recovery::EXHAUSTED.as_str(), recovery::CANCELLED.as_str());
     exec(
         tx,
         "UPDATE deliveries d SET state = $8, series_attempts = 0, next_attempt_at = $3,
            last_error = NULL, updated_at = $3
          WHERE d.merchant_id = $1 AND d.updated_at >= $2
-           AND (d.state = $4 OR (d.state = $5 AND d.last_error IN ($6, $7)))
+           AND (d.state = $4 OR (d.state = $5 AND d.last_error IN ($6, $7, $9)))
            AND NOT EXISTS (SELECT 1 FROM deliveries n
                            WHERE n.operation_id = d.operation_id AND n.seq > d.seq)",
         &[
@@ -260,6 +270,7 @@ pub(super) async fn recover_in(
             &gone,
             &disabled,
             &DeliveryState::Pending.as_str(),
+            &unhealthy,
         ],
     )
     .await

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_retention.sql")),
     (5, include_str!("../../migrations/postgres/0005_merchant_state.sql")),
     (6, include_str!("../../migrations/postgres/0006_keys_and_audit.sql")),
+    (7, include_str!("../../migrations/postgres/0007_health_and_alerts.sql")),
 ];
 
 /// Parses the URL and, when `schema` is given, puts it first on every connection's

@@ -14,13 +14,14 @@
 
 use super::claim::{disable_destination, record_in};
 use super::group::{group_client, next_group};
+use super::health::{self, Destination};
 use super::rows::*;
-use crate::{DeliveryStateChange, NextStep, StoreError};
+use crate::{DeliveryStateChange, HealthPolicy, NextStep, StoreError};
 use deadpool_postgres::{Object, Pool};
 use payhook_core::lifecycle;
 use payhook_core::model::Attempt;
 use payhook_core::Timestamp;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::ToSql;
@@ -34,6 +35,7 @@ struct Job {
     attempt: Attempt,
     next: NextStep,
     now: Timestamp,
+    policy: HealthPolicy,
     reply: oneshot::Sender<Result<DeliveryStateChange, StoreError>>,
 }
 
@@ -58,9 +60,10 @@ impl RecordWriter {
         attempt: &Attempt,
         next: NextStep,
         now: Timestamp,
+        policy: HealthPolicy,
     ) -> Result<DeliveryStateChange, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { attempt: attempt.clone(), next, now, reply };
+        let job = Job { attempt: attempt.clone(), next, now, policy, reply };
         self.queue.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -118,7 +121,7 @@ async fn run(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
 async fn alone(client: &mut Object, job: Job) {
     let result = async {
         let tx = client.transaction().await.map_err(pg)?;
-        let change = record_in(&tx, &job.attempt, job.next, job.now).await?;
+        let change = record_in(&tx, &job.attempt, job.next, job.now, &job.policy).await?;
         tx.commit().await.map_err(pg)?;
         Ok(change)
     }
@@ -160,6 +163,9 @@ async fn group_tx(
             let url = r.try_get(2).map_err(pg)?;
             locked.insert(id, Locked { merchant_id, url });
         }
+        let destinations: BTreeSet<Destination> =
+            locked.values().map(|d| (d.merchant_id.clone(), d.url.clone())).collect();
+        let mut healths = health::lock(&tx, &destinations).await?;
         let retries: Vec<&str> = jobs
             .iter()
             .filter(|j| j.next.asks_for_newer())
@@ -188,7 +194,19 @@ async fn group_tx(
                 results.push(Err(StoreError::NotFound));
                 continue;
             };
-            let settled = lifecycle::settle(&job.next, has_newer.contains(id));
+            let destination = (d.merchant_id.clone(), d.url.clone());
+            let delivered = job.next == NextStep::Delivered;
+            let disabled = health::after_attempt(
+                &tx,
+                &job.policy,
+                &mut healths,
+                &destination,
+                delivered,
+                job.now,
+            )
+            .await?;
+            let next = lifecycle::with_health(job.next.clone(), disabled);
+            let settled = lifecycle::settle(&next, has_newer.contains(id));
             if settled.disable_destination {
                 disable_destination(&tx, &parse_id(&d.merchant_id)?, &d.url, job.now).await?;
             }
@@ -197,10 +215,11 @@ async fn group_tx(
             u.state.push(settled.state.as_str());
             u.number.push(attempt_number(job.attempt.number));
             u.next_at.push(settled.next_attempt_at.map(|t| t.0));
-            u.error.push(job.attempt.error.as_deref());
+            u.error.push(settled.last_error.or(job.attempt.error.as_deref()));
             u.now.push(job.now.0);
             results.push(Ok(DeliveryStateChange { state: settled.state }));
         }
+        health::save(&tx, &healths).await?;
         if !u.id.is_empty() {
             let params: [&(dyn ToSql + Sync); 6] =
                 [&u.id, &u.state, &u.number, &u.next_at, &u.error, &u.now];

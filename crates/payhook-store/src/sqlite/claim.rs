@@ -3,10 +3,11 @@
 //! `lifecycle::choose` decides; a record writes the state `lifecycle::settle` gives.
 
 use super::cache::{disable_destination, forget_merchant};
+use super::health;
 use super::rows::*;
 use crate::columns::parse_id;
 use crate::seal::Sealer;
-use crate::{Claimed, DeliveryStateChange, NextStep, StoreError};
+use crate::{Claimed, DeliveryStateChange, HealthPolicy, NextStep, StoreError};
 use payhook_core::ids::{DeliveryId, MerchantId};
 use payhook_core::lifecycle::merchant::HOLDS_DELIVERIES;
 use payhook_core::lifecycle::{self, recovery, Candidate, Settled};
@@ -120,13 +121,15 @@ pub(super) fn record_in(
     attempt: &Attempt,
     next: NextStep,
     now: Timestamp,
+    policy: &HealthPolicy,
 ) -> Result<DeliveryStateChange, StoreError> {
     if next == NextStep::Delivered {
-        // The common case needs nothing from the row: end it, then add the attempt (the
-        // UPDATE's count is the existence check, and a missing delivery writes nothing).
+        // The common case needs nothing from the row before: end it (its merchant and URL
+        // come back for the health), then add the attempt; a missing delivery writes nothing.
         let settled = lifecycle::settle(&next, false);
-        end_delivery(tx, attempt, settled, now)?;
+        let (merchant, url) = end_delivery(tx, attempt, settled, now)?;
         insert_attempt(tx, attempt)?;
+        health::after_attempt(tx, policy, &merchant, &url, true, now)?;
         return Ok(DeliveryStateChange { state: settled.state });
     }
     // Only what settling needs, not the whole row (this runs per attempt).
@@ -143,6 +146,8 @@ pub(super) fn record_in(
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
     insert_attempt(tx, attempt)?;
+    let disabled = health::after_attempt(tx, policy, &merchant_id, &url, false, now)?;
+    let next = lifecycle::with_health(next, disabled);
     let newer = next.asks_for_newer() && newer_delivery_exists(tx, operation, seq)?;
     let settled = lifecycle::settle(&next, newer);
     if settled.disable_destination {
@@ -152,34 +157,37 @@ pub(super) fn record_in(
     Ok(DeliveryStateChange { state: settled.state })
 }
 
-/// Writes the delivery's state after `attempt` and releases its lease; `NotFound` (having
-/// written nothing) when there is no such delivery.
+/// Writes the delivery's state after `attempt` and releases its lease; returns its merchant
+/// and URL. `NotFound` (having written nothing) when there is no such delivery.
 fn end_delivery(
     tx: &impl Statements,
     attempt: &Attempt,
     settled: Settled,
     now: Timestamp,
-) -> Result<(), StoreError> {
-    let changed = exec_prepared(
-        tx,
+) -> Result<(String, String), StoreError> {
+    tx.with_sql(
         "UPDATE deliveries SET state = ?2, attempts = MAX(attempts, ?3),
            series_attempts = series_attempts + 1, next_attempt_at = ?4,
            lease_until = NULL, leased_by = NULL, last_error = ?5, updated_at = ?6
-         WHERE id = ?1",
-        params![
-            attempt.delivery_id.as_str(),
-            settled.state.as_str(),
-            attempt.number,
-            settled.next_attempt_at.map(|t| t.0),
-            attempt.error,
-            now.0
-        ],
+         WHERE id = ?1
+         RETURNING merchant_id, url",
+        |stmt| {
+            stmt.query_row(
+                params![
+                    attempt.delivery_id.as_str(),
+                    settled.state.as_str(),
+                    attempt.number,
+                    settled.next_attempt_at.map(|t| t.0),
+                    settled.last_error.or(attempt.error.as_deref()),
+                    now.0
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        },
     )
-    .map_err(backend)?;
-    if changed == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    .map_err(backend)?
+    .ok_or(StoreError::NotFound)
 }
 
 /// Starts a new attempt series now, unless a newer delivery of the operation exists or the
@@ -223,8 +231,8 @@ fn newer_delivery_exists(c: &impl Statements, op: i64, seq: i64) -> Result<bool,
 }
 
 /// Recoverable, and the latest of its operation (`lifecycle::recovery`): `?3` exhausted, or
-/// `?4` cancelled with error `?5` or `?6`.
-const RECOVERABLE: &str = "(state = ?3 OR (state = ?4 AND last_error IN (?5, ?6)))
+/// `?4` cancelled with error `?5`, `?6` or `?7`.
+const RECOVERABLE: &str = "(state = ?3 OR (state = ?4 AND last_error IN (?5, ?6, ?7)))
     AND NOT EXISTS (SELECT 1 FROM deliveries n
                     WHERE n.operation_number = deliveries.operation_number
                       AND n.seq > deliveries.seq)";
@@ -235,12 +243,12 @@ pub(super) fn recoverable(
     merchant: &MerchantId,
     since: Timestamp,
 ) -> Result<Vec<String>, StoreError> {
-    let [gone, disabled] = recovery::cancelled_errors();
+    let [gone, unhealthy, disabled] = recovery::cancelled_errors();
     let (exhausted, cancelled) = (recovery::EXHAUSTED.as_str(), recovery::CANCELLED.as_str());
     let sql = format!(
         "SELECT id FROM deliveries WHERE merchant_id = ?1 AND updated_at >= ?2 AND {RECOVERABLE}"
     );
-    let p = params![merchant.as_str(), since.0, exhausted, cancelled, gone, disabled];
+    let p = params![merchant.as_str(), since.0, exhausted, cancelled, gone, unhealthy, disabled];
     query_all(c, &sql, p, |r| r.get(0))
 }
 
@@ -255,17 +263,18 @@ pub(super) fn recover_in(
     forget_merchant(merchant);
     let sql = "DELETE FROM disabled_destinations WHERE merchant_id = ?1";
     exec(tx, sql, [merchant.as_str()]).map_err(backend)?;
-    let [gone, disabled] = recovery::cancelled_errors();
+    health::reenable(tx, merchant)?;
+    let [gone, unhealthy, disabled] = recovery::cancelled_errors();
     let (exhausted, cancelled) = (recovery::EXHAUSTED.as_str(), recovery::CANCELLED.as_str());
     let pending = DeliveryState::Pending.as_str();
     let sql = format!(
-        "UPDATE deliveries SET state = ?7, series_attempts = 0, next_attempt_at = ?2,
+        "UPDATE deliveries SET state = ?8, series_attempts = 0, next_attempt_at = ?2,
            last_error = NULL, updated_at = ?2
          WHERE id = ?1 AND {RECOVERABLE}"
     );
     let mut queued = 0;
     for id in ids {
-        let p = params![id, now.0, exhausted, cancelled, gone, disabled, pending];
+        let p = params![id, now.0, exhausted, cancelled, gone, unhealthy, disabled, pending];
         queued += exec(tx, &sql, p).map_err(backend)? as u64;
     }
     Ok(queued)

@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_retention.sql")),
     (8, include_str!("../../migrations/sqlite/0008_merchant_state.sql")),
     (9, include_str!("../../migrations/sqlite/0009_keys_and_audit.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_health_and_alerts.sql")),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction. Foreign keys are off

@@ -1,0 +1,191 @@
+//! Destinations' health and the operator alerts' queue on SQLite: the writer's jobs (an
+//! attempt's effect on its destination, queuing, leasing and settling alerts) and the
+//! readers' queries.
+
+use super::cache::disable_destination;
+use super::rows::{backend, exec, exec_prepared, query_rows, Statements};
+use crate::columns::parse_id;
+use crate::health::{health_alert, hours_from, hours_text, NewAlert};
+use crate::{AlertOutcome, DestinationHealth, HealthPolicy, OpsAlert, StoreError};
+use payhook_core::ids::MerchantId;
+use payhook_core::lifecycle::health::{self, Health};
+use payhook_core::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::BTreeMap;
+
+fn health_from(r: &Row<'_>, first: usize) -> rusqlite::Result<(Health, String)> {
+    let t = |i: usize| r.get::<_, Option<i64>>(first + i).map(|v| v.map(Timestamp));
+    let health = Health {
+        consecutive_failures: r.get(first)?,
+        failing_since: t(1)?,
+        last_success_at: t(2)?,
+        last_failure_at: t(3)?,
+        alerted: r.get(first + 4)?,
+        hours: Vec::new(),
+    };
+    Ok((health, r.get(first + 5)?))
+}
+
+const HEALTH_COLUMNS: &str =
+    "consecutive_failures, failing_since, last_success_at, last_failure_at, alerted, hours";
+
+fn load(tx: &impl Statements, merchant: &str, url: &str) -> Result<Health, StoreError> {
+    let found = tx
+        .with_sql(
+            "SELECT consecutive_failures, failing_since, last_success_at, last_failure_at,
+                    alerted, hours
+             FROM destination_health WHERE merchant_id = ?1 AND url = ?2",
+            |stmt| stmt.query_row([merchant, url], |r| health_from(r, 0)).optional(),
+        )
+        .map_err(backend)?;
+    let Some((mut h, hours)) = found else { return Ok(Health::default()) };
+    h.hours = hours_from(&hours)?;
+    Ok(h)
+}
+
+fn save(tx: &impl Statements, merchant: &str, url: &str, h: &Health) -> Result<(), StoreError> {
+    exec_prepared(
+        tx,
+        "INSERT INTO destination_health (merchant_id, url, consecutive_failures, failing_since,
+           last_success_at, last_failure_at, alerted, hours)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (merchant_id, url) DO UPDATE SET
+           consecutive_failures = excluded.consecutive_failures,
+           failing_since = excluded.failing_since, last_success_at = excluded.last_success_at,
+           last_failure_at = excluded.last_failure_at, alerted = excluded.alerted,
+           hours = excluded.hours",
+        params![
+            merchant,
+            url,
+            h.consecutive_failures,
+            h.failing_since.map(|t| t.0),
+            h.last_success_at.map(|t| t.0),
+            h.last_failure_at.map(|t| t.0),
+            h.alerted,
+            hours_text(&h.hours)
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Moves the destination's health on after an attempt, queues the alert it raises, and
+/// disables the destination when `lifecycle::health` says so. Returns whether it did.
+pub(super) fn after_attempt(
+    tx: &impl Statements,
+    policy: &HealthPolicy,
+    merchant: &str,
+    url: &str,
+    delivered: bool,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let change = health::after_attempt(load(tx, merchant, url)?, delivered, now, &policy.rules);
+    save(tx, merchant, url, &change.health)?;
+    let id: MerchantId = parse_id(merchant)?;
+    if let Some(alert) = health_alert(policy, &change, &id, url) {
+        enqueue(tx.connection(), &alert, now)?;
+    }
+    if change.disable {
+        disable_destination(tx.connection(), &id, url, now)?;
+    }
+    Ok(change.disable)
+}
+
+/// Re-enabling a merchant's destinations starts their runs of failures over
+/// (`health::reenabled`).
+pub(super) fn reenable(c: &Connection, merchant: &MerchantId) -> Result<(), StoreError> {
+    let sql = "UPDATE destination_health SET failing_since = NULL WHERE merchant_id = ?1";
+    exec(c, sql, [merchant.as_str()]).map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn enqueue(c: &Connection, a: &NewAlert, now: Timestamp) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO ops_alerts (id, kind, merchant_id, data, created_at, state, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)",
+        params![a.id, a.kind, a.merchant.as_str(), a.data, now.0],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// The merchant's destinations: every URL with a health row or disabled.
+pub(super) fn of_merchant(
+    c: &Connection,
+    merchant: &MerchantId,
+) -> Result<Vec<DestinationHealth>, StoreError> {
+    let sql = format!(
+        "SELECT url, {HEALTH_COLUMNS} FROM destination_health WHERE merchant_id = ?1 ORDER BY url"
+    );
+    let mut out: BTreeMap<String, DestinationHealth> = BTreeMap::new();
+    for (url, (mut health, hours)) in query_rows(c, &sql, [merchant.as_str()], |r| {
+        Ok((r.get::<_, String>(0).map_err(backend)?, health_from(r, 1).map_err(backend)?))
+    })? {
+        health.hours = hours_from(&hours)?;
+        out.insert(url.clone(), DestinationHealth { url, health, disabled: false });
+    }
+    let disabled = "SELECT url FROM disabled_destinations WHERE merchant_id = ?1";
+    for url in query_rows(c, disabled, [merchant.as_str()], |r| r.get(0).map_err(backend))? {
+        let url: String = url;
+        out.entry(url.clone())
+            .or_insert(DestinationHealth { url, health: Health::default(), disabled: true })
+            .disabled = true;
+    }
+    Ok(out.into_values().collect())
+}
+
+pub(super) fn claim_alerts(
+    c: &Connection,
+    node: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: u32,
+) -> Result<Vec<OpsAlert>, StoreError> {
+    let sql = "UPDATE ops_alerts SET lease_until = ?3, leased_by = ?2
+               WHERE id IN (SELECT id FROM ops_alerts
+                            WHERE state = 'pending' AND next_attempt_at <= ?1
+                              AND (lease_until IS NULL OR lease_until <= ?1)
+                            ORDER BY next_attempt_at, created_at, id LIMIT ?4)
+               RETURNING id, kind, merchant_id, data, created_at, attempts";
+    let mut alerts = query_rows(c, sql, params![now.0, node, lease_until.0, limit], |r| {
+        let text = |i| r.get::<_, String>(i).map_err(backend);
+        Ok(OpsAlert {
+            id: text(0)?,
+            kind: text(1)?,
+            merchant: parse_id(&text(2)?)?,
+            data: serde_json::from_str(&text(3)?)
+                .map_err(|_| StoreError::Backend("malformed alert data".into()))?,
+            created_at: Timestamp(r.get(4).map_err(backend)?),
+            attempts: r.get(5).map_err(backend)?,
+        })
+    })?;
+    alerts.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(alerts)
+}
+
+pub(super) fn record_alert(
+    c: &Connection,
+    id: &str,
+    outcome: &AlertOutcome,
+) -> Result<(), StoreError> {
+    let (state, next, error) = match outcome {
+        AlertOutcome::Delivered => ("delivered", None, None),
+        AlertOutcome::RetryAt(at, e) => ("pending", Some(at.0), Some(e.as_str())),
+        AlertOutcome::Exhausted(e) => ("exhausted", None, Some(e.as_str())),
+    };
+    let sql = "UPDATE ops_alerts SET state = ?2, next_attempt_at = ?3, last_error = ?4,
+                 attempts = attempts + 1, lease_until = NULL, leased_by = NULL
+               WHERE id = ?1";
+    match exec(c, sql, params![id, state, next, error]).map_err(backend)? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn next_alert_at(c: &Connection) -> Result<Option<Timestamp>, StoreError> {
+    let sql = "SELECT min(next_attempt_at) FROM ops_alerts
+               WHERE state = 'pending' AND lease_until IS NULL";
+    let at: Option<i64> = c.query_row(sql, [], |r| r.get(0)).map_err(backend)?;
+    Ok(at.map(Timestamp))
+}
