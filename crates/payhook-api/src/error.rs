@@ -186,11 +186,12 @@ pub async fn method_not_allowed() -> ApiError {
 impl From<payhook_core::lifecycle::KeyRefusal> for ApiError {
     fn from(e: payhook_core::lifecycle::KeyRefusal) -> Self {
         use payhook_core::lifecycle::KeyRefusal;
-        let code = match e {
-            KeyRefusal::TooMany => "too_many_keys",
-            KeyRefusal::LastKey => "last_key",
-        };
-        ApiError::new(StatusCode::CONFLICT, code, e.to_string())
+        match e {
+            KeyRefusal::TooMany => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_keys", e.to_string())
+            }
+            KeyRefusal::LastKey => ApiError::new(StatusCode::CONFLICT, "last_key", e.to_string()),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod limits;
+pub mod merchant_health;
 pub mod merchant_state;
 pub mod merchants;
 pub mod metrics;

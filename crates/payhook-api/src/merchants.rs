@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use payhook_core::dialect::Dialect;
 use payhook_core::ids::MerchantId;
+use payhook_core::lifecycle::health::HealthState;
 use payhook_core::lifecycle::{self, keys};
 use payhook_core::model::Merchant;
 use payhook_core::retry::RetryPolicy;
@@ -154,7 +155,7 @@ pub(crate) async fn load(state: &AppState, id: &str) -> Result<Merchant, ApiErro
 #[utoipa::path(get, path = "/v1/merchants/{id}", tag = "merchants", security(("bearer" = [])),
     params(("id" = String, Path, description = "Merchant id (mer_…)")),
     responses(
-        (status = 200, description = "The merchant, without secrets", body = crate::openapi::MerchantView),
+        (status = 200, description = "The merchant with its destinations' health, without secrets", body = crate::openapi::MerchantWithHealth),
         (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
         (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
         (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
@@ -165,7 +166,8 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(axum::Json(views::merchant(&load(&state, &id).await?)))
+    let m = load(&state, &id).await?;
+    Ok(axum::Json(crate::merchant_health::merchant(&state, &m).await?))
 }
 
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -187,6 +189,9 @@ pub struct ListQuery {
     /// Merchants of this dialect.
     #[param(required = false, value_type = crate::openapi::DialectName)]
     dialect: Option<String>,
+    /// Merchants in this health state (see the merchant's `health`).
+    #[param(required = false, value_type = crate::openapi::HealthStateName)]
+    health: Option<String>,
 }
 
 /// The merchants, in creation order, by cursor and filters.
@@ -197,7 +202,7 @@ pub struct ListQuery {
         (status = 400, description = "Malformed query", body = crate::openapi::ErrorBody),
         (status = 401, description = "No or bad credentials", body = crate::openapi::ErrorBody),
         (status = 403, description = "Admin only", body = crate::openapi::ErrorBody),
-        (status = 422, description = "after is not a merchant id, limit outside 1..=1000, name too long, or an unknown dialect", body = crate::openapi::ErrorBody),
+        (status = 422, description = "after is not a merchant id, limit outside 1..=1000, name too long, an unknown dialect or health state", body = crate::openapi::ErrorBody),
         (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -215,11 +220,21 @@ pub async fn list(
         return Err(ApiError::invalid("field_too_long", "name", "name is at most 200 characters"));
     }
     let dialect = q.dialect.as_deref().map(|d| parse_dialect("dialect", d)).transpose()?;
+    let health = q.health.as_deref().map(parse_health).transpose()?;
     let query = MerchantQuery { after: q.after.clone(), name: q.name, dialect, limit };
-    let merchants = state.store.list_merchants(&query).await?;
-    let next_after = merchants.last().map(|m| m.id.to_string()).or(q.after);
-    let data: Vec<Value> = merchants.iter().map(views::merchant).collect();
+    let data = crate::merchant_health::page(&state, query, health).await?;
+    let next_after = data.last().map(|m| m["id"].clone()).unwrap_or(json!(q.after));
     Ok(axum::Json(json!({ "data": data, "next_after": next_after })))
+}
+
+fn parse_health(s: &str) -> Result<HealthState, ApiError> {
+    HealthState::parse(s).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_field",
+            "health",
+            "health is one of healthy, failing, disabled, unknown",
+        )
+    })
 }
 
 fn opt_string(field: &str, v: &Value) -> Result<Option<String>, ApiError> {

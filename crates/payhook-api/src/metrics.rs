@@ -69,6 +69,18 @@ fn describe() {
     metrics::describe_counter!(POLLS, "Re-polls of status sources by outcome");
     metrics::describe_counter!(STARTED, "Attempts started, by how the delivery was found");
     metrics::describe_gauge!(OLDEST_EVENT_AGE, "Age of the oldest event kept, seconds");
+    {
+        use crate::merchant_health::{CONSECUTIVE_FAILURES, DISABLED, SUCCESS_RATE};
+        metrics::describe_gauge!(
+            CONSECUTIVE_FAILURES,
+            "Most failures in a row of any of the merchant's destinations"
+        );
+        metrics::describe_gauge!(DISABLED, "The merchant's disabled destinations");
+        metrics::describe_gauge!(
+            SUCCESS_RATE,
+            "Share of the merchant's attempts that delivered, over the window"
+        );
+    }
     metrics::describe_counter!(PURGED, "Rows the retention purge deleted, by table");
     metrics::describe_gauge!(
         PURGE_LAST_RUN,
@@ -102,6 +114,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
     let oldest = state.store.oldest_event_at().await?;
     let age = oldest.map_or(0.0, |t| state.clock.now().since(t).as_secs_f64());
     metrics::gauge!(OLDEST_EVENT_AGE).set(age);
+    crate::merchant_health::gauges(&state).await?;
     handle.run_upkeep();
     let content_type = [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
     Ok((content_type, handle.render()).into_response())

@@ -113,6 +113,55 @@ pub struct MerchantView {
     pub updated_at: String,
 }
 
+/// A merchant with its destinations' health (`GET /v1/merchants`, `GET /v1/merchants/{id}`).
+#[derive(Serialize, ToSchema)]
+pub struct MerchantWithHealth {
+    #[serde(flatten)]
+    pub merchant: MerchantView,
+    pub health: MerchantHealth,
+}
+
+/// A merchant's health at a glance, worst first: `disabled` (a destination is disabled),
+/// `failing` (a destination's last attempt failed), `healthy`, `unknown` (no attempt yet).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStateName {
+    Healthy,
+    Failing,
+    Disabled,
+    Unknown,
+}
+
+/// A merchant's destinations and their health.
+#[derive(Serialize, ToSchema)]
+pub struct MerchantHealth {
+    pub state: HealthStateName,
+    pub destinations: Vec<DestinationHealthView>,
+}
+
+/// One callback URL of the merchant: every URL attempted or disabled.
+#[derive(Serialize, ToSchema)]
+pub struct DestinationHealthView {
+    pub url: String,
+    pub consecutive_failures: u32,
+    /// The first failure of the current run of failures.
+    #[schema(format = DateTime)]
+    pub failing_since: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_success_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_failure_at: Option<String>,
+    /// Share of attempts that delivered in the last hour (null: none); the hour the window
+    /// starts in is weighted by how much of it is inside.
+    #[schema(minimum = 0, maximum = 1)]
+    pub success_rate_1h: Option<f64>,
+    #[schema(minimum = 0, maximum = 1)]
+    pub success_rate_24h: Option<f64>,
+    /// Disabled by a 410 or by failing for `--disable-after`: later callbacks are cancelled
+    /// until the merchant is recovered or patched with `reenable_destinations`.
+    pub disabled: bool,
+}
+
 /// A merchant's state.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -330,7 +379,7 @@ pub struct AuditPage {
 /// `GET /v1/merchants`: a page of merchants.
 #[derive(Serialize, ToSchema)]
 pub struct MerchantPage {
-    pub data: Vec<MerchantView>,
+    pub data: Vec<MerchantWithHealth>,
     /// Pass as `after` for the next page: the last merchant's id (the request's `after`, or
     /// null, when the page is empty).
     pub next_after: Option<String>,

@@ -33,6 +33,7 @@ use payhook_core::model::{
     ApiKey, Attempt, Delivery, Event, Merchant, MerchantState, Operation, Poll, Watch,
 };
 use payhook_core::Timestamp;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Persistence for merchants, operations, events, deliveries and attempts.
@@ -219,11 +220,12 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the health thresholds and whether alerts are queued (at start, before any
     /// attempt is recorded). Until then: the defaults, no alerts.
     fn set_health_policy(&self, policy: HealthPolicy);
-    /// A merchant's destinations that have been attempted or disabled, with their health.
+    /// The destinations that have been attempted or disabled, with their health, by merchant:
+    /// of `merchants`, or (`None`) of every merchant. A merchant with none is left out.
     async fn destination_health(
         &self,
-        merchant: &MerchantId,
-    ) -> Result<Vec<DestinationHealth>, StoreError>;
+        merchants: Option<&[MerchantId]>,
+    ) -> Result<HashMap<MerchantId, Vec<DestinationHealth>>, StoreError>;
     /// Leases up to `limit` due operator alerts to `node` for `lease`, oldest first.
     async fn claim_alerts(
         &self,

@@ -53,7 +53,7 @@ use payhook_core::Timestamp;
 use plan::Seen;
 use report::Items;
 use rows::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -596,9 +596,9 @@ impl Store for PgStore {
 
     async fn destination_health(
         &self,
-        merchant: &MerchantId,
-    ) -> Result<Vec<DestinationHealth>, StoreError> {
-        health::of_merchant(&self.client().await?, merchant).await
+        merchants: Option<&[MerchantId]>,
+    ) -> Result<HashMap<MerchantId, Vec<DestinationHealth>>, StoreError> {
+        health::of_merchants(&self.client().await?, merchants).await
     }
 
     async fn claim_alerts(

@@ -643,10 +643,10 @@ impl Store for SqliteStore {
 
     async fn destination_health(
         &self,
-        merchant: &MerchantId,
-    ) -> Result<Vec<DestinationHealth>, StoreError> {
-        let m = merchant.clone();
-        self.run(move |c| health::of_merchant(c, &m)).await
+        merchants: Option<&[MerchantId]>,
+    ) -> Result<HashMap<MerchantId, Vec<DestinationHealth>>, StoreError> {
+        let m = merchants.map(<[MerchantId]>::to_vec);
+        self.run(move |c| health::of_merchants(c, m.as_deref())).await
     }
 
     async fn claim_alerts(

@@ -11,7 +11,7 @@ use deadpool_postgres::GenericClient;
 use payhook_core::ids::MerchantId;
 use payhook_core::lifecycle::health::{self, Health};
 use payhook_core::Timestamp;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::Row;
 
 /// A destination: (merchant id, URL).
@@ -132,26 +132,34 @@ pub(super) async fn enqueue<C: GenericClient>(
     Ok(())
 }
 
-pub(super) async fn of_merchant<C: GenericClient>(
+/// The destinations of `merchants` (or of all): every URL with a health row or disabled.
+pub(super) async fn of_merchants<C: GenericClient>(
     c: &C,
-    merchant: &MerchantId,
-) -> Result<Vec<DestinationHealth>, StoreError> {
+    merchants: Option<&[MerchantId]>,
+) -> Result<HashMap<MerchantId, Vec<DestinationHealth>>, StoreError> {
+    let ids: Option<Vec<&str>> = merchants.map(|m| m.iter().map(MerchantId::as_str).collect());
+    let among = "($1::text[] IS NULL OR merchant_id = ANY($1))";
     let sql =
-        format!("SELECT url, {HEALTH_COLUMNS} FROM destination_health WHERE merchant_id = $1");
-    let mut out: BTreeMap<String, DestinationHealth> = BTreeMap::new();
-    for r in query(c, &sql, &[&merchant.as_str()]).await? {
-        let url: String = r.get(0);
-        let health = health_from(&r, 1)?;
-        out.insert(url.clone(), DestinationHealth { url, health, disabled: false });
+        format!("SELECT merchant_id, url, {HEALTH_COLUMNS} FROM destination_health WHERE {among}");
+    let mut out: BTreeMap<Destination, DestinationHealth> = BTreeMap::new();
+    for r in query(c, &sql, &[&ids]).await? {
+        let key: Destination = (r.get(0), r.get(1));
+        let health = health_from(&r, 2)?;
+        out.insert(key.clone(), DestinationHealth { url: key.1, health, disabled: false });
     }
-    let disabled = "SELECT url FROM disabled_destinations WHERE merchant_id = $1";
-    for r in query(c, disabled, &[&merchant.as_str()]).await? {
-        let url: String = r.get(0);
-        out.entry(url.clone())
+    let sql = format!("SELECT merchant_id, url FROM disabled_destinations WHERE {among}");
+    for r in query(c, &sql, &[&ids]).await? {
+        let key: Destination = (r.get(0), r.get(1));
+        let url = key.1.clone();
+        out.entry(key)
             .or_insert(DestinationHealth { url, health: Health::default(), disabled: true })
             .disabled = true;
     }
-    Ok(out.into_values().collect())
+    let mut by_merchant: HashMap<MerchantId, Vec<DestinationHealth>> = HashMap::new();
+    for ((merchant, _), d) in out {
+        by_merchant.entry(parse_id(&merchant)?).or_default().push(d);
+    }
+    Ok(by_merchant)
 }
 
 pub(super) async fn claim_alerts<C: GenericClient>(

@@ -11,7 +11,7 @@ use payhook_core::ids::MerchantId;
 use payhook_core::lifecycle::health::{self, Health};
 use payhook_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 fn health_from(r: &Row<'_>, first: usize) -> rusqlite::Result<(Health, String)> {
     let t = |i: usize| r.get::<_, Option<i64>>(first + i).map(|v| v.map(Timestamp));
@@ -110,29 +110,39 @@ pub(super) fn enqueue(c: &Connection, a: &NewAlert, now: Timestamp) -> Result<()
     Ok(())
 }
 
-/// The merchant's destinations: every URL with a health row or disabled.
-pub(super) fn of_merchant(
+/// The destinations of `merchants` (or of all): every URL with a health row or disabled.
+pub(super) fn of_merchants(
     c: &Connection,
-    merchant: &MerchantId,
-) -> Result<Vec<DestinationHealth>, StoreError> {
-    let sql = format!(
-        "SELECT url, {HEALTH_COLUMNS} FROM destination_health WHERE merchant_id = ?1 ORDER BY url"
-    );
-    let mut out: BTreeMap<String, DestinationHealth> = BTreeMap::new();
-    for (url, (mut health, hours)) in query_rows(c, &sql, [merchant.as_str()], |r| {
-        Ok((r.get::<_, String>(0).map_err(backend)?, health_from(r, 1).map_err(backend)?))
-    })? {
+    merchants: Option<&[MerchantId]>,
+) -> Result<HashMap<MerchantId, Vec<DestinationHealth>>, StoreError> {
+    let ids = merchants.map(|m| serde_json::json!(m).to_string());
+    let among = "(?1 IS NULL OR merchant_id IN (SELECT value FROM json_each(?1)))";
+    let sql =
+        format!("SELECT merchant_id, url, {HEALTH_COLUMNS} FROM destination_health WHERE {among}");
+    let mut out: BTreeMap<(String, String), DestinationHealth> = BTreeMap::new();
+    let rows = query_rows(c, &sql, [&ids], |r| {
+        let key: (String, String) = (r.get(0).map_err(backend)?, r.get(1).map_err(backend)?);
+        Ok((key, health_from(r, 2).map_err(backend)?))
+    })?;
+    for (key, (mut health, hours)) in rows {
         health.hours = hours_from(&hours)?;
-        out.insert(url.clone(), DestinationHealth { url, health, disabled: false });
+        out.insert(key.clone(), DestinationHealth { url: key.1, health, disabled: false });
     }
-    let disabled = "SELECT url FROM disabled_destinations WHERE merchant_id = ?1";
-    for url in query_rows(c, disabled, [merchant.as_str()], |r| r.get(0).map_err(backend))? {
-        let url: String = url;
-        out.entry(url.clone())
+    let sql = format!("SELECT merchant_id, url FROM disabled_destinations WHERE {among}");
+    let disabled = query_rows(c, &sql, [&ids], |r| {
+        Ok((r.get::<_, String>(0).map_err(backend)?, r.get::<_, String>(1).map_err(backend)?))
+    })?;
+    for key in disabled {
+        let url = key.1.clone();
+        out.entry(key)
             .or_insert(DestinationHealth { url, health: Health::default(), disabled: true })
             .disabled = true;
     }
-    Ok(out.into_values().collect())
+    let mut by_merchant: HashMap<MerchantId, Vec<DestinationHealth>> = HashMap::new();
+    for ((merchant, _), d) in out {
+        by_merchant.entry(parse_id(&merchant)?).or_default().push(d);
+    }
+    Ok(by_merchant)
 }
 
 pub(super) fn claim_alerts(

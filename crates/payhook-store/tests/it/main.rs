@@ -11,6 +11,7 @@ mod dashboard;
 mod fixtures;
 mod handoff;
 mod harness;
+mod health;
 mod keys;
 mod merchants;
 mod operations;
@@ -96,6 +97,10 @@ conformance! {
     handoff::grouped_reports_are_handed_over_with_their_feed_positions,
     handoff::a_paused_merchants_delivery_is_not_handed_over,
     retention::history_goes_after_its_window_and_nothing_pending_does,
+    health::attempts_move_the_health_on_and_alert_at_the_threshold,
+    health::without_an_ops_webhook_nothing_is_queued,
+    health::days_of_failures_disable_the_destination_until_recovery,
+    health::alerts_wait_for_their_retry_and_go_to_one_node,
     retention::the_feed_refuses_a_cursor_into_purged_history,
     retention::operations_go_with_all_they_have_once_final_and_quiet,
     retention::old_polls_go_and_the_watch_stays,

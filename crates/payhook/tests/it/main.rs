@@ -9,6 +9,7 @@ mod crash;
 mod crosscheck;
 mod delivery;
 mod dialects;
+mod health;
 mod helpers;
 mod keys;
 mod logs;

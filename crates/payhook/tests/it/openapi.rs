@@ -96,7 +96,7 @@ async fn responses_have_exactly_the_documented_fields() {
     conforms(&doc, "MerchantCreated", &created);
     let mid = created["id"].as_str().expect("id");
     let read = app.admin("GET", &format!("/v1/merchants/{mid}"), None).await;
-    conforms(&doc, "MerchantView", &read.body);
+    conforms(&doc, "MerchantWithHealth", &read.body);
     let rotated = app.admin("POST", &format!("/v1/merchants/{mid}/rotate-secret"), None).await;
     conforms(&doc, "RotatedSecret", &rotated.body);
     let op = app
