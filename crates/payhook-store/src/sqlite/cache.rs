@@ -1,5 +1,5 @@
 //! What the writer thread remembers between jobs: merchants and their disabled destinations,
-//! read on every status report. Only writer jobs read or change these (they run one at a time
+//! read on every status report (and, in `health`, destinations' health). Only writer jobs read or change these (they run one at a time
 //! on that thread); a job that changes a merchant or disables a destination forgets the
 //! merchant's entries first, and every rollback forgets everything (`forget_writer_caches`),
 //! because a rolled-back job may have cached what the rollback took away.
@@ -28,6 +28,7 @@ pub(crate) fn forget_writer_caches() {
     MERCHANTS.with(|cache| cache.borrow_mut().clear());
     DISABLED.with(|cache| cache.borrow_mut().clear());
     forget_policy_refs();
+    super::health::forget_health();
 }
 
 /// A merchant, from the writer thread's cache (status reports need it on every call).

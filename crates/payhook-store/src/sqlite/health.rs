@@ -11,6 +11,7 @@ use payhook_core::ids::MerchantId;
 use payhook_core::lifecycle::health::{self, Health};
 use payhook_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 fn health_from(r: &Row<'_>, first: usize) -> rusqlite::Result<(Health, String)> {
@@ -29,43 +30,106 @@ fn health_from(r: &Row<'_>, first: usize) -> rusqlite::Result<(Health, String)> 
 const HEALTH_COLUMNS: &str =
     "consecutive_failures, failing_since, last_success_at, last_failure_at, alerted, hours";
 
-fn load(tx: &impl Statements, merchant: &str, url: &str) -> Result<Health, StoreError> {
-    let found = tx
-        .with_sql(
-            "SELECT consecutive_failures, failing_since, last_success_at, last_failure_at,
-                    alerted, hours
-             FROM destination_health WHERE merchant_id = ?1 AND url = ?2",
-            |stmt| stmt.query_row([merchant, url], |r| health_from(r, 0)).optional(),
-        )
-        .map_err(backend)?;
-    let Some((mut h, hours)) = found else { return Ok(Health::default()) };
-    h.hours = hours_from(&hours)?;
-    Ok(h)
+/// A destination's health in the writer thread's cache: its row (`None` until inserted) and
+/// whether it differs from the row.
+#[derive(Clone)]
+struct Cached {
+    rowid: Option<i64>,
+    health: Health,
+    dirty: bool,
 }
 
-fn save(tx: &impl Statements, merchant: &str, url: &str, h: &Health) -> Result<(), StoreError> {
-    exec_prepared(
-        tx,
-        "INSERT INTO destination_health (merchant_id, url, consecutive_failures, failing_since,
-           last_success_at, last_failure_at, alerted, hours)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (merchant_id, url) DO UPDATE SET
-           consecutive_failures = excluded.consecutive_failures,
-           failing_since = excluded.failing_since, last_success_at = excluded.last_success_at,
-           last_failure_at = excluded.last_failure_at, alerted = excluded.alerted,
-           hours = excluded.hours",
-        params![
-            merchant,
-            url,
-            h.consecutive_failures,
-            h.failing_since.map(|t| t.0),
-            h.last_success_at.map(|t| t.0),
-            h.last_failure_at.map(|t| t.0),
-            h.alerted,
-            hours_text(&h.hours)
-        ],
-    )
+type Key = (String, String);
+
+thread_local! {
+    /// Destinations' health as the writer thread last saw it: an attempt's record reads
+    /// nothing, and on the fast run its write waits for the group's commit ([`flush`]), so
+    /// a group's attempts to one destination write its row once. Cleared with the writer's
+    /// other caches on every rollback (`forget_health`); re-enabling a merchant forgets its
+    /// entries after writing them.
+    static HEALTH: RefCell<HashMap<Key, Cached>> = RefCell::new(HashMap::new());
+}
+
+/// Forgets the cached health (the writer calls it on every rollback).
+pub(crate) fn forget_health() {
+    HEALTH.with(|cache| cache.borrow_mut().clear());
+}
+
+/// A destination's health, from the cache or its row.
+fn load(tx: &impl Statements, key: &Key) -> Result<Cached, StoreError> {
+    if let Some(hit) = HEALTH.with(|cache| cache.borrow().get(key).cloned()) {
+        return Ok(hit);
+    }
+    let found = tx
+        .with_sql(
+            "SELECT rowid, consecutive_failures, failing_since, last_success_at, last_failure_at,
+                    alerted, hours
+             FROM destination_health WHERE merchant_id = ?1 AND url = ?2",
+            |stmt| {
+                stmt.query_row([&key.0, &key.1], |r| Ok((r.get::<_, i64>(0)?, health_from(r, 1)?)))
+                    .optional()
+            },
+        )
+        .map_err(backend)?;
+    let Some((rowid, (mut health, hours))) = found else {
+        return Ok(Cached { rowid: None, health: Health::default(), dirty: false });
+    };
+    health.hours = hours_from(&hours)?;
+    Ok(Cached { rowid: Some(rowid), health, dirty: false })
+}
+
+/// Writes a cached health to its row (inserting it the first time).
+fn write(tx: &impl Statements, key: &Key, entry: &mut Cached) -> Result<(), StoreError> {
+    let h = &entry.health;
+    let (failing, success, failure) = (
+        h.failing_since.map(|t| t.0),
+        h.last_success_at.map(|t| t.0),
+        h.last_failure_at.map(|t| t.0),
+    );
+    let (hours, failures) = (hours_text(&h.hours), h.consecutive_failures);
+    match entry.rowid {
+        Some(rowid) => exec_prepared(
+            tx,
+            "UPDATE destination_health SET consecutive_failures = ?2, failing_since = ?3,
+               last_success_at = ?4, last_failure_at = ?5, alerted = ?6, hours = ?7
+             WHERE rowid = ?1",
+            params![rowid, failures, failing, success, failure, h.alerted, hours],
+        )
+        .map(drop),
+        None => exec_prepared(
+            tx,
+            "INSERT INTO destination_health (merchant_id, url, consecutive_failures,
+               failing_since, last_success_at, last_failure_at, alerted, hours)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![key.0, key.1, failures, failing, success, failure, h.alerted, hours],
+        )
+        .map(|_| entry.rowid = Some(tx.connection().last_insert_rowid())),
+    }
     .map_err(backend)?;
+    entry.dirty = false;
+    Ok(())
+}
+
+/// Caches a destination's new health; writes it now unless `tx` defers merged writes.
+fn save(tx: &impl Statements, key: Key, mut entry: Cached) -> Result<(), StoreError> {
+    entry.dirty = true;
+    if !tx.defers_merged_writes() {
+        write(tx, &key, &mut entry)?;
+    }
+    HEALTH.with(|cache| cache.borrow_mut().insert(key, entry));
+    Ok(())
+}
+
+/// Writes every health the group changed (the writer calls it before COMMIT).
+pub(super) fn flush(tx: &impl Statements) -> Result<(), StoreError> {
+    let dirty: Vec<(Key, Cached)> = HEALTH.with(|cache| {
+        let cache = cache.borrow();
+        cache.iter().filter(|(_, e)| e.dirty).map(|(k, e)| (k.clone(), e.clone())).collect()
+    });
+    for (key, mut entry) in dirty {
+        write(tx, &key, &mut entry)?;
+        HEALTH.with(|cache| cache.borrow_mut().insert(key, entry));
+    }
     Ok(())
 }
 
@@ -79,8 +143,11 @@ pub(super) fn after_attempt(
     delivered: bool,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let change = health::after_attempt(load(tx, merchant, url)?, delivered, now, &policy.rules);
-    save(tx, merchant, url, &change.health)?;
+    let key: Key = (merchant.to_owned(), url.to_owned());
+    let mut entry = load(tx, &key)?;
+    let change = health::after_attempt(entry.health, delivered, now, &policy.rules);
+    entry.health = change.health.clone();
+    save(tx, key, entry)?;
     let id: MerchantId = parse_id(merchant)?;
     if let Some(alert) = health_alert(policy, &change, &id, url) {
         enqueue(tx.connection(), &alert, now)?;
@@ -94,6 +161,8 @@ pub(super) fn after_attempt(
 /// Re-enabling a merchant's destinations starts their runs of failures over
 /// (`health::reenabled`).
 pub(super) fn reenable(c: &Connection, merchant: &MerchantId) -> Result<(), StoreError> {
+    flush(c)?;
+    HEALTH.with(|cache| cache.borrow_mut().retain(|(m, _), _| m != merchant.as_str()));
     let sql = "UPDATE destination_health SET failing_since = NULL WHERE merchant_id = ?1";
     exec(c, sql, [merchant.as_str()]).map_err(backend)?;
     Ok(())

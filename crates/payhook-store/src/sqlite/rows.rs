@@ -43,6 +43,12 @@ pub(crate) trait Statements {
         f: impl FnOnce(&mut Statement<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T>;
     fn connection(&self) -> &Connection;
+    /// Whether a write that may be merged may wait for the group's commit (`health`): only
+    /// on the writer's fast run, whose rollback forgets it all; a careful run's savepoint
+    /// rollback must not forget a neighbour's merged write, so it writes at once.
+    fn defers_merged_writes(&self) -> bool {
+        false
+    }
 }
 
 impl Statements for Connection {

@@ -104,6 +104,10 @@ impl Statements for Tx<'_, '_> {
     fn connection(&self) -> &Connection {
         self.prepared.conn
     }
+
+    fn defers_merged_writes(&self) -> bool {
+        !self.careful
+    }
 }
 
 impl Tx<'_, '_> {
@@ -281,6 +285,10 @@ fn commit_group(writer: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(),
         for job in group.iter_mut() {
             job.run(&careful);
         }
+    }
+    if let Err(e) = super::health::flush(writer) {
+        let _ = rollback(writer);
+        return Err(e.to_string());
     }
     exec_prepared(writer, "COMMIT", []).map(drop).map_err(|e| {
         let _ = rollback(writer);

@@ -51,7 +51,8 @@ pub async fn attempts_move_the_health_on_and_alert_at_the_threshold(store: Arc<d
     assert_eq!((d.health.consecutive_failures, d.health.failing_since), (4, Some(at(0))));
     assert_eq!(kinds(s, 4_000).await, ["merchant.endpoint_failing"], "once, at the third");
     attempt_once(s, &m, 9, 200, 5_000).await;
-    let d = &s.destination_health(Some(std::slice::from_ref(&m.id))).await.expect("health")[&m.id][0];
+    let d =
+        &s.destination_health(Some(std::slice::from_ref(&m.id))).await.expect("health")[&m.id][0];
     assert_eq!((d.health.consecutive_failures, d.health.last_success_at), (0, Some(at(5_000))));
     assert_eq!(kinds(s, 6_000).await, ["merchant.endpoint_recovered"]);
     assert_eq!(kinds(s, 7_000).await, Vec::<String>::new(), "each alert once");

@@ -58,8 +58,8 @@ async fn failures_show_in_the_merchants_health_until_a_success() {
         (d["success_rate_1h"].as_f64(), d["last_success_at"].clone()),
         (Some(0.0), Value::Null)
     );
-    assert_eq!(listed(&app, "failing").await, [mid.clone()]);
-    assert_eq!(listed(&app, "unknown").await, [quiet_id.clone()]);
+    assert_eq!(listed(&app, "failing").await, vec![mid.clone()]);
+    assert_eq!(listed(&app, "unknown").await, vec![quiet_id.clone()]);
     assert!(listed(&app, "healthy").await.is_empty());
 
     let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.expect("scrape");
@@ -80,7 +80,7 @@ async fn failures_show_in_the_merchants_health_until_a_success() {
         (Some(0), Value::Null)
     );
     assert_eq!(d["success_rate_1h"].as_f64(), Some(0.25), "one of four");
-    assert_eq!(listed(&app, "healthy").await, [mid.clone()]);
+    assert_eq!(listed(&app, "healthy").await, vec![mid.clone()]);
     let bad = app.admin("GET", "/v1/merchants?health=poorly", None).await;
     assert_eq!((bad.status, bad.body["error"]["code"].as_str()), (422, Some("invalid_field")));
 }
