@@ -4,6 +4,7 @@
 //!   and schedules retries. [`Dispatcher::run_once`] drives one round (tests); [`Dispatcher::run`]
 //!   loops until cancelled.
 //! - [`metrics`]: the counters and histograms the two loops record.
+//! - [`ops`]: the operator alerts, sent to the ops webhook one at a time.
 //! - [`purger`]: the retention purge, in small batches on every node.
 //! - [`sender`]: the HTTP client (timeouts, no redirects, the SSRF-guarded resolver).
 //! - `ssrf`: which addresses payhook refuses to connect to — `payhook_core::target`, the one
@@ -12,6 +13,7 @@
 
 pub mod dispatcher;
 pub mod metrics;
+pub mod ops;
 pub mod purger;
 pub mod sender;
 /// The SSRF guard's rules live in core, shared with the API's check at registration.
@@ -19,6 +21,7 @@ pub use payhook_core::target as ssrf;
 pub mod watchdog;
 
 pub use dispatcher::{DispatchConfig, Dispatcher};
+pub use ops::{OpsConfig, OpsNotifier};
 pub use purger::{PurgeConfig, PurgeRun, Purger};
 pub use sender::{SendResult, Sender, SenderConfig};
 pub use ssrf::TargetPolicy;

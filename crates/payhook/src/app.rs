@@ -1,4 +1,4 @@
-//! Wiring: store + dispatcher + watchdog + API, started and stopped together.
+//! Wiring: store + dispatcher + watchdog + ops notifier + API, started and stopped together.
 //!
 //! [`build`] opens everything (tests call it with a manual clock); [`serve`] runs the API on a
 //! listener the caller bound and the dispatcher loop, until `shutdown` is cancelled.
@@ -10,13 +10,13 @@ use payhook_api::limits::{RateLimit, RateLimits};
 use payhook_api::AppState;
 use payhook_core::clock::Clock;
 use payhook_dispatch::{
-    DispatchConfig, Dispatcher, PurgeConfig, Purger, Sender, SenderConfig, TargetPolicy, Watchdog,
-    WatchdogConfig,
+    DispatchConfig, Dispatcher, OpsConfig, OpsNotifier, PurgeConfig, Purger, Sender, SenderConfig,
+    TargetPolicy, Watchdog, WatchdogConfig,
 };
 use payhook_store::postgres::PgStore;
 use payhook_store::seal::Sealer;
 use payhook_store::sqlite::SqliteStore;
-use payhook_store::{lease_for, Store, StoreError};
+use payhook_store::{lease_for, HealthPolicy, Store, StoreError};
 use rand::RngCore;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -35,6 +35,9 @@ pub struct Services {
     pub watchdog: Arc<Watchdog>,
     /// The retention purge; it runs on every node, whatever its role.
     pub purger: Arc<Purger>,
+    /// Sends operator alerts to the ops webhook, when one is configured; it runs where the
+    /// dispatcher does.
+    pub ops: Option<Arc<OpsNotifier>>,
     pub state: AppState,
     /// The admin token when this start generated it (to print once).
     pub generated_admin_token: Option<String>,
@@ -211,6 +214,9 @@ pub async fn build_with_lookup(
 ) -> anyhow::Result<Services> {
     let opened = open_store(&config.database, config.master_key.as_deref()).await?;
     let store = opened.store;
+    // Before anything records an attempt: the thresholds, and alerts only for an ops webhook.
+    let alerts = config.ops_webhook.is_some();
+    store.set_health_policy(HealthPolicy { rules: config.health, alerts });
     let released = store.release_leases(&config.node_id).await?;
     if released > 0 {
         tracing::info!(released, "released leases left by a previous run");
@@ -251,6 +257,7 @@ pub async fn build_with_lookup(
     );
     let purge = PurgeConfig::new(config.retention, config.purge_interval);
     let purger = Purger::new(store.clone(), clock.clone(), purge);
+    let ops = ops_notifier(config, &store, &clock)?;
     let (hash, generated) = admin_hash(store.as_ref(), config.admin_token.as_deref()).await?;
     let state = AppState {
         store: store.clone(),
@@ -268,14 +275,33 @@ pub async fn build_with_lookup(
         dispatcher,
         watchdog,
         purger,
+        ops,
         state,
         generated_admin_token: generated,
         generated_key_file: opened.generated_key_file,
     })
 }
 
-/// Runs the API (when enabled), the dispatcher (when enabled) and the retention purge until
-/// `shutdown`.
+/// The ops webhook's sender, when one is configured.
+fn ops_notifier(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<Option<Arc<OpsNotifier>>> {
+    let Some(hook) = &config.ops_webhook else { return Ok(None) };
+    let ops = OpsConfig::new(
+        hook.url.clone(),
+        hook.secret.clone(),
+        config.node_id.clone(),
+        config.request_timeout,
+    );
+    let notifier = OpsNotifier::new(store.clone(), clock.clone(), ops)
+        .context("building the ops webhook's HTTP client")?;
+    Ok(Some(notifier))
+}
+
+/// Runs the API (when enabled), the dispatcher and the ops notifier (when enabled) and the
+/// retention purge until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     services: Services,
@@ -290,7 +316,8 @@ pub async fn serve(
     let workers = config.dispatch.then(|| {
         let d = tokio::spawn(services.dispatcher.clone().run(shutdown.clone()));
         let w = tokio::spawn(services.watchdog.clone().run(shutdown.clone()));
-        (d, w)
+        let o = services.ops.clone().map(|ops| tokio::spawn(ops.run(shutdown.clone())));
+        (d, w, o)
     });
     let purge = tokio::spawn(services.purger.clone().run(shutdown.clone()));
     if config.api {
@@ -303,9 +330,12 @@ pub async fn serve(
         drop(listener);
         shutdown.cancelled().await;
     }
-    if let Some((d, w)) = workers {
+    if let Some((d, w, o)) = workers {
         d.await.context("dispatcher task")?;
         w.await.context("watchdog task")?;
+        if let Some(o) = o {
+            o.await.context("ops notifier task")?;
+        }
     }
     purge.await.context("purge task")?;
     Ok(())

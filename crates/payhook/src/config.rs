@@ -4,7 +4,9 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use ipnet::IpNet;
+use payhook_core::lifecycle::health::HealthRules;
 use payhook_core::lifecycle::Retention;
+use payhook_core::signing::SigningSecret;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -85,6 +87,19 @@ pub struct ServeArgs {
     #[arg(long, env = "PAYHOOK_NO_DISPATCH", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub no_dispatch: Option<bool>,
+    /// The operator's webhook for `merchant.*` alerts (destinations failing, recovered,
+    /// disabled; merchants paused, resumed). Needs --ops-webhook-secret.
+    #[arg(long, env = "PAYHOOK_OPS_WEBHOOK")]
+    pub ops_webhook: Option<String>,
+    /// The `whsec_…` secret the ops webhook's alerts are signed with.
+    #[arg(long, env = "PAYHOOK_OPS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub ops_webhook_secret: Option<String>,
+    /// Failures in a row at one destination that raise `merchant.endpoint_failing`.
+    #[arg(long, env = "PAYHOOK_ALERT_AFTER_FAILURES")]
+    pub alert_after_failures: Option<u32>,
+    /// How long nothing but failures disables a destination, e.g. `5d`.
+    #[arg(long, env = "PAYHOOK_DISABLE_AFTER")]
+    pub disable_after: Option<String>,
 }
 
 /// The config file's keys.
@@ -114,6 +129,17 @@ struct FileConfig {
     api: Option<bool>,
     /// `false`: an API-only node.
     dispatch: Option<bool>,
+    ops_webhook: Option<String>,
+    ops_webhook_secret: Option<String>,
+    alert_after_failures: Option<u32>,
+    disable_after: Option<String>,
+}
+
+/// The operator's webhook for alerts, and the secret they are signed with.
+#[derive(Debug, Clone)]
+pub struct OpsWebhook {
+    pub url: String,
+    pub secret: SigningSecret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +178,10 @@ pub struct Config {
     pub api: bool,
     /// Run the dispatcher on this node.
     pub dispatch: bool,
+    /// Where operator alerts go; `None`: no alert is queued.
+    pub ops_webhook: Option<OpsWebhook>,
+    /// When a destination raises an alert and when it is disabled.
+    pub health: HealthRules,
 }
 
 impl std::fmt::Debug for Config {
@@ -166,6 +196,8 @@ impl std::fmt::Debug for Config {
             .field("https_only", &self.https_only)
             .field("request_timeout", &self.request_timeout)
             .field("node_id", &self.node_id)
+            .field("ops_webhook", &self.ops_webhook.as_ref().map(|w| redact_url(&w.url)))
+            .field("health", &self.health)
             .finish_non_exhaustive()
     }
 }
@@ -221,6 +253,8 @@ impl Config {
             purge_interval: Duration::from_secs(60),
             api: true,
             dispatch: true,
+            ops_webhook: None,
+            health: HealthRules::default(),
         }
     }
 
@@ -287,6 +321,20 @@ impl Config {
             },
             api: args.no_api.map(|off| !off).or(file.api).unwrap_or(d.api),
             dispatch: args.no_dispatch.map(|off| !off).or(file.dispatch).unwrap_or(d.dispatch),
+            ops_webhook: ops_webhook(
+                pick(&args.ops_webhook, file.ops_webhook),
+                pick(&args.ops_webhook_secret, file.ops_webhook_secret),
+            )?,
+            health: HealthRules {
+                alert_after_failures: args
+                    .alert_after_failures
+                    .or(file.alert_after_failures)
+                    .unwrap_or(d.health.alert_after_failures),
+                disable_after: match pick(&args.disable_after, file.disable_after) {
+                    Some(v) => duration("disable_after", &v)?,
+                    None => d.health.disable_after,
+                },
+            },
         };
         config.validate()?;
         Ok(config)
@@ -310,12 +358,35 @@ impl Config {
                 bail!("the admin token must be at least 16 characters and not start with pk_");
             }
         }
+        if self.health.alert_after_failures == 0 {
+            bail!("alert_after_failures must be at least 1");
+        }
+        if self.health.disable_after < Duration::from_secs(1) {
+            bail!("disable_after must be at least 1s");
+        }
         if let Some(key) = &self.master_key {
             payhook_store::seal::Sealer::from_base64(key)
                 .map_err(|e| anyhow::anyhow!("master_key: {e}"))?;
         }
         Ok(())
     }
+}
+
+/// The ops webhook: its URL and secret together, or neither.
+fn ops_webhook(url: Option<String>, secret: Option<String>) -> anyhow::Result<Option<OpsWebhook>> {
+    let (url, secret) = match (url, secret) {
+        (None, None) => return Ok(None),
+        (Some(url), Some(secret)) => (url, secret),
+        (Some(_), None) => bail!("ops_webhook needs ops_webhook_secret (a whsec_… secret)"),
+        (None, Some(_)) => bail!("ops_webhook_secret is set but ops_webhook is not"),
+    };
+    let parsed = url::Url::parse(&url).with_context(|| format!("ops_webhook: {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+        bail!("ops_webhook must be an http:// or https:// URL");
+    }
+    let secret =
+        SigningSecret::parse(&secret).map_err(|e| anyhow::anyhow!("ops_webhook_secret: {e}"))?;
+    Ok(Some(OpsWebhook { url, secret }))
 }
 
 /// How long history is kept unless the operator says otherwise (Stripe keeps events 30 days).
@@ -385,6 +456,64 @@ mod tests {
         assert_eq!(duration("purge_interval", &interval).expect("valid"), d.purge_interval);
         let timeout = file.request_timeout.expect("request_timeout is listed");
         assert_eq!(duration("request_timeout", &timeout).expect("valid"), d.request_timeout);
+        assert_eq!(file.alert_after_failures, Some(d.health.alert_after_failures));
+        let disable = file.disable_after.expect("disable_after is listed");
+        assert_eq!(duration("disable_after", &disable).expect("valid"), d.health.disable_after);
+        assert!(file.ops_webhook.is_none() && d.ops_webhook.is_none(), "alerts are opt-in");
+    }
+
+    const OPS_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    #[test]
+    fn the_ops_webhook_takes_its_url_and_secret_together() {
+        let url = Some("http://10.0.0.5:9000/alerts".to_owned());
+        let args = ServeArgs {
+            ops_webhook: url.clone(),
+            ops_webhook_secret: Some(OPS_SECRET.into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("valid config");
+        let hook = c.ops_webhook.expect("configured");
+        assert_eq!(hook.url, "http://10.0.0.5:9000/alerts");
+        assert_eq!(hook.secret.expose(), OPS_SECRET);
+        for (url, secret, says) in [
+            (url.clone(), None, "needs ops_webhook_secret"),
+            (None, Some(OPS_SECRET.to_owned()), "ops_webhook is not"),
+            (url, Some("secret".to_owned()), "whsec_"),
+            (Some("ftp://ops.example/".to_owned()), Some(OPS_SECRET.to_owned()), "http://"),
+            (Some("ops.example".to_owned()), Some(OPS_SECRET.to_owned()), "ops_webhook"),
+        ] {
+            let args =
+                ServeArgs { ops_webhook: url, ops_webhook_secret: secret, ..Default::default() };
+            let err = Config::resolve(&args).expect_err(says);
+            assert!(format!("{err:#}").contains(says), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn health_thresholds_come_from_flags_env_or_file_and_are_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payhook.toml");
+        std::fs::write(&path, "alert_after_failures = 3\ndisable_after = \"2h\"\n")
+            .expect("write config");
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        let c = Config::resolve(&args).expect("valid config");
+        let rules =
+            HealthRules { alert_after_failures: 3, disable_after: Duration::from_secs(7200) };
+        assert_eq!(c.health, rules);
+        let args = ServeArgs {
+            config: Some(path),
+            alert_after_failures: Some(4),
+            disable_after: Some("1d".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("flags beat the file");
+        assert_eq!((c.health.alert_after_failures, c.health.disable_after.as_secs()), (4, 86_400));
+        assert_eq!(Config::defaults().health.disable_after, Duration::from_secs(5 * 86_400));
+        let zero = ServeArgs { alert_after_failures: Some(0), ..Default::default() };
+        assert!(Config::resolve(&zero).is_err());
+        let bad = ServeArgs { disable_after: Some("later".into()), ..Default::default() };
+        assert!(Config::resolve(&bad).is_err());
     }
 
     #[test]
@@ -498,7 +627,10 @@ mod tests {
         c.admin_token = Some("super-secret-admin-token".into());
         c.master_key = Some("bWFzdGVyLWtleS1tYXN0ZXIta2V5LW1hc3Rlci1rZXk=".into());
         c.database = "postgres://u:hunter2@db/payhook".into();
+        let secret = SigningSecret::parse(OPS_SECRET).expect("secret");
+        c.ops_webhook = Some(OpsWebhook { url: "https://ops:pw@ops.example/".into(), secret });
         let text = format!("{c:?}");
+        assert!(!text.contains("C2FV") && !text.contains(":pw@"), "{text}");
         assert!(!text.contains("super-secret") && !text.contains("hunter2"), "{text}");
         assert!(!text.contains("bWFzdGVy"), "{text}");
     }

@@ -98,6 +98,8 @@ pub struct TestApp {
     pub dispatcher: Arc<Dispatcher>,
     pub watchdog: Arc<payhook_dispatch::Watchdog>,
     pub purger: Arc<payhook_dispatch::Purger>,
+    /// The operator alerts' sender, when the app has an ops webhook (`config.ops_webhook`).
+    pub ops: Option<Arc<payhook_dispatch::OpsNotifier>>,
     pub clock: Option<Arc<ManualClock>>,
     pub shutdown: CancellationToken,
     /// Keeps the database alive for the test's duration (moved on `restart`).
@@ -122,8 +124,8 @@ pub async fn spawn_app_on(dir: TestDb, mode: Mode, tune: impl FnOnce(&mut Config
     start(dir, clock, tune).await
 }
 
-/// Starts payhook on the database in `dir`; with a manual clock, the dispatcher and watchdog
-/// loops stay off (the test drives them).
+/// Starts payhook on the database in `dir`; with a manual clock, the dispatcher, watchdog and
+/// ops notifier loops stay off (the test drives them).
 async fn start(
     dir: TestDb,
     manual: Option<Arc<ManualClock>>,
@@ -152,6 +154,7 @@ async fn start(
     let (store, dispatcher) = (services.store.clone(), services.dispatcher.clone());
     let watchdog = services.watchdog.clone();
     let purger = services.purger.clone();
+    let ops = services.ops.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
@@ -164,6 +167,7 @@ async fn start(
         dispatcher,
         watchdog,
         purger,
+        ops,
         clock: manual,
         shutdown,
         dir: Some(dir),

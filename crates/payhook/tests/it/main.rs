@@ -15,6 +15,7 @@ mod keys;
 mod logs;
 mod merchant_state;
 mod openapi;
+mod ops_alerts;
 mod ordering;
 mod pg_restore;
 mod props;
