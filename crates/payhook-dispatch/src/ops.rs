@@ -11,11 +11,9 @@
 //! alert was raised.
 
 use payhook_core::clock::Clock;
-use payhook_core::ids::MerchantId;
 use payhook_core::signing::SigningSecret;
 use payhook_core::Timestamp;
 use payhook_store::{AlertOutcome, OpsAlert, Store};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,10 +65,6 @@ const HOURLY: Duration = Duration::from_secs(3_600);
 
 /// How long after it was raised an alert is still tried.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3_600);
-
-/// What a later alert of a merchant records while an earlier one of the same merchant waits
-/// for its retry: it keeps its place behind it.
-const BEHIND: &str = "not sent: an earlier alert of this merchant is waiting for its retry";
 
 /// The wait before the next try of an alert that failed after `attempts` earlier attempts.
 pub fn backoff(attempts: u32) -> Duration {
@@ -178,35 +172,23 @@ impl OpsNotifier {
         }
     }
 
-    /// Sends a claimed batch in order and records each outcome; returns the sends made. Once
-    /// an alert of a merchant waits for its retry, that merchant's later alerts wait with it
-    /// (due at the same time, they are claimed after it again). What is left when the lease
-    /// could end during the next request, or at shutdown, stays leased until the lease ends.
+    /// Sends a claimed batch in order and records each outcome; returns the sends made. A
+    /// claim holds at most one alert per merchant (its oldest pending), so a merchant's
+    /// alerts keep their order across retries. What is left when the lease could end during
+    /// the next request, or at shutdown, stays leased until the lease ends.
     async fn send_batch(
         &self,
         alerts: Vec<OpsAlert>,
         lease_until: Timestamp,
         stop: &CancellationToken,
     ) -> usize {
-        let mut waiting: HashMap<MerchantId, Timestamp> = HashMap::new();
         let mut sent = 0;
         for alert in alerts {
-            let outcome = match waiting.get(&alert.merchant) {
-                Some(at) => AlertOutcome::RetryAt(*at, BEHIND.to_owned()),
-                None => {
-                    if stop.is_cancelled()
-                        || self.clock.now().plus(self.config.timeout) > lease_until
-                    {
-                        break;
-                    }
-                    sent += 1;
-                    let outcome = self.attempt(&alert).await;
-                    if let AlertOutcome::RetryAt(at, _) = &outcome {
-                        waiting.insert(alert.merchant.clone(), *at);
-                    }
-                    outcome
-                }
-            };
+            if stop.is_cancelled() || self.clock.now().plus(self.config.timeout) > lease_until {
+                break;
+            }
+            sent += 1;
+            let outcome = self.attempt(&alert).await;
             self.record(&alert, &outcome).await;
         }
         sent
@@ -258,7 +240,8 @@ impl OpsNotifier {
 
     async fn record(&self, alert: &OpsAlert, outcome: &AlertOutcome) {
         log(alert, outcome);
-        if let Err(e) = self.store.record_alert(&alert.id, outcome, self.clock.now()).await {
+        let node = &self.config.node_id;
+        if let Err(e) = self.store.record_alert(node, &alert.id, outcome, self.clock.now()).await {
             tracing::error!(
                 alert_id = %alert.id, error = %e,
                 "recording an operator alert failed; its lease will end and it is sent again"

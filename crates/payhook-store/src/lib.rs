@@ -226,7 +226,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         merchants: Option<&[MerchantId]>,
     ) -> Result<HashMap<MerchantId, Vec<DestinationHealth>>, StoreError>;
-    /// Leases up to `limit` due operator alerts to `node` for `lease`, oldest first.
+    /// Leases up to `limit` due operator alerts to `node` for `lease`, oldest first, and of
+    /// each merchant only its oldest pending one (a merchant's alerts reach the operator in
+    /// the order they were raised, a retry holding the later ones back).
     async fn claim_alerts(
         &self,
         node: &str,
@@ -234,9 +236,11 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<OpsAlert>, StoreError>;
-    /// Records how sending alert `id` went and releases its lease.
+    /// Records how sending alert `id` went and releases its lease; [`StoreError::NotFound`]
+    /// (and nothing written) unless `node` still holds the lease.
     async fn record_alert(
         &self,
+        node: &str,
         id: &str,
         outcome: &AlertOutcome,
         now: Timestamp,
@@ -244,7 +248,8 @@ pub trait Store: Send + Sync + 'static {
     /// When the earliest pending alert that no node holds falls due.
     async fn next_alert_at(&self) -> Result<Option<Timestamp>, StoreError>;
 
-    /// Frees the leases held by `node` (or, for a single-node store, all of them) at start-up.
+    /// Frees the leases held by `node` (or, for a single-node store, all of them) at start-up:
+    /// deliveries', watches' and operator alerts'.
     async fn release_leases(&self, node: &str) -> Result<u64, StoreError>;
 }
 

@@ -614,11 +614,12 @@ impl Store for PgStore {
 
     async fn record_alert(
         &self,
+        node: &str,
         id: &str,
         outcome: &AlertOutcome,
         _now: Timestamp,
     ) -> Result<(), StoreError> {
-        health::record_alert(&self.client().await?, id, outcome).await
+        health::record_alert(&self.client().await?, node, id, outcome).await
     }
 
     async fn next_alert_at(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -638,6 +639,12 @@ impl Store for PgStore {
         exec(
             &client,
             "UPDATE watches SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
+            &[&node],
+        )
+        .await?;
+        exec(
+            &client,
+            "UPDATE ops_alerts SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
             &[&node],
         )
         .await?;

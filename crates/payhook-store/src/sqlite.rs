@@ -663,12 +663,13 @@ impl Store for SqliteStore {
 
     async fn record_alert(
         &self,
+        node: &str,
         id: &str,
         outcome: &AlertOutcome,
         _now: Timestamp,
     ) -> Result<(), StoreError> {
-        let (id, outcome) = (id.to_owned(), outcome.clone());
-        self.write(move |tx| health::record_alert(tx, &id, &outcome)).await
+        let (node, id, outcome) = (node.to_owned(), id.to_owned(), outcome.clone());
+        self.write(move |tx| health::record_alert(tx, &node, &id, &outcome)).await
     }
 
     async fn next_alert_at(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -688,6 +689,13 @@ impl Store for SqliteStore {
             exec(
                 tx,
                 "UPDATE watches SET lease_until = NULL, leased_by = NULL
+                 WHERE lease_until IS NOT NULL",
+                [],
+            )
+            .map_err(backend)?;
+            exec(
+                tx,
+                "UPDATE ops_alerts SET lease_until = NULL, leased_by = NULL
                  WHERE lease_until IS NOT NULL",
                 [],
             )

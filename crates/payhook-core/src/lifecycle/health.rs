@@ -89,7 +89,7 @@ pub struct HealthChange {
     pub health: Health,
     pub alert: Option<HealthAlert>,
     /// Disable the destination now: it has answered nothing but failures for
-    /// `disable_after`.
+    /// `disable_after` (every failure past it says so; only the first raises the alert).
     pub disable: bool,
 }
 
@@ -112,10 +112,17 @@ pub fn after_attempt(
     }
     h.consecutive_failures = h.consecutive_failures.saturating_add(1);
     let since = *h.failing_since.get_or_insert(now);
+    let past_period = |t: Timestamp| t >= since && t.since(since) >= rules.disable_after;
+    // Told once: a failure already past the period (another delivery in flight) disabled it.
+    let newly_disabled = past_period(now) && !h.last_failure_at.is_some_and(past_period);
     h.last_failure_at = Some(now);
-    let disable = now.since(since) >= rules.disable_after;
-    let alert = if disable {
+    let disable = past_period(now);
+    let alert = if newly_disabled {
+        // Raised, so that the next success is told as a recovery.
+        h.alerted = true;
         Some(HealthAlert::Disabled)
+    } else if disable {
+        None
     } else if !h.alerted && h.consecutive_failures >= rules.alert_after_failures {
         h.alerted = true;
         Some(HealthAlert::Failing)

@@ -48,6 +48,10 @@ fn only_failures_for_the_whole_period_disable() {
     let changes = run(&[(0, false), (99, false), (100, false)], &rules);
     assert_eq!(changes.iter().map(|c| c.disable).collect::<Vec<_>>(), [false, false, true]);
     assert_eq!(changes[2].alert, Some(HealthAlert::Disabled));
+    assert!(changes[2].health.alerted, "its recovery will be told");
+    let more = run(&[(0, false), (100, false), (101, false)], &rules);
+    let told: Vec<_> = more.iter().map(|c| (c.disable, c.alert)).collect();
+    assert_eq!(told, [(false, None), (true, Some(HealthAlert::Disabled)), (true, None)], "once");
     let interrupted = run(&[(0, false), (50, true), (60, false), (150, false)], &rules);
     assert!(!interrupted.iter().any(|c| c.disable), "a success starts the period over");
 }

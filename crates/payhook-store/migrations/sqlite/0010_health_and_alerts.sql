@@ -27,3 +27,6 @@ CREATE TABLE ops_alerts (
     last_error       TEXT
 );
 CREATE INDEX ops_alerts_due ON ops_alerts (next_attempt_at) WHERE state = 'pending';
+-- A merchant's alerts go in the order they were raised: a claim looks for an older one.
+CREATE INDEX ops_alerts_pending_by_merchant ON ops_alerts (merchant_id, created_at)
+    WHERE state = 'pending';

@@ -173,6 +173,12 @@ pub(super) async fn claim_alerts<C: GenericClient>(
                WHERE id IN (SELECT id FROM ops_alerts
                             WHERE state = 'pending' AND next_attempt_at <= $1
                               AND (lease_until IS NULL OR lease_until <= $1)
+                              AND NOT EXISTS (SELECT 1 FROM ops_alerts o
+                                WHERE o.merchant_id = ops_alerts.merchant_id
+                                  AND o.state = 'pending'
+                                  AND (o.created_at < ops_alerts.created_at
+                                       OR (o.created_at = ops_alerts.created_at
+                                           AND o.id < ops_alerts.id)))
                             ORDER BY next_attempt_at, created_at, id LIMIT $4
                             FOR UPDATE SKIP LOCKED)
                RETURNING id, kind, merchant_id, data, created_at, attempts";
@@ -197,6 +203,7 @@ pub(super) async fn claim_alerts<C: GenericClient>(
 
 pub(super) async fn record_alert<C: GenericClient>(
     c: &C,
+    node: &str,
     id: &str,
     outcome: &AlertOutcome,
 ) -> Result<(), StoreError> {
@@ -207,8 +214,8 @@ pub(super) async fn record_alert<C: GenericClient>(
     };
     let sql = "UPDATE ops_alerts SET state = $2, next_attempt_at = $3, last_error = $4,
                  attempts = attempts + 1, lease_until = NULL, leased_by = NULL
-               WHERE id = $1";
-    match exec(c, sql, &[&id, &state, &next, &error]).await? {
+               WHERE id = $1 AND leased_by = $5";
+    match exec(c, sql, &[&id, &state, &next, &error, &node]).await? {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),
     }

@@ -225,6 +225,12 @@ pub(super) fn claim_alerts(
                WHERE id IN (SELECT id FROM ops_alerts
                             WHERE state = 'pending' AND next_attempt_at <= ?1
                               AND (lease_until IS NULL OR lease_until <= ?1)
+                              AND NOT EXISTS (SELECT 1 FROM ops_alerts o
+                                WHERE o.merchant_id = ops_alerts.merchant_id
+                                  AND o.state = 'pending'
+                                  AND (o.created_at < ops_alerts.created_at
+                                       OR (o.created_at = ops_alerts.created_at
+                                           AND o.id < ops_alerts.id)))
                             ORDER BY next_attempt_at, created_at, id LIMIT ?4)
                RETURNING id, kind, merchant_id, data, created_at, attempts";
     let mut alerts = query_rows(c, sql, params![now.0, node, lease_until.0, limit], |r| {
@@ -245,6 +251,7 @@ pub(super) fn claim_alerts(
 
 pub(super) fn record_alert(
     c: &Connection,
+    node: &str,
     id: &str,
     outcome: &AlertOutcome,
 ) -> Result<(), StoreError> {
@@ -255,8 +262,8 @@ pub(super) fn record_alert(
     };
     let sql = "UPDATE ops_alerts SET state = ?2, next_attempt_at = ?3, last_error = ?4,
                  attempts = attempts + 1, lease_until = NULL, leased_by = NULL
-               WHERE id = ?1";
-    match exec(c, sql, params![id, state, next, error]).map_err(backend)? {
+               WHERE id = ?1 AND leased_by = ?5";
+    match exec(c, sql, params![id, state, next, error, node]).map_err(backend)? {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),
     }

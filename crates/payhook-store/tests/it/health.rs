@@ -33,7 +33,7 @@ async fn attempt_once(
 async fn kinds(s: &dyn Store, t: i64) -> Vec<String> {
     let claimed = s.claim_alerts("n1", at(t), LEASE, 10).await.expect("claim alerts");
     for a in &claimed {
-        s.record_alert(&a.id, &AlertOutcome::Delivered, at(t)).await.expect("record alert");
+        s.record_alert("n1", &a.id, &AlertOutcome::Delivered, at(t)).await.expect("record alert");
     }
     claimed.into_iter().map(|a| a.kind).collect()
 }
@@ -120,15 +120,58 @@ pub async fn alerts_wait_for_their_retry_and_go_to_one_node(store: Arc<dyn Store
     assert_eq!(first[0].data["merchant_id"], m.id.as_str());
     assert!(s.claim_alerts("n2", at(1), LEASE, 10).await.expect("claim").is_empty(), "leased");
     let retry = AlertOutcome::RetryAt(at(5_000), "HTTP 500".into());
-    s.record_alert(&first[0].id, &retry, at(1)).await.expect("record");
+    s.record_alert("n1", &first[0].id, &retry, at(1)).await.expect("record");
     assert_eq!(s.next_alert_at().await.expect("next"), Some(at(5_000)));
     assert!(s.claim_alerts("n2", at(4_999), LEASE, 10).await.expect("claim").is_empty());
     let again = s.claim_alerts("n2", at(5_000), LEASE, 10).await.expect("claim");
     assert_eq!((again[0].id.clone(), again[0].attempts), (first[0].id.clone(), 1), "same id");
-    s.record_alert(&again[0].id, &AlertOutcome::Exhausted("gave up".into()), at(5_001))
+    s.record_alert("n2", &again[0].id, &AlertOutcome::Exhausted("gave up".into()), at(5_001))
         .await
         .expect("record");
     assert_eq!(s.next_alert_at().await.expect("next"), None);
-    let missing = s.record_alert("evt_missing", &AlertOutcome::Delivered, at(6)).await;
+    let missing = s.record_alert("n2", "evt_missing", &AlertOutcome::Delivered, at(6)).await;
     assert!(matches!(missing, Err(payhook_store::StoreError::NotFound)));
+}
+
+pub async fn a_merchants_alerts_keep_their_order_and_their_lease(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    s.set_health_policy(policy(1, Duration::from_secs(86_400), true));
+    let (a, b) = (
+        add_merchant(s, "https://a.example/cb").await,
+        add_merchant(s, "https://b.example/cb").await,
+    );
+    for (m, t) in [(&a, 0), (&a, 1), (&b, 2)] {
+        let (state, action) = match t {
+            1 => (MerchantState::Active, payhook_core::model::AuditAction::MerchantResumed),
+            _ => (MerchantState::Paused, payhook_core::model::AuditAction::MerchantPaused),
+        };
+        let entry = payhook_store::AuditEntry { action, ..audit(&m.id, at(t)) };
+        s.set_merchant_state(&m.id, state, &entry).await.expect("state");
+    }
+    let first = s.claim_alerts("n1", at(10), LEASE, 10).await.expect("claim");
+    let seen: Vec<_> = first.iter().map(|x| (x.merchant.clone(), x.kind.as_str())).collect();
+    assert_eq!(
+        seen,
+        [(a.id.clone(), "merchant.paused"), (b.id.clone(), "merchant.paused")],
+        "a's oldest only"
+    );
+    let stolen = s.record_alert("n2", &first[0].id, &AlertOutcome::Delivered, at(11)).await;
+    assert!(matches!(stolen, Err(payhook_store::StoreError::NotFound)), "n2 holds no lease");
+    let retry = AlertOutcome::RetryAt(at(1_000), "HTTP 500".into());
+    s.record_alert("n1", &first[0].id, &retry, at(11)).await.expect("record");
+    s.record_alert("n1", &first[1].id, &AlertOutcome::Delivered, at(11)).await.expect("record");
+    assert!(
+        s.claim_alerts("n1", at(12), LEASE, 10).await.expect("claim").is_empty(),
+        "resumed waits"
+    );
+    let again = s.claim_alerts("n1", at(1_000), LEASE, 10).await.expect("claim");
+    assert_eq!(again.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>(), ["merchant.paused"]);
+    s.release_leases("n1").await.expect("release");
+    let after_restart = s.claim_alerts("n1", at(1_001), LEASE, 10).await.expect("claim");
+    assert_eq!(after_restart.len(), 1, "a restart frees the node's alert leases");
+    s.record_alert("n1", &after_restart[0].id, &AlertOutcome::Delivered, at(1_002))
+        .await
+        .expect("record");
+    let last = s.claim_alerts("n1", at(1_003), LEASE, 10).await.expect("claim");
+    assert_eq!(last.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>(), ["merchant.resumed"]);
 }

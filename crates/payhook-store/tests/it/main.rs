@@ -101,6 +101,7 @@ conformance! {
     health::without_an_ops_webhook_nothing_is_queued,
     health::days_of_failures_disable_the_destination_until_recovery,
     health::alerts_wait_for_their_retry_and_go_to_one_node,
+    health::a_merchants_alerts_keep_their_order_and_their_lease,
     retention::the_feed_refuses_a_cursor_into_purged_history,
     retention::operations_go_with_all_they_have_once_final_and_quiet,
     retention::old_polls_go_and_the_watch_stays,

@@ -356,8 +356,6 @@ async fn a_destination_failing_for_the_disable_period_is_disabled_until_recovere
 /// Two deliveries to one destination fail past `disable_after` in the same round: the
 /// destination is disabled once, and the operator is told once.
 #[tokio::test]
-#[ignore = "store defect (reported): each failure past disable_after raises another \
-            merchant.endpoint_disabled"]
 async fn a_destination_disabled_with_two_deliveries_in_flight_is_reported_once() {
     let (ops_rx, rx) = (TestReceiver::start().await, TestReceiver::start().await);
     rx.set_default(500, "down");
@@ -386,8 +384,6 @@ async fn a_destination_disabled_with_two_deliveries_in_flight_is_reported_once()
 /// A merchant's alerts reach the operator in the order they were raised, even when the
 /// first is refused and waits for its retry.
 #[tokio::test]
-#[ignore = "store defect (reported): claim_alerts leases a merchant's later alert while an \
-            earlier one waits for its retry"]
 async fn a_later_alert_does_not_overtake_an_earlier_one_waiting_for_its_retry() {
     let ops_rx = TestReceiver::start().await;
     ops_rx.script(&[(500, "busy")]);
