@@ -80,6 +80,7 @@ fn apply(callback: &Callback) {
             println!("order {} is {}", order.merchant_request_id, order.order_status)
         }
         Callback::Uapay(p) => println!("order {} is {}", p.external_id, p.payment_status),
+        Callback::Alert(a) => println!("operator alert {} {:?}", a.event_type, a.data.get("url")),
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Incoming<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Callback {
     Standard(standard::StandardEvent),
+    /// An operator alert of payhook's ops webhook (Standard Webhooks, the ops secret).
+    Alert(standard::OpsAlert),
     Xpay(xpay::XpayCallback),
     Ws2mpi(ws2mpi::Ws2mpiCallback),
     Ecom(Box<ecom::EcomOrder>),
@@ -100,7 +102,7 @@ pub struct Answer {
 impl Callback {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Callback::Standard(_) => Dialect::Standard,
+            Callback::Standard(_) | Callback::Alert(_) => Dialect::Standard,
             Callback::Xpay(_) => Dialect::Xpay,
             Callback::Ws2mpi(_) => Dialect::Ws2mpi,
             Callback::Ecom(_) => Dialect::Ecom,
@@ -192,6 +194,9 @@ impl Receiver {
             Ok(standard::Webhook::new(secret()?)?.with_tolerance(self.tolerance_secs))
         };
         Ok(match self.dialect {
+            Dialect::Standard if standard::Webhook::is_alert(req.body) => {
+                Callback::Alert(webhook()?.verify_alert_at(req.headers, req.body, now)?)
+            }
             Dialect::Standard => {
                 Callback::Standard(webhook()?.verify_at(req.headers, req.body, now)?)
             }

@@ -47,6 +47,26 @@ pub struct OperationSnapshot {
 }
 
 /// A Standard Webhooks verifier for one merchant secret.
+/// One of payhook's operator alerts (`--ops-webhook`): `merchant.endpoint_failing`,
+/// `merchant.endpoint_recovered`, `merchant.endpoint_disabled`, `merchant.paused`,
+/// `merchant.resumed`, signed with the ops webhook's secret as callbacks are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpsAlert {
+    /// The `webhook-id` header (`evt_…`), the same on every retry. Drop duplicates by it.
+    #[serde(skip)]
+    pub webhook_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the alert was raised (RFC 3339).
+    pub timestamp: String,
+    /// `merchant_id`, and for endpoint alerts `url`, `consecutive_failures`, `failing_since`,
+    /// `last_success_at`, `last_failure_at`.
+    pub data: Map<String, Value>,
+}
+
+/// The type prefix of operator alerts.
+pub const ALERT_PREFIX: &str = "merchant.";
+
 #[derive(Debug, Clone)]
 pub struct Webhook {
     secret: SigningSecret,
@@ -113,6 +133,33 @@ impl Webhook {
             serde_json::from_slice(body).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
         event.webhook_id = webhook_id;
         Ok(event)
+    }
+
+    /// Verifies one of payhook's operator alerts at `now` (unix seconds) and parses it.
+    pub fn verify_alert_at(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<OpsAlert, ReceiveError> {
+        let webhook_id = self.check_at(headers, body, now)?;
+        let mut alert: OpsAlert =
+            serde_json::from_slice(body).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
+        if !alert.event_type.starts_with(ALERT_PREFIX) {
+            return Err(ReceiveError::Malformed(format!("not an alert: {}", alert.event_type)));
+        }
+        alert.webhook_id = webhook_id;
+        Ok(alert)
+    }
+
+    /// Whether a verified body is an operator alert rather than an operation's callback.
+    pub fn is_alert(body: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Kind {
+            #[serde(rename = "type")]
+            event_type: String,
+        }
+        serde_json::from_slice::<Kind>(body).is_ok_and(|k| k.event_type.starts_with(ALERT_PREFIX))
     }
 
     /// [`Webhook::verify_at`] against the wall clock.

@@ -135,6 +135,7 @@ fn is_final(cb: &Callback) -> bool {
         Callback::Ws2mpi(w) => w.order_status == Some(2),
         Callback::Ecom(o) => o.order_status == "SUCCESS" && o.encrypted,
         Callback::Uapay(p) => p.payment_status == "FINISHED",
+        Callback::Alert(_) => false,
     }
 }
 

@@ -190,7 +190,9 @@ fn verdict(dialect: Dialect, result: &Result<Callback, ReceiveError>) -> String 
 /// The callback as readable text: the parsed fields when verified, else the raw body.
 fn shown(result: &Result<Callback, ReceiveError>, body: &[u8]) -> String {
     let value = match result {
-        Ok(Callback::Standard(_)) | Err(_) => serde_json::from_slice(body).ok(),
+        Ok(Callback::Standard(_) | Callback::Alert(_)) | Err(_) => {
+            serde_json::from_slice(body).ok()
+        }
         Ok(Callback::Xpay(cb)) => serde_json::to_value(cb).ok(),
         Ok(Callback::Ws2mpi(cb)) => serde_json::to_value(cb).ok(),
         Ok(Callback::Ecom(order)) => serde_json::to_value(order).ok(),

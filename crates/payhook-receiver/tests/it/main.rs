@@ -270,3 +270,39 @@ fn signed_dialects_need_a_secret() {
     assert_eq!(receive(&Receiver::new(Dialect::Uapay), &out), Err(ReceiveError::NoSecret));
     assert!(Receiver::new(Dialect::Standard).with_secret("not-whsec").is_err());
 }
+
+/// An operator alert of payhook's ops webhook, signed with the ops secret.
+fn alert(secret: &SigningSecret, body: &str) -> Outgoing {
+    let signature = secret.sign("evt_1", now(), body.as_bytes());
+    Outgoing {
+        url: "http://ops.example/alerts".into(),
+        headers: vec![
+            ("webhook-id".into(), "evt_1".into()),
+            ("webhook-timestamp".into(), now().to_string()),
+            ("webhook-signature".into(), signature),
+        ],
+        body: body.as_bytes().to_vec(),
+        method: payhook_core::dialect::Method::Post,
+    }
+}
+
+#[test]
+fn operator_alerts_are_verified_and_told_apart() {
+    let secret = SigningSecret::from_key(&[5u8; 32]);
+    let receiver = Receiver::new(Dialect::Standard).with_secret(secret.expose()).expect("secret");
+    let body = r#"{"type":"merchant.endpoint_failing","timestamp":"2026-12-07T10:00:00.000Z","data":{"merchant_id":"mer_1","url":"https://shop.example/cb","consecutive_failures":10}}"#;
+    let Callback::Alert(a) = receive(&receiver, &alert(&secret, body)).expect("valid") else {
+        panic!("an alert")
+    };
+    assert_eq!(
+        (a.webhook_id.as_str(), a.event_type.as_str()),
+        ("evt_1", "merchant.endpoint_failing")
+    );
+    assert_eq!(a.data["consecutive_failures"], 10);
+    let forged = tampered(
+        &alert(&secret, body),
+        "\"consecutive_failures\":10",
+        "\"consecutive_failures\":1",
+    );
+    assert!(matches!(receive(&receiver, &forged), Err(ReceiveError::BadSignature)));
+}
