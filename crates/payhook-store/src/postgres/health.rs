@@ -5,7 +5,7 @@
 use super::claim::disable_destination;
 use super::rows::{exec, query, query_opt};
 use crate::columns::parse_id;
-use crate::health::{health_alert, hours_from, hours_text, NewAlert};
+use crate::health::{alert_columns, by_merchant, health_alert, hours_from, hours_text, NewAlert};
 use crate::{AlertOutcome, DestinationHealth, HealthPolicy, OpsAlert, StoreError};
 use deadpool_postgres::GenericClient;
 use payhook_core::ids::MerchantId;
@@ -141,25 +141,14 @@ pub(super) async fn of_merchants<C: GenericClient>(
     let among = "($1::text[] IS NULL OR merchant_id = ANY($1))";
     let sql =
         format!("SELECT merchant_id, url, {HEALTH_COLUMNS} FROM destination_health WHERE {among}");
-    let mut out: BTreeMap<Destination, DestinationHealth> = BTreeMap::new();
-    for r in query(c, &sql, &[&ids]).await? {
-        let key: Destination = (r.get(0), r.get(1));
-        let health = health_from(&r, 2)?;
-        out.insert(key.clone(), DestinationHealth { url: key.1, health, disabled: false });
-    }
+    let healths = query(c, &sql, &[&ids])
+        .await?
+        .iter()
+        .map(|r| Ok(((r.get(0), r.get(1)), health_from(r, 2)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let sql = format!("SELECT merchant_id, url FROM disabled_destinations WHERE {among}");
-    for r in query(c, &sql, &[&ids]).await? {
-        let key: Destination = (r.get(0), r.get(1));
-        let url = key.1.clone();
-        out.entry(key)
-            .or_insert(DestinationHealth { url, health: Health::default(), disabled: true })
-            .disabled = true;
-    }
-    let mut by_merchant: HashMap<MerchantId, Vec<DestinationHealth>> = HashMap::new();
-    for ((merchant, _), d) in out {
-        by_merchant.entry(parse_id(&merchant)?).or_default().push(d);
-    }
-    Ok(by_merchant)
+    let disabled = query(c, &sql, &[&ids]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    by_merchant(healths, disabled)
 }
 
 pub(super) async fn claim_alerts<C: GenericClient>(
@@ -207,11 +196,7 @@ pub(super) async fn record_alert<C: GenericClient>(
     id: &str,
     outcome: &AlertOutcome,
 ) -> Result<(), StoreError> {
-    let (state, next, error) = match outcome {
-        AlertOutcome::Delivered => ("delivered", None, None),
-        AlertOutcome::RetryAt(at, e) => ("pending", Some(at.0), Some(e.as_str())),
-        AlertOutcome::Exhausted(e) => ("exhausted", None, Some(e.as_str())),
-    };
+    let (state, next, error) = alert_columns(outcome);
     let sql = "UPDATE ops_alerts SET state = $2, next_attempt_at = $3, last_error = $4,
                  attempts = attempts + 1, lease_until = NULL, leased_by = NULL
                WHERE id = $1 AND leased_by = $5";

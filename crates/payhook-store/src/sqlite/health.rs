@@ -5,14 +5,14 @@
 use super::cache::disable_destination;
 use super::rows::{backend, exec, exec_prepared, query_rows, Statements};
 use crate::columns::parse_id;
-use crate::health::{health_alert, hours_from, hours_text, NewAlert};
+use crate::health::{alert_columns, by_merchant, health_alert, hours_from, hours_text, NewAlert};
 use crate::{AlertOutcome, DestinationHealth, HealthPolicy, OpsAlert, StoreError};
 use payhook_core::ids::MerchantId;
 use payhook_core::lifecycle::health::{self, Health};
 use payhook_core::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 fn health_from(r: &Row<'_>, first: usize) -> rusqlite::Result<(Health, String)> {
     let t = |i: usize| r.get::<_, Option<i64>>(first + i).map(|v| v.map(Timestamp));
@@ -188,30 +188,17 @@ pub(super) fn of_merchants(
     let among = "(?1 IS NULL OR merchant_id IN (SELECT value FROM json_each(?1)))";
     let sql =
         format!("SELECT merchant_id, url, {HEALTH_COLUMNS} FROM destination_health WHERE {among}");
-    let mut out: BTreeMap<(String, String), DestinationHealth> = BTreeMap::new();
-    let rows = query_rows(c, &sql, [&ids], |r| {
+    let healths = query_rows(c, &sql, [&ids], |r| {
         let key: (String, String) = (r.get(0).map_err(backend)?, r.get(1).map_err(backend)?);
-        Ok((key, health_from(r, 2).map_err(backend)?))
-    })?;
-    for (key, (mut health, hours)) in rows {
+        let (mut health, hours) = health_from(r, 2).map_err(backend)?;
         health.hours = hours_from(&hours)?;
-        out.insert(key.clone(), DestinationHealth { url: key.1, health, disabled: false });
-    }
+        Ok((key, health))
+    })?;
     let sql = format!("SELECT merchant_id, url FROM disabled_destinations WHERE {among}");
     let disabled = query_rows(c, &sql, [&ids], |r| {
         Ok((r.get::<_, String>(0).map_err(backend)?, r.get::<_, String>(1).map_err(backend)?))
     })?;
-    for key in disabled {
-        let url = key.1.clone();
-        out.entry(key)
-            .or_insert(DestinationHealth { url, health: Health::default(), disabled: true })
-            .disabled = true;
-    }
-    let mut by_merchant: HashMap<MerchantId, Vec<DestinationHealth>> = HashMap::new();
-    for ((merchant, _), d) in out {
-        by_merchant.entry(parse_id(&merchant)?).or_default().push(d);
-    }
-    Ok(by_merchant)
+    by_merchant(healths, disabled)
 }
 
 pub(super) fn claim_alerts(
@@ -255,11 +242,7 @@ pub(super) fn record_alert(
     id: &str,
     outcome: &AlertOutcome,
 ) -> Result<(), StoreError> {
-    let (state, next, error) = match outcome {
-        AlertOutcome::Delivered => ("delivered", None, None),
-        AlertOutcome::RetryAt(at, e) => ("pending", Some(at.0), Some(e.as_str())),
-        AlertOutcome::Exhausted(e) => ("exhausted", None, Some(e.as_str())),
-    };
+    let (state, next, error) = alert_columns(outcome);
     let sql = "UPDATE ops_alerts SET state = ?2, next_attempt_at = ?3, last_error = ?4,
                  attempts = attempts + 1, lease_until = NULL, leased_by = NULL
                WHERE id = ?1 AND leased_by = ?5";
