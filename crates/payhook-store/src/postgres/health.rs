@@ -32,26 +32,35 @@ fn health_from(r: &Row, first: usize) -> Result<Health, StoreError> {
     })
 }
 
-/// Locks (creating where missing) the health rows of `destinations` and reads them.
+/// Locks (creating where missing) the health rows of `destinations` and reads them: two
+/// statements whatever their number, the rows locked in key order.
 pub(super) async fn lock<C: GenericClient>(
     tx: &C,
     destinations: &BTreeSet<Destination>,
 ) -> Result<BTreeMap<Destination, Health>, StoreError> {
+    if destinations.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let (merchants, urls): (Vec<&str>, Vec<&str>) =
+        destinations.iter().map(|(m, u)| (m.as_str(), u.as_str())).unzip();
+    exec(
+        tx,
+        "INSERT INTO destination_health (merchant_id, url, consecutive_failures, alerted, hours)
+         SELECT m, u, 0, false, '[]' FROM unnest($1::text[], $2::text[]) AS d(m, u)
+         ORDER BY m, u
+         ON CONFLICT DO NOTHING",
+        &[&merchants, &urls],
+    )
+    .await?;
+    let sql = format!(
+        "SELECT merchant_id, url, {HEALTH_COLUMNS} FROM destination_health
+         WHERE (merchant_id, url) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         ORDER BY merchant_id, url
+         FOR UPDATE"
+    );
     let mut out = BTreeMap::new();
-    for (merchant, url) in destinations {
-        exec(
-            tx,
-            "INSERT INTO destination_health (merchant_id, url, consecutive_failures, alerted, hours)
-             VALUES ($1, $2, 0, false, '[]') ON CONFLICT DO NOTHING",
-            &[merchant, url],
-        )
-        .await?;
-        let sql = format!(
-            "SELECT {HEALTH_COLUMNS} FROM destination_health
-             WHERE merchant_id = $1 AND url = $2 FOR UPDATE"
-        );
-        let row = query_opt(tx, &sql, &[merchant, url]).await?.ok_or(StoreError::NotFound)?;
-        out.insert((merchant.clone(), url.clone()), health_from(&row, 0)?);
+    for r in query(tx, &sql, &[&merchants, &urls]).await? {
+        out.insert((r.get(0), r.get(1)), health_from(&r, 2)?);
     }
     Ok(out)
 }
@@ -80,30 +89,37 @@ pub(super) async fn after_attempt<C: GenericClient>(
     Ok(change.disable)
 }
 
-/// Writes back the healths `lock` read and `after_attempt` moved on.
+/// Writes back the healths `lock` read and `after_attempt` moved on, in one statement.
 pub(super) async fn save<C: GenericClient>(
     tx: &C,
     healths: &BTreeMap<Destination, Health>,
 ) -> Result<(), StoreError> {
-    for ((merchant, url), h) in healths {
-        exec(
-            tx,
-            "UPDATE destination_health SET consecutive_failures = $3, failing_since = $4,
-               last_success_at = $5, last_failure_at = $6, alerted = $7, hours = $8
-             WHERE merchant_id = $1 AND url = $2",
-            &[
-                merchant,
-                url,
-                &i64::from(h.consecutive_failures),
-                &h.failing_since.map(|t| t.0),
-                &h.last_success_at.map(|t| t.0),
-                &h.last_failure_at.map(|t| t.0),
-                &h.alerted,
-                &hours_text(&h.hours),
-            ],
-        )
-        .await?;
+    if healths.is_empty() {
+        return Ok(());
     }
+    let time = |t: Option<Timestamp>| t.map(|t| t.0);
+    let (mut m, mut u, mut f, mut fs, mut ls, mut lf, mut a, mut h) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for ((merchant, url), health) in healths {
+        m.push(merchant.as_str());
+        u.push(url.as_str());
+        f.push(i64::from(health.consecutive_failures));
+        fs.push(time(health.failing_since));
+        ls.push(time(health.last_success_at));
+        lf.push(time(health.last_failure_at));
+        a.push(health.alerted);
+        h.push(hours_text(&health.hours));
+    }
+    exec(
+        tx,
+        "UPDATE destination_health d SET consecutive_failures = v.f, failing_since = v.fs,
+           last_success_at = v.ls, last_failure_at = v.lf, alerted = v.a, hours = v.h
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bool[], $8::text[]) AS v(m, u, f, fs, ls, lf, a, h)
+         WHERE d.merchant_id = v.m AND d.url = v.u",
+        &[&m, &u, &f, &fs, &ls, &lf, &a, &h],
+    )
+    .await?;
     Ok(())
 }
 
