@@ -11,8 +11,7 @@ const byId = (attr, id) => $(`[${attr}="${CSS.escape(id)}"]`);
 const merchantPath = (id, action = "") =>
   `/v1/merchants/${encodeURIComponent(id)}${action && `/${action}`}`;
 
-// The filters the user picked; a key is sent only when it has a value (the server refuses
-// keys it does not know, such as `health` before it reports health).
+// The filters the user picked; a key is sent only when it has a value.
 function merchantQuery() {
   const params = new URLSearchParams({ limit: PAGE });
   if (merchantsAfter) params.set("after", merchantsAfter);
@@ -27,15 +26,8 @@ async function loadMerchants(reset) {
   if (reset) merchantsAfter = null;
   const params = merchantQuery();
   const load = ++merchantsLoad;
-  let page;
-  try {
-    page = await api("GET", `/v1/merchants?${params}`);
-  } catch (e) {
-    if (!params.has("health") || e.status === 401) throw e;
-    throw new Error(`${e.message} (does this server filter by health yet?)`);
-  }
+  const { data, next_after } = await api("GET", `/v1/merchants?${params}`);
   if (load !== merchantsLoad) return;
-  const { data, next_after } = page;
   if (reset) { shown.clear(); expanded.clear(); }
   for (const m of data) shown.set(m.id, m);
   merchantsAfter = next_after;
@@ -44,10 +36,6 @@ async function loadMerchants(reset) {
   if (reset) body.innerHTML = html || `<tr><td colspan="6" class="muted">No merchant matches.</td></tr>`;
   else body.insertAdjacentHTML("beforeend", html);
   $("#merchants-more").hidden = data.length < PAGE || !next_after;
-}
-
-function healthBadge(m) {
-  return m.health?.state ? badge(m.health.state) : `<span class="muted">—</span>`;
 }
 
 function merchantActions(m) {
@@ -60,14 +48,13 @@ function merchantActions(m) {
 function merchantRows(m) {
   const row = `<tr class="clickable" data-merchant-row="${esc(m.id)}">
     <td class="name">${esc(m.name)}</td><td><code>${esc(m.id)}</code></td><td>${esc(m.dialect)}</td>
-    <td class="state">${badge(m.state)}</td><td class="health">${healthBadge(m)}</td>
+    <td class="state">${badge(m.state)}</td><td class="health">${badge(m.health.state)}</td>
     <td class="actions">${merchantActions(m)}</td></tr>`;
   return expanded.has(m.id) ? row + merchantDetails(m) : row;
 }
 
 function destinationsTable(health) {
-  if (!health) return `<p class="muted small">This server does not report health yet.</p>`;
-  const rows = (health.destinations || []).map((d) => `<tr>
+  const rows = health.destinations.map((d) => `<tr>
     <td><code>${esc(d.url)}</code> ${d.disabled ? badge("disabled") : ""}</td>
     <td>${esc(d.consecutive_failures ?? "—")}</td><td>${when(d.failing_since)}</td>
     <td>${when(d.last_success_at)}</td><td>${when(d.last_failure_at)}</td>
