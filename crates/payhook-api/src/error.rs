@@ -64,8 +64,11 @@ pub const CODES: &[(u16, &[&str])] = &[
     ),
     (429, &["rate_limited"]),
     (500, &["internal"]),
-    (503, &["store_unavailable"]),
+    (503, &["store_unavailable", "storage_full"]),
 ];
+
+/// `Retry-After` of a `storage_full` answer, in seconds: freeing disk space takes an operator.
+pub const STORAGE_FULL_RETRY_AFTER: u64 = 30;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -73,7 +76,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
-    /// Seconds for a `Retry-After` header (429).
+    /// Seconds for a `Retry-After` header (429, 503 `storage_full`).
     pub retry_after: Option<u64>,
 }
 
@@ -144,6 +147,16 @@ impl From<StoreError> for ApiError {
             )
             .on("after"),
             StoreError::KeyRefused(refusal) => refusal.into(),
+            // Nothing was stored: the caller must send it again once space is freed.
+            StoreError::StorageFull(cause) => {
+                tracing::error!(cause = %cause, "write refused: the store's disk is full");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "the store's disk is full: nothing was stored; retry once space is freed",
+                )
+                .with_retry_after(STORAGE_FULL_RETRY_AFTER)
+            }
             StoreError::Backend(_) | StoreError::MasterKey(_) => ApiError::internal(e),
         }
     }

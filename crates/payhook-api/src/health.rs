@@ -1,10 +1,11 @@
 //! Liveness and readiness.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, STORAGE_FULL_RETRY_AFTER};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use payhook_store::StoreError;
 use serde_json::{json, Value};
 
 #[utoipa::path(get, path = "/healthz", tag = "ops",
@@ -13,15 +14,31 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the store answers.
+/// Ready when the store answers and its last write did not fail for a full disk.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
         (status = 200, description = "The store answers", body = crate::openapi::Health),
-        (status = 503, description = "The store is unreachable", body = crate::openapi::ErrorBody)))]
+        (status = 503, description = "The store is unreachable (`store_unavailable`), or its \
+            disk is full (`storage_full`: the last write failed for want of space)",
+            body = crate::openapi::ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness: store unreachable");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "store unreachable")
+    // The store keeps the state: SQLite's writer remembers whether its last write failed for
+    // a full disk (see `payhook_store::sqlite::writer`), so this stays one read while writes
+    // commit.
+    state.store.ping().await.map_err(|e| match e {
+        StoreError::StorageFull(cause) => {
+            tracing::warn!(error = %cause, "readiness: the store's disk is full");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the store's disk is full: the last write failed for want of space",
+            )
+            .with_retry_after(STORAGE_FULL_RETRY_AFTER)
+        }
+        e => {
+            tracing::warn!(error = %e, "readiness: store unreachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "store unreachable")
+        }
     })?;
     Ok(Json(json!({"status": "ready"})))
 }

@@ -172,6 +172,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        self.writer.check_space().await?;
         self.run(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)).await
     }
 

@@ -23,6 +23,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("store failure: {0}")]
     Backend(String),
+    /// A write failed because the disk holding the store is full (SQLite's `SQLITE_FULL`):
+    /// nothing of it was stored, and writes will fail until space is freed.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// The master key is missing or is not the one the stored secrets were sealed with.
     #[error("master key: {0}")]
     MasterKey(String),

@@ -21,8 +21,23 @@ use std::cell::RefCell;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
+/// A rusqlite error as a [`StoreError`]: a full disk is [`StoreError::StorageFull`], every
+/// other failure [`StoreError::Backend`].
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    if disk_full(&e) {
+        StoreError::StorageFull(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Whether SQLite failed for want of space. A write(2) that ends in ENOSPC (or short) is
+/// `SQLITE_FULL` whatever the statement: measured on a full tmpfs and a full ext4, the WAL's
+/// append at COMMIT fails so. SQLite reports a failed fsync as `SQLITE_IOERR_FSYNC` without
+/// its errno (readable only through unsafe FFI, which the workspace forbids), so an ENOSPC
+/// from fsync stays a backend failure.
+pub(crate) fn disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
 /// Executes one statement through the connection's prepared-statement cache.

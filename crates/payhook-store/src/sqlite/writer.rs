@@ -13,13 +13,20 @@
 //!
 //! Under load (the last group held more than one job) the writer lingers up to 200 µs for more
 //! jobs before committing a small group; an idle writer commits a lone job at once.
+//!
+//! A full disk: SQLite answers `SQLITE_FULL` (measured at COMMIT, when the WAL must grow; a
+//! statement can meet it too when the page cache spills) and may roll the whole transaction
+//! back itself. Every job of the group is then answered [`StoreError::StorageFull`], the rest
+//! of the group does not run (it would run in autocommit, each statement its own commit), and
+//! the writer remembers that its last write failed so: [`Writer::check_space`].
 
-use super::rows::{backend, exec_prepared, Statements};
+use super::rows::{backend, disk_full, exec_prepared, Statements};
 use crate::StoreError;
 use rusqlite::{Connection, PrepFlags, Statement};
 use std::cell::RefCell;
 use std::ops::Deref;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -138,11 +145,39 @@ enum Ran {
     Poisoned,
 }
 
+/// Why a group's transaction failed: every job of the group is answered with it.
+#[derive(Clone, Debug)]
+struct Failed {
+    /// For want of disk space: answered [`StoreError::StorageFull`].
+    full: bool,
+    message: String,
+}
+
+impl Failed {
+    fn sqlite(e: rusqlite::Error) -> Self {
+        Failed { full: disk_full(&e), message: e.to_string() }
+    }
+
+    fn store(e: &StoreError) -> Self {
+        Failed { full: matches!(e, StoreError::StorageFull(_)), message: e.to_string() }
+    }
+
+    fn error(self) -> StoreError {
+        if self.full {
+            StoreError::StorageFull(format!("commit failed: {}", self.message))
+        } else {
+            StoreError::Backend(format!("commit failed: {}", self.message))
+        }
+    }
+}
+
 /// A unit of work for the writer thread.
 trait Job: Send {
     fn run(&mut self, tx: &Tx<'_, '_>) -> Ran;
+    /// Its last run's error, if it failed.
+    fn failure(&self) -> Option<Failed>;
     /// Answers the caller once the group's commit is known.
-    fn finish(self: Box<Self>, commit: Result<(), String>);
+    fn finish(self: Box<Self>, commit: Result<(), Failed>);
 }
 
 struct Typed<T, F> {
@@ -171,7 +206,9 @@ where
                 let undo = if r.is_ok() { Ok(0) } else { tx.roll_back_to("ROLLBACK TO job") };
                 match undo.and_then(|_| exec_prepared(tx, "RELEASE job", [])).map_err(backend) {
                     Ok(_) => r,
-                    Err(e) => Err(e),
+                    // The job's own error says more than the failed undo (after SQLITE_FULL,
+                    // SQLite may have rolled back the transaction, savepoint and all).
+                    Err(e) => Err(r.err().unwrap_or(e)),
                 }
             }
         };
@@ -179,10 +216,17 @@ where
         Ran::Clean
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
+    fn failure(&self) -> Option<Failed> {
+        match &self.result {
+            Some(Err(e)) => Some(Failed::store(e)),
+            _ => None,
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), Failed>) {
         let result = match commit {
             Ok(()) => self.result.unwrap_or_else(|| Err(StoreError::Backend("job not run".into()))),
-            Err(e) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+            Err(failed) => Err(failed.error()),
         };
         let _ = self.reply.send(result); // the caller may have gone away; nothing to do then
     }
@@ -191,16 +235,39 @@ where
 /// The handle to the writer thread.
 pub(super) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// True while the last group that wrote failed for a full disk (no write has committed
+    /// since); set and cleared by the writer thread only.
+    full: Arc<AtomicBool>,
 }
+
+/// The write `check_space` tries while the disk was last seen full: it rewrites one row as
+/// it is, which dirties a page, so its COMMIT must append to the WAL like any real write.
+const SPACE_PROBE: &str = "UPDATE schema_migrations SET version = version
+     WHERE version = (SELECT MAX(version) FROM schema_migrations)";
 
 impl Writer {
     pub(super) fn start(conn: Connection) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let full = Arc::new(AtomicBool::new(false));
+        let seen = full.clone();
         std::thread::Builder::new()
             .name("payhook-sqlite-writer".into())
-            .spawn(move || run(conn, queue))
+            .spawn(move || run(conn, queue, &seen))
             .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
-        Ok(Writer { jobs })
+        Ok(Writer { jobs, full })
+    }
+
+    /// [`StoreError::StorageFull`] while the last write failed for a full disk, for the
+    /// readiness check. State, not a test write: while writes commit it costs one atomic
+    /// load. Once the disk was seen full, though, it tries one tiny write ([`SPACE_PROBE`],
+    /// which fails at once while the disk is still full): an idle node taken out of rotation
+    /// for a full disk gets no writes, and a flag only a write can clear would keep it out
+    /// after the space was freed.
+    pub(super) async fn check_space(&self) -> Result<(), StoreError> {
+        if !self.full.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.submit(|tx| exec_prepared(tx, SPACE_PROBE, []).map(drop).map_err(backend)).await
     }
 
     /// Runs `work` in the writer's current transaction and returns once that transaction is
@@ -260,46 +327,83 @@ fn gather(
 }
 
 /// The writer thread: take what is queued, run it in one transaction, commit, answer.
-fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
+fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, full: &AtomicBool) {
     let prepared = Prepared::new(&conn);
     let mut last_group = 0;
     while let Ok(first) = queue.recv() {
         let mut group = gather(&queue, first, last_group > 1);
         last_group = group.len();
+        let before = conn.total_changes();
         let commit = commit_group(&prepared, &mut group);
+        // The last write's outcome, for `check_space`: a group that changed nothing and
+        // failed nothing (reads) says nothing about the disk.
+        match &commit {
+            Err(failed) => full.store(failed.full, Ordering::Relaxed),
+            Ok(()) if conn.total_changes() != before => full.store(false, Ordering::Relaxed),
+            Ok(()) => {
+                if group.iter().any(|job| job.failure().is_some_and(|f| f.full)) {
+                    full.store(true, Ordering::Relaxed);
+                }
+            }
+        }
         for job in group {
             job.finish(commit.clone());
         }
     }
 }
 
-fn commit_group(writer: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(), String> {
-    exec_prepared(writer, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
+fn commit_group(writer: &Prepared<'_>, group: &mut [Box<dyn Job>]) -> Result<(), Failed> {
+    exec_prepared(writer, "BEGIN IMMEDIATE", []).map_err(Failed::sqlite)?;
     let fast = Tx { prepared: writer, careful: false };
-    let poisoned = group.iter_mut().any(|job| matches!(job.run(&fast), Ran::Poisoned));
+    let mut poisoned = false;
+    for job in group.iter_mut() {
+        poisoned = matches!(job.run(&fast), Ran::Poisoned);
+        still_in_transaction(writer, job.as_ref())?;
+        if poisoned {
+            break;
+        }
+    }
     if poisoned {
         // Undo everything and run the group again, each job in its own savepoint.
         rollback(writer)?;
-        exec_prepared(writer, "BEGIN IMMEDIATE", []).map_err(|e| e.to_string())?;
+        exec_prepared(writer, "BEGIN IMMEDIATE", []).map_err(Failed::sqlite)?;
         let careful = Tx { prepared: writer, careful: true };
         for job in group.iter_mut() {
             job.run(&careful);
+            still_in_transaction(writer, job.as_ref())?;
         }
     }
     if let Err(e) = super::health::flush(writer) {
         let _ = rollback(writer);
-        return Err(e.to_string());
+        return Err(Failed::store(&e));
     }
     exec_prepared(writer, "COMMIT", []).map(drop).map_err(|e| {
+        // After SQLITE_FULL at COMMIT, SQLite has already rolled back (measured): this
+        // ROLLBACK then fails harmlessly, and the caches are forgotten either way.
         let _ = rollback(writer);
-        e.to_string()
+        Failed::sqlite(e)
     })
 }
 
-/// Rolls the group's transaction back, and with it what the writer thread cached from it.
-fn rollback(writer: &Prepared<'_>) -> Result<(), String> {
+/// Fails the group when `job`'s error made SQLite roll the whole transaction back (it does
+/// on `SQLITE_FULL` or an I/O error in a statement without a statement journal): the jobs
+/// run so far were undone, and the next would run in autocommit, each statement committed
+/// alone.
+fn still_in_transaction(writer: &Prepared<'_>, job: &dyn Job) -> Result<(), Failed> {
+    if !writer.conn.is_autocommit() {
+        return Ok(());
+    }
     super::forget_writer_caches();
-    exec_prepared(writer, "ROLLBACK", []).map(drop).map_err(|e| e.to_string())
+    Err(job.failure().unwrap_or_else(|| Failed {
+        full: false,
+        message: "SQLite ended the group's transaction".into(),
+    }))
+}
+
+/// Rolls the group's transaction back, and with it what the writer thread cached from it.
+fn rollback(writer: &Prepared<'_>) -> Result<(), Failed> {
+    super::forget_writer_caches();
+    exec_prepared(writer, "ROLLBACK", []).map(drop).map_err(Failed::sqlite)
 }
 
 #[cfg(test)]
@@ -411,6 +515,54 @@ mod tests {
             .await
             .expect("query");
         assert_eq!(failed, 0, "the failed jobs' rows were rolled back");
+    }
+
+    /// `max_page_count` makes SQLite answer `SQLITE_FULL` in the middle of a group, as a
+    /// full disk does when the page cache spills: whether SQLite then rolls back only the
+    /// statement or the whole transaction, a job is answered Ok exactly when its row is
+    /// stored, and the job that met the full disk is answered `StorageFull`.
+    #[test]
+    fn a_statement_failing_for_a_full_disk_stores_exactly_what_is_answered_ok() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(dir.path().join("f.db")).expect("open");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB NOT NULL)",
+        )
+        .expect("schema");
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).expect("pages");
+        let _: i64 = conn
+            .query_row(&format!("PRAGMA max_page_count = {}", pages + 2), [], |r| r.get(0))
+            .expect("cap the file");
+        let prepared = Prepared::new(&conn);
+        let insert = |k: &'static str, size: usize| {
+            let (reply, answer) = oneshot::channel::<Result<(), StoreError>>();
+            let work = move |tx: &Tx<'_, '_>| {
+                let sql = "INSERT INTO t (k, v) VALUES (?1, ?2)";
+                exec_prepared(tx, sql, rusqlite::params![k, vec![0u8; size]])
+                    .map(drop)
+                    .map_err(backend)
+            };
+            (Box::new(Typed { work, result: None, reply }) as Box<dyn Job>, (k, answer))
+        };
+        let (jobs, mut answers): (Vec<_>, Vec<_>) =
+            [insert("a", 10), insert("big", 1 << 20), insert("c", 10)].into_iter().unzip();
+        let mut group = jobs;
+        let commit = commit_group(&prepared, &mut group);
+        for job in group {
+            job.finish(commit.clone());
+        }
+        for (k, answer) in &mut answers {
+            let answered = answer.try_recv().expect("answered");
+            let stored: i64 = conn
+                .query_row("SELECT COUNT(*) FROM t WHERE k = ?1", [*k], |r| r.get(0))
+                .expect("count");
+            assert_eq!(answered.is_ok(), stored == 1, "{k}: answered {answered:?}");
+            if *k == "big" {
+                assert!(matches!(answered, Err(StoreError::StorageFull(_))), "{answered:?}");
+            }
+        }
+        assert!(conn.is_autocommit(), "the group's transaction ended");
     }
 
     #[tokio::test]

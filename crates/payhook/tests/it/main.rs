@@ -9,6 +9,7 @@ mod crash;
 mod crosscheck;
 mod delivery;
 mod dialects;
+mod full_disk;
 mod health;
 mod helpers;
 mod keys;

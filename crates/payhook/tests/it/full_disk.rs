@@ -1,0 +1,287 @@
+//! A full disk under SQLite (issue 26, part 3): the database on a small filesystem the test
+//! mounts itself — a size-limited tmpfs, and a loop-mounted ext4 — filled to the last byte
+//! while payhook runs. Writes are refused with 503 `storage_full` (never a 2xx for what was
+//! not stored), `/readyz` says why, and once the space is freed everything resumes: every
+//! report answered 2xx before, during or after is delivered.
+//!
+//! Measured on both filesystems: with the disk full, SQLite fails at COMMIT with
+//! `SQLITE_FULL` (the WAL append), having rolled the transaction back itself; the INSERTs
+//! before it stay in the page cache and succeed. The tests mount, so they need root (as they
+//! have here and in CI); elsewhere they say so and pass.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tmpfs_refuses_writes_with_storage_full_and_loses_nothing_acknowledged() {
+    let Some(db) = database_on(Filesystem::Tmpfs) else { return };
+    scenario("tmpfs", db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ext4_refuses_writes_with_storage_full_and_loses_nothing_acknowledged() {
+    let Some(db) = database_on(Filesystem::Ext4) else { return };
+    scenario("ext4", db).await;
+}
+
+enum Filesystem {
+    /// `mount -t tmpfs -o size=8m`.
+    Tmpfs,
+    /// A 16 MiB ext4 image, `mount -o loop`.
+    Ext4,
+}
+
+/// A SQLite test database in a directory with `fs` mounted on it; `None` (the test passes,
+/// saying why) when not running as root.
+fn database_on(fs: Filesystem) -> Option<(Mounted, TestDb)> {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("full_disk: skipped, mounting a filesystem needs root");
+        return None;
+    }
+    let db = TestDb::sqlite();
+    let dir = Path::new(&db.database).parent().expect("the database's directory").to_owned();
+    let mounted = match fs {
+        Filesystem::Tmpfs => {
+            run("mount", &["-t", "tmpfs", "-o", "size=8m", "tmpfs", path(&dir)]);
+            Mounted { at: dir, _image: None }
+        }
+        Filesystem::Ext4 => {
+            let images = tempfile::tempdir().expect("temp dir for the image");
+            let image = images.path().join("disk.img");
+            std::fs::File::create(&image)
+                .and_then(|f| f.set_len(16 << 20))
+                .expect("the image file");
+            run("mkfs.ext4", &["-q", "-F", path(&image)]);
+            run("mount", &["-o", "loop", path(&image), path(&dir)]);
+            Mounted { at: dir, _image: Some(images) }
+        }
+    };
+    Some((mounted, db))
+}
+
+/// A filesystem mounted for one test: unmounted on drop, even when the test failed, lazily
+/// when still busy (the app's threads may still hold the database open).
+struct Mounted {
+    at: PathBuf,
+    /// The directory of the ext4 image, removed after the unmount.
+    _image: Option<tempfile::TempDir>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let at = path(&self.at);
+        let quiet = |args: &[&str]| {
+            let mut cmd = Command::new("umount");
+            cmd.args(args).stderr(std::process::Stdio::null());
+            cmd.status().is_ok_and(|s| s.success())
+        };
+        let done = quiet(&[at]) || quiet(&["-l", at]);
+        if !done {
+            eprintln!("full_disk: could not unmount {at}");
+        }
+        let _ = std::fs::remove_dir(&self.at); // the mount point, once empty
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// Writes a filler file in `dir` until the filesystem refuses another byte (ENOSPC), in
+/// ever smaller pieces, so that not one byte is left free whatever the block size.
+fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("the filler file");
+    for piece in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
+        let buf = vec![0u8; piece];
+        loop {
+            match f.write(&buf) {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling {}: {e}", filler.display()),
+            }
+        }
+    }
+    // On ext4 the blocks are reserved at write(2); the sync makes the fill final.
+    f.sync_all().expect("sync the filler");
+    filler
+}
+
+/// A status report's answer, with its `Retry-After`.
+struct Answered {
+    status: u16,
+    code: Value,
+    retry_after: Option<String>,
+}
+
+async fn report(app: &TestApp, op: &str) -> Answered {
+    let resp = app
+        .http
+        .post(format!("{}/v1/operations/{op}/status", app.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"status": "success"}))
+        .send()
+        .await
+        .expect("the app answers");
+    let status = resp.status().as_u16();
+    let retry_after =
+        resp.headers().get("retry-after").map(|v| v.to_str().expect("ASCII").to_owned());
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    Answered { status, code: body["error"]["code"].clone(), retry_after }
+}
+
+/// A 503 `storage_full` with a `Retry-After`, or `false` for a 202; anything else fails.
+fn refused_for_space(a: &Answered, what: &str) -> bool {
+    match a.status {
+        202 => false,
+        503 => {
+            assert_eq!(a.code, "storage_full", "{what}: 503 says why");
+            assert!(
+                a.retry_after.as_deref().is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n > 0)),
+                "{what}: 503 storage_full carries a Retry-After"
+            );
+            true
+        }
+        other => panic!("{what}: answered {other} {} (only 202 or 503 storage_full)", a.code),
+    }
+}
+
+async fn readyz(app: &TestApp) -> (u16, Value) {
+    let r = app.call("GET", "/readyz", None, None).await;
+    (r.status, r.body)
+}
+
+/// The operations whose `success` callback the receiver got.
+fn delivered(rx: &TestReceiver) -> BTreeSet<String> {
+    rx.received()
+        .iter()
+        .map(Received::json)
+        .filter(|b| b["data"]["status"] == "success")
+        .filter_map(|b| b["data"]["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn scenario(name: &str, (mount, db): (Mounted, TestDb)) {
+    let dir = mount.at.clone();
+    let app = spawn_app_on(db, Mode::Live, |c| c.request_timeout = Duration::from_secs(1)).await;
+    let rx = TestReceiver::start().await;
+    let m = app.merchant(json!({"name": "Shop", "callback_url": rx.url})).await;
+    let mid = m["id"].as_str().expect("id");
+    let mut ops = Vec::new();
+    for i in 0..40 {
+        let op = app.operation(mid, &format!("o-{i}"), json!({})).await;
+        ops.push(op["id"].as_str().expect("id").to_owned());
+    }
+    let (before, during) = ops.split_at(5);
+    let mut acknowledged = BTreeSet::new();
+
+    // Before: accepted and delivered.
+    for op in before {
+        assert_eq!(report(&app, op).await.status, 202, "a report with room on the disk");
+        acknowledged.insert(op.clone());
+    }
+    wait_for("the first callbacks", WAIT, || async {
+        (delivered(&rx) == acknowledged).then_some(())
+    })
+    .await;
+    for op in before {
+        app.settled(op).await;
+    }
+
+    // Full: not one byte left. A report may still fit where the WAL has room; once one is
+    // refused, the store's writes fail until space is freed.
+    let filler = fill(&dir);
+    let mut refused = Vec::new();
+    for op in during {
+        let answer = report(&app, op).await;
+        if refused_for_space(&answer, "a report on a full disk") {
+            refused.push(op.clone());
+        } else {
+            acknowledged.insert(op.clone());
+        }
+    }
+    assert!(!refused.is_empty(), "no report was refused on a full disk");
+    let (status, body) = readyz(&app).await;
+    assert_eq!((status, &body["error"]["code"]), (503, &json!("storage_full")), "{body}");
+    let registered = app
+        .admin(
+            "POST",
+            "/v1/operations",
+            Some(json!({"merchant_id": mid, "external_id": "o-full", "amount": 1,
+                        "currency": "UAH", "kind": "purchase"})),
+        )
+        .await;
+    assert_eq!(
+        (registered.status, &registered.body["error"]["code"]),
+        (503, &json!("storage_full"))
+    );
+    // A refusal stored nothing.
+    for op in &refused {
+        let read = app.admin("GET", &format!("/v1/operations/{op}"), None).await;
+        assert_eq!(read.status, 200);
+        assert_ne!(read.body["status"], "success", "a report answered 503 was stored");
+    }
+    // Still full: the readiness check's own write fails too.
+    assert_eq!(readyz(&app).await.0, 503, "ready again while the disk is still full");
+
+    // Freed: ready again without a single report (the readiness check's own write shows
+    // the room), then the refused reports are accepted.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let freed = std::time::Instant::now();
+    wait_for("/readyz to answer ready", WAIT, || async {
+        (readyz(&app).await.0 == 200).then_some(())
+    })
+    .await;
+    let ready_after = freed.elapsed();
+    for op in &refused {
+        let answer = wait_for("a refused report to be accepted", WAIT, || async {
+            let a = report(&app, op).await;
+            (!refused_for_space(&a, "a report after space was freed")).then_some(a)
+        })
+        .await;
+        assert_eq!(answer.status, 202);
+        acknowledged.insert(op.clone());
+    }
+    let r = app.operation(mid, "o-after", json!({}));
+    let after = r.await["id"].as_str().expect("id").to_owned();
+    assert_eq!(report(&app, &after).await.status, 202);
+    acknowledged.insert(after);
+
+    // Nothing acknowledged is lost.
+    wait_for("every acknowledged report's callback", WAIT, || async {
+        acknowledged.is_subset(&delivered(&rx)).then_some(())
+    })
+    .await;
+    assert_eq!(acknowledged.len(), ops.len() + 1, "every report ends acknowledged");
+    let callbacks = rx.received().len();
+    eprintln!(
+        "full_disk {name}: acknowledged {} (during the full disk {}), refused 503 storage_full \
+         {}, delivered {}, callbacks {callbacks} (duplicates {}), lost 0, ready {ready_after:?} \
+         after space was freed",
+        acknowledged.len(),
+        during.len() - refused.len(),
+        refused.len(),
+        delivered(&rx).len(),
+        callbacks - delivered(&rx).len(),
+    );
+    drop(app);
+    drop(mount);
+}
