@@ -136,7 +136,8 @@ fn check_fields(body: &RegisterOperation, targets: &TargetPolicy) -> Result<(), 
         (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
         (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The disk is full: nothing was stored (`storage_full`, Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
@@ -369,7 +370,8 @@ pub struct ReportBody {
         (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
         (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The disk is full: nothing was stored (`storage_full`, Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn report_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -477,7 +479,8 @@ pub struct BatchBody {
         (status = 403, description = "Not yours", body = crate::openapi::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
         (status = 422, description = "Empty or oversized batch", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The disk is full: nothing was stored (`storage_full`, Retry-After)", body = crate::openapi::ErrorBody)))]
 pub async fn report_status_batch(
     State(state): State<AppState>,
     caller: Caller,
