@@ -511,7 +511,11 @@ pub fn refine(doc: &mut Value) {
     {
         let Some(responses) = operation["responses"].as_object_mut() else { continue };
         for (status, response) in responses.iter_mut() {
-            let schema = &mut response["content"]["application/json"]["schema"];
+            // Not `response["content"]…`: indexing a Value mutably inserts what is missing,
+            // and a bodiless 204 would gain a JSON body of no schema.
+            let Some(schema) = response.pointer_mut("/content/application~1json/schema") else {
+                continue;
+            };
             if schema["$ref"] == "#/components/schemas/ErrorBody" {
                 *schema = json!({"$ref": format!("#/components/schemas/Error{status}")});
             }
