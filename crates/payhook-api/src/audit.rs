@@ -49,7 +49,7 @@ pub struct AuditParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/audit", tag = "ops", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/audit", tag = "ops", operation_id = "read_audit", security(("bearer" = [])),
     params(AuditParams),
     responses(
         (status = 200, description = "Audit entries, oldest first", body = crate::openapi::AuditPage),

@@ -24,7 +24,7 @@ async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Merchant, 
 
 /// Makes a new key for the merchant: the key is in this answer only. A merchant holds at
 /// most two keys: rotate by creating the new one, moving to it, and revoking the old.
-#[utoipa::path(post, path = "/v1/merchants/{id}/keys", tag = "merchants",
+#[utoipa::path(post, path = "/v1/merchants/{id}/keys", tag = "merchants", operation_id = "create_key",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Merchant id (mer_…)")),
     responses(
@@ -58,7 +58,7 @@ pub async fn create(
 }
 
 /// The merchant's keys: id, prefix, when made and the hour last used — never the key.
-#[utoipa::path(get, path = "/v1/merchants/{id}/keys", tag = "merchants",
+#[utoipa::path(get, path = "/v1/merchants/{id}/keys", tag = "merchants", operation_id = "list_keys",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Merchant id (mer_…)")),
     responses(
@@ -80,7 +80,7 @@ pub async fn list(
 
 /// Revokes a key at once. The merchant's last key cannot be revoked: create its successor
 /// first.
-#[utoipa::path(delete, path = "/v1/merchants/{id}/keys/{key_id}", tag = "merchants",
+#[utoipa::path(delete, path = "/v1/merchants/{id}/keys/{key_id}", tag = "merchants", operation_id = "revoke_key",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Merchant id (mer_…)"),
            ("key_id" = String, Path, description = "Key id (key_…)")),

@@ -152,7 +152,7 @@ pub(crate) async fn load(state: &AppState, id: &str) -> Result<Merchant, ApiErro
     state.store.get_merchant(&id).await?.ok_or_else(|| ApiError::not_found("merchant"))
 }
 
-#[utoipa::path(get, path = "/v1/merchants/{id}", tag = "merchants", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/merchants/{id}", tag = "merchants", operation_id = "read_merchant", security(("bearer" = [])),
     params(("id" = String, Path, description = "Merchant id (mer_…)")),
     responses(
         (status = 200, description = "The merchant with its destinations' health, without secrets", body = crate::openapi::MerchantWithHealth),

@@ -597,6 +597,20 @@ mod tests {
         );
     }
 
+    /// OpenAPI wants each operationId once in the document; client generators name their
+    /// functions after them, and a repeat made one shadow the other.
+    #[test]
+    fn every_operation_id_is_unique() {
+        let doc = crate::openapi_value();
+        let mut seen = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("operations") {
+                let id = op["operationId"].as_str().expect("an operationId");
+                assert!(seen.insert(id.to_owned()), "{method} {path}: operationId {id} again");
+            }
+        }
+    }
+
     #[test]
     fn every_operation_is_documented_with_its_errors() {
         let doc = crate::openapi_value();

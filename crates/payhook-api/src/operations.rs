@@ -208,7 +208,7 @@ async fn operation_view(state: &AppState, op: &Operation) -> Result<Value, ApiEr
     Ok(views::operation(op, merchant.as_ref()))
 }
 
-#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "operations", operation_id = "read_operation", security(("bearer" = [])),
     params(("id" = String, Path, description = "Operation id (op_…)")),
     responses(
         (status = 200, description = "The operation's current state", body = crate::openapi::OperationView),
