@@ -41,6 +41,13 @@ use std::time::Duration;
 pub trait Store: Send + Sync + 'static {
     /// Checks the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The database server's own clock, for stores that several nodes share: each node reads
+    /// time as its own clock corrected to this one, so that what one node writes (a lease's
+    /// end, a retry's due time) means the same moment to the others. `None` for a store only
+    /// one process opens.
+    async fn database_time(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(None)
+    }
 
     /// A value from the installation's settings table (e.g. the admin token hash).
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;

@@ -207,6 +207,13 @@ impl Store for PgStore {
         query_opt(&client, "SELECT 1", &[]).await.map(|_| ())
     }
 
+    async fn database_time(&self) -> Result<Option<Timestamp>, StoreError> {
+        let client = self.client().await?;
+        let sql = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+        let row = query_opt(&client, sql, &[]).await?;
+        Ok(row.map(|r| Timestamp(r.get(0))))
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
         let row = query_opt(&client, "SELECT value FROM settings WHERE key = $1", &[&key]).await?;

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use payhook::app;
+use payhook::cluster_clock::{self, NodeClock};
 use payhook::config::{Config, LogFormat, ServeArgs};
 use payhook_core::clock::SystemClock;
 use std::sync::Arc;
@@ -79,7 +80,12 @@ fn cancel_on_signal(token: CancellationToken) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::resolve(&args)?;
     init_tracing(config.log_format);
-    let services = app::build(&config, Arc::new(SystemClock)).await?;
+    let clock = Arc::new(NodeClock::new(SystemClock));
+    let services = app::build(&config, clock.clone()).await?;
+    let shutdown = CancellationToken::new();
+    cluster_clock::follow_database(services.store.clone(), clock, shutdown.clone())
+        .await
+        .context("reading the database's clock")?;
     if let Some(path) = &services.generated_key_file {
         println!(
             "Generated the master key sealing merchants' secrets: {} (mode 0600; back it up with \
@@ -103,7 +109,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(node = %config.node_id, "payhook dispatching, API off");
         println!("payhook dispatching (API off) as node {}", config.node_id);
     }
-    let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let run = app::serve(listener, services, &config, shutdown.clone());
     tokio::pin!(run);

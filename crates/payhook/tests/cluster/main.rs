@@ -206,3 +206,21 @@ async fn three_nodes_lose_nothing_when_one_is_killed() {
     drop(nodes);
     db.drop().await;
 }
+
+/// Nodes correct their clocks to the database's (`cluster_clock`); the store reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tells_its_own_time_and_sqlite_has_none_to_tell() {
+    use payhook_store::Store;
+    let db = Database::fresh().await;
+    let before = now();
+    let at = db.store.database_time().await.expect("read").expect("PostgreSQL has a clock");
+    let after = now();
+    // The same machine's clock: within the round trip, give or take the clocks' resolution.
+    assert!(before.0 - 5 <= at.0 && at.0 <= after.0 + 5, "{before:?} <= {at:?} <= {after:?}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sealer = payhook_store::seal::Sealer::from_base64(&MASTER_KEY).expect("key");
+    let sqlite = payhook_store::sqlite::SqliteStore::open(&dir.path().join("p.db"), sealer)
+        .expect("open SQLite");
+    assert_eq!(sqlite.database_time().await.expect("read"), None);
+    db.drop().await;
+}

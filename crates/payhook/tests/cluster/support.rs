@@ -48,6 +48,11 @@ impl Database {
     pub async fn fresh() -> Database {
         let base = std::env::var("PAYHOOK_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        Database::on(base).await
+    }
+
+    /// A fresh schema on the server at `base`.
+    pub async fn on(base: String) -> Database {
         let schema = payhook_store::mint_schema_name("payhook_c_");
         let sealer = payhook_store::seal::Sealer::from_base64(&MASTER_KEY).expect("test key");
         let store = match PgStore::connect(&base, Some(&schema), sealer).await {
@@ -84,6 +89,16 @@ impl Node {
     /// Starts a node named `name` on `database` with extra flags, and waits until it says it is
     /// up (it prints `payhook listening on http://ADDR`, or the dispatch-only line).
     pub fn start(name: &str, database: &str, extra: &[&str]) -> Node {
+        Node::start_with_env(name, database, extra, &[])
+    }
+
+    /// [`Node::start`] with more environment variables (a preloaded library, say).
+    pub fn start_with_env(
+        name: &str,
+        database: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_payhook"))
             .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
             .args(["--node-id", name])
@@ -92,6 +107,7 @@ impl Node {
             .env("PAYHOOK_ADMIN_TOKEN", ADMIN)
             .env("PAYHOOK_MASTER_KEY", MASTER_KEY.as_str())
             .env("PAYHOOK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
