@@ -70,13 +70,17 @@ pub const CODES: &[(u16, &[&str])] = &[
 /// `Retry-After` of a `storage_full` answer, in seconds: freeing disk space takes an operator.
 pub const STORAGE_FULL_RETRY_AFTER: u64 = 30;
 
+/// `Retry-After` of a `store_unavailable` answer, in seconds: a restarting or failing-over
+/// database is usually back within seconds, and a node retries its connections on every call.
+pub const STORE_UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
-    /// Seconds for a `Retry-After` header (429, 503 `storage_full`).
+    /// Seconds for a `Retry-After` header (429, 503 `storage_full` and `store_unavailable`).
     pub retry_after: Option<u64>,
 }
 
@@ -156,6 +160,19 @@ impl From<StoreError> for ApiError {
                     "the store's disk is full: nothing was stored; retry once space is freed",
                 )
                 .with_retry_after(STORAGE_FULL_RETRY_AFTER)
+            }
+            // The database cannot be reached: a write may or may not have been stored, and
+            // sending it again is safe (event keys, external ids).
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "the store is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database cannot be reached; retry (a write answered so may or may not \
+                     have been stored: a report with the same event_key, a registration with \
+                     the same external_id, is applied once)",
+                )
+                .with_retry_after(STORE_UNAVAILABLE_RETRY_AFTER)
             }
             StoreError::Backend(_) | StoreError::MasterKey(_) => ApiError::internal(e),
         }

@@ -1,6 +1,6 @@
 //! Liveness and readiness.
 
-use crate::error::{ApiError, STORAGE_FULL_RETRY_AFTER};
+use crate::error::{ApiError, STORAGE_FULL_RETRY_AFTER, STORE_UNAVAILABLE_RETRY_AFTER};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,8 +18,9 @@ pub async fn live() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
         (status = 200, description = "The store answers", body = crate::openapi::Health),
-        (status = 503, description = "The store is unreachable (`store_unavailable`), or its \
-            disk is full (`storage_full`: the last write failed for want of space)",
+        (status = 503, description = "The store is unreachable (`store_unavailable`, with the \
+            reason and Retry-After), or its disk is full (`storage_full`: the last write failed \
+            for want of space)",
             body = crate::openapi::ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     // The store keeps the state: SQLite's writer remembers whether its last write failed for
@@ -37,8 +38,30 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         }
         e => {
             tracing::warn!(error = %e, "readiness: store unreachable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "store unreachable")
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("store unreachable: {}", reason(&e)),
+            )
+            .with_retry_after(STORE_UNAVAILABLE_RETRY_AFTER)
         }
     })?;
     Ok(Json(json!({"status": "ready"})))
+}
+
+/// Why the store did not answer, in words that name no host, user or query (the driver's
+/// message stays in the log).
+fn reason(e: &StoreError) -> &'static str {
+    let StoreError::Unavailable(cause) = e else { return "the store failed (see the log)" };
+    let cause = cause.to_ascii_lowercase();
+    if cause.contains("refused") {
+        "the database refuses connections"
+    } else if cause.contains("no answer") || cause.contains("timed out") || cause.contains("within")
+    {
+        "the database does not answer in time"
+    } else if cause.contains("57p") || cause.contains("shut") || cause.contains("starting up") {
+        "the database is shutting down or starting up"
+    } else {
+        "the connection to the database was lost"
+    }
 }

@@ -137,7 +137,7 @@ fn check_fields(body: &RegisterOperation, targets: &TargetPolicy) -> Result<(), 
         (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
         (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
         (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody),
-        (status = 503, description = "The disk is full: nothing was stored (`storage_full`, Retry-After)", body = crate::openapi::ErrorBody)))]
+        (status = 503, description = "The disk is full: nothing was stored (`storage_full`); or the database cannot be reached (`store_unavailable`). Send it again after Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
@@ -371,7 +371,7 @@ pub struct ReportBody {
         (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
         (status = 422, description = "Semantically invalid", body = crate::openapi::ErrorBody),
         (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody),
-        (status = 503, description = "The disk is full: nothing was stored (`storage_full`, Retry-After)", body = crate::openapi::ErrorBody)))]
+        (status = 503, description = "The disk is full: nothing was stored (`storage_full`); or the database cannot be reached (`store_unavailable`). Send it again after Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn report_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -480,7 +480,7 @@ pub struct BatchBody {
         (status = 413, description = "Body over 64 KiB", body = crate::openapi::ErrorBody),
         (status = 422, description = "Empty or oversized batch", body = crate::openapi::ErrorBody),
         (status = 429, description = "Rate limited (Retry-After)", body = crate::openapi::ErrorBody),
-        (status = 503, description = "The disk is full: nothing was stored (`storage_full`, Retry-After)", body = crate::openapi::ErrorBody)))]
+        (status = 503, description = "The disk is full: nothing was stored (`storage_full`); or the database cannot be reached (`store_unavailable`). Send it again after Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn report_status_batch(
     State(state): State<AppState>,
     caller: Caller,

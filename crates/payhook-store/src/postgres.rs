@@ -19,6 +19,7 @@
 //! (`prepare_cached`). Migrations run at connect under a transaction-scoped advisory lock, so
 //! nodes starting together do not race.
 
+mod bounds;
 mod claim;
 mod group;
 mod health;
@@ -42,6 +43,8 @@ use crate::{
     StatusReport, Store, StoreError,
 };
 use async_trait::async_trait;
+use bounds::{bound, CONNECT_TIMEOUT, LONG_STATEMENT_TIMEOUT, POOL_WAIT};
+pub(crate) use bounds::{bounded, driver_error, each_caller, pool_error, CALL_TIMEOUT};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use payhook_core::ids::{ApiKeyId, DeliveryId, MerchantId, OperationId};
 use payhook_core::lifecycle::check_cursor;
@@ -62,8 +65,6 @@ pub use migrate::{drop_schema, schema_bytes, vacuum_analyze};
 /// Connections per node. The API's handlers and the dispatcher's claims and records share
 /// them; a transaction holds one for a few round trips only.
 const POOL_SIZE: usize = 16;
-/// How long opening a connection may take before the store reports the server unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
     pool: Pool,
@@ -96,7 +97,8 @@ impl PgStore {
         schema: Option<&str>,
         sealer: Sealer,
     ) -> Result<PgStore, StoreError> {
-        let config = migrate::config(url, schema)?;
+        let mut config = migrate::config(url, schema)?;
+        bound(&mut config);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -104,6 +106,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
         let handoff = HandoffTarget::default();
@@ -112,7 +118,11 @@ impl PgStore {
         let health = std::sync::Mutex::new(HealthPolicy::default());
         let store = PgStore { pool, sealer, feed, records, handoff, health };
         let mut client = store.client().await?;
+        // A migration may rewrite a large table, and waits for another node's: no statement
+        // timeout for it (restored for the connection's next users).
+        client.batch_execute("SET statement_timeout = 0").await.map_err(pg)?;
         migrate::apply(&mut client).await?;
+        client.batch_execute("RESET statement_timeout").await.map_err(pg)?;
         store.check_master_key(&mut client).await?;
         Ok(store)
     }
@@ -180,10 +190,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => pg(e),
-            other => StoreError::Backend(format!("PostgreSQL pool: {}", with_sources(&other))),
-        })
+        self.pool.get().await.map_err(pool_error)
     }
 }
 
@@ -192,6 +199,17 @@ async fn begin(
     client: &mut deadpool_postgres::Client,
 ) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
     client.transaction().await.map_err(pg)
+}
+
+/// [`begin`], with [`LONG_STATEMENT_TIMEOUT`] for its statements (`SET LOCAL`: it ends with
+/// the transaction).
+async fn begin_long(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    let tx = begin(client).await?;
+    let ms = LONG_STATEMENT_TIMEOUT.as_millis();
+    tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}")).await.map_err(pg)?;
+    Ok(tx)
 }
 
 impl PgStore {
@@ -203,8 +221,11 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        query_opt(&client, "SELECT 1", &[]).await.map(|_| ())
+        bounded(async {
+            let client = self.client().await?;
+            query_opt(&client, "SELECT 1", &[]).await.map(|_| ())
+        })
+        .await
     }
 
     async fn database_time(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -389,32 +410,38 @@ impl Store for PgStore {
         reports: Vec<StatusReport>,
         now: Timestamp,
     ) -> Result<Vec<Result<Reported, StoreError>>, StoreError> {
-        let mut client = self.client().await?;
-        // First without savepoints (a refused item has written nothing); if an item fails
-        // after its checks, the batch is rolled back and run again with a savepoint per item.
-        // A rolled-back run's hand-offs are dropped with its `Seen`: their slots go back.
-        let tx = begin(&mut client).await?;
-        let mut seen = Seen::new(self.handoff.get());
-        let items: Vec<_> = reports.into_iter().map(|r| (r, now)).collect();
-        match report::report_batch(&tx, &self.sealer, &mut seen, items.clone(), Items::Plain).await
-        {
-            Ok(results) => {
-                tx.commit().await.map_err(pg)?;
-                seen.hand_over(results.iter().flatten());
-                return Ok(results);
+        // Bounded like a single report: the hand-offs it makes are leased from `now`.
+        bounded(async move {
+            let mut client = self.client().await?;
+            // First without savepoints (a refused item has written nothing); if an item fails
+            // after its checks, the batch is rolled back and run again with a savepoint per item.
+            // A rolled-back run's hand-offs are dropped with its `Seen`: their slots go back.
+            let tx = begin(&mut client).await?;
+            let mut seen = Seen::new(self.handoff.get());
+            let items: Vec<_> = reports.into_iter().map(|r| (r, now)).collect();
+            match report::report_batch(&tx, &self.sealer, &mut seen, items.clone(), Items::Plain)
+                .await
+            {
+                Ok(results) => {
+                    tx.commit().await.map_err(pg)?;
+                    seen.hand_over(results.iter().flatten());
+                    return Ok(results);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "a batch failed after its checks; again, per item");
+                    drop(tx);
+                }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "a batch failed after its checks; again, per item");
-                drop(tx);
-            }
-        }
-        let tx = begin(&mut client).await?;
-        let mut seen = Seen::new(self.handoff.get());
-        let results =
-            report::report_batch(&tx, &self.sealer, &mut seen, items, Items::Savepoints).await?;
-        tx.commit().await.map_err(pg)?;
-        seen.hand_over(results.iter().flatten());
-        Ok(results)
+            let tx = begin(&mut client).await?;
+            let mut seen = Seen::new(self.handoff.get());
+            let results =
+                report::report_batch(&tx, &self.sealer, &mut seen, items, Items::Savepoints)
+                    .await?;
+            tx.commit().await.map_err(pg)?;
+            seen.hand_over(results.iter().flatten());
+            Ok(results)
+        })
+        .await
     }
 
     async fn events(
@@ -561,8 +588,9 @@ impl Store for PgStore {
     }
 
     async fn delivery_stats(&self) -> Result<Vec<MerchantDeliveryStats>, StoreError> {
-        let client = self.client().await?;
-        let rows = query(&client, DELIVERY_STATS, &[]).await?;
+        let mut client = self.client().await?;
+        let tx = begin_long(&mut client).await?;
+        let rows = query(&tx, DELIVERY_STATS, &[]).await?;
         rows.iter().map(stats_from).collect()
     }
 
@@ -579,7 +607,7 @@ impl Store for PgStore {
 
     async fn purge(&self, batch: &PurgeBatch) -> Result<Purged, StoreError> {
         let mut client = self.client().await?;
-        let tx = begin(&mut client).await?;
+        let tx = begin_long(&mut client).await?;
         let purged = purge::purge_in(&tx, batch).await?;
         tx.commit().await.map_err(pg)?;
         Ok(purged)

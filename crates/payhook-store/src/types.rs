@@ -27,6 +27,12 @@ pub enum StoreError {
     /// nothing of it was stored, and writes will fail until space is freed.
     #[error("storage full: {0}")]
     StorageFull(String),
+    /// The database cannot be reached or went away mid-call (PostgreSQL: connection refused,
+    /// closed or reset, no answer within the store's time bounds, the server shutting down or
+    /// starting up). Whether a write that failed so was stored is unknown; sending it again is
+    /// safe (reports are idempotent by event key, registrations by external id).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The master key is missing or is not the one the stored secrets were sealed with.
     #[error("master key: {0}")]
     MasterKey(String),

@@ -16,11 +16,21 @@
 //! own transaction, so a caller sees exactly what it would have seen without grouping; a
 //! failed COMMIT (outcome unknown) is reported to every caller of the group, as it was to the
 //! one caller before.
+//!
+//! When the database is gone (`StoreError::Unavailable`) every caller of the group gets that at
+//! once: alone, each change would only wait for the same server again. A caller waits at most
+//! `CALL_TIMEOUT`; a job whose caller gave up is skipped, and a group's transaction is dropped
+//! when its oldest job's `CALL_TIMEOUT` has passed — so a change commits, and its delivery is
+//! handed off, within that bound of the caller's `now` (which its hand-off lease counts from)
+//! or is not handed off at all.
 
 use super::plan::Seen;
 use super::report::{self, lock_feeds, register_in, register_unstored, Items};
 use super::rows::*;
-use super::{NewOperation, Registered, Reported, StatusReport, StoreError};
+use super::{
+    bounded, each_caller, pool_error, NewOperation, Registered, Reported, StatusReport, StoreError,
+    CALL_TIMEOUT,
+};
 use crate::seal::Sealer;
 use crate::HandoffTarget;
 use deadpool_postgres::{Object, Pool};
@@ -28,6 +38,7 @@ use payhook_core::model::Event;
 use payhook_core::Timestamp;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::time::{timeout_at, Instant};
 
 /// Groups in progress at once per node. One merchant's groups still queue on its feed lock,
 /// but a group's row work overlaps the previous group's COMMIT.
@@ -37,9 +48,10 @@ const MAX_GROUP: usize = 256;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// `queued`: when the caller queued it; its commit must be over by `queued + CALL_TIMEOUT`.
 enum Job {
-    Register { new: Box<NewOperation>, now: Timestamp, reply: Reply<Registered> },
-    Report { report: StatusReport, now: Timestamp, reply: Reply<Reported> },
+    Register { new: Box<NewOperation>, now: Timestamp, queued: Instant, reply: Reply<Registered> },
+    Report { report: StatusReport, now: Timestamp, queued: Instant, reply: Reply<Reported> },
 }
 
 /// The queue the store's registrations and single reports go through.
@@ -64,8 +76,9 @@ impl FeedWriter {
         now: Timestamp,
     ) -> Result<Registered, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job::Register { new: Box::new(new), now, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let job = Job::Register { new: Box::new(new), now, queued: Instant::now(), reply };
+        self.queue.send(job).map_err(|_| stopped())?;
+        bounded(async { answer.await.map_err(|_| stopped())? }).await
     }
 
     pub(super) async fn report(
@@ -74,8 +87,9 @@ impl FeedWriter {
         now: Timestamp,
     ) -> Result<Reported, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job::Report { report, now, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let job = Job::Report { report, now, queued: Instant::now(), reply };
+        self.queue.send(job).map_err(|_| stopped())?;
+        bounded(async { answer.await.map_err(|_| stopped())? }).await
     }
 }
 
@@ -100,12 +114,10 @@ pub(super) async fn next_group<T>(
     Some(jobs)
 }
 
-/// A pooled connection for a group, or the message every job of the group is answered with.
-pub(super) async fn group_client(pool: &Pool) -> Result<Object, String> {
-    pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => pg(e).to_string(),
-        other => format!("PostgreSQL pool: {}", with_sources(&other)),
-    })
+/// A pooled connection for a group, or the error every job of the group is answered with
+/// (through [`each_caller`]).
+pub(super) async fn group_client(pool: &Pool) -> Result<Object, StoreError> {
+    pool.get().await.map_err(pool_error)
 }
 
 /// One writer: takes what is queued (waiting for the first), commits it as a group, repeats.
@@ -116,20 +128,53 @@ async fn run(
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
 ) {
     while let Some(mut jobs) = next_group(&rx, MAX_GROUP).await {
+        // A caller that gave up (`bounded`) was told the store is unavailable: its change is
+        // not made behind its back.
+        jobs.retain(|job| !job.abandoned());
+        if jobs.is_empty() {
+            continue;
+        }
+        // Every change of the group commits within its callers' bound or not at all (as far
+        // as this side can tell): a hand-off is never made later, when the lease it was given
+        // (from the caller's `now`) may have run out and another node claimed the delivery.
+        let deadline = jobs.iter().map(Job::queued).min().expect("a job") + CALL_TIMEOUT;
         let mut client = match group_client(&pool).await {
             Ok(c) => c,
-            Err(msg) => {
+            Err(e) => {
                 for job in jobs {
-                    answer_err(job, StoreError::Backend(msg.clone()));
+                    answer_err(job, each_caller(&e));
                 }
                 continue;
             }
         };
         if jobs.len() == 1 {
             let job = jobs.pop().expect("one job");
-            alone(&mut client, &sealer, &handoff, job).await;
+            alone(&mut client, &sealer, &handoff, job, deadline).await;
         } else {
-            group(&mut client, &sealer, &handoff, jobs).await;
+            group(&mut client, &sealer, &handoff, jobs, deadline).await;
+        }
+    }
+}
+
+/// What a writer answers when a commit did not end by its deadline.
+fn late() -> StoreError {
+    StoreError::Unavailable(format!(
+        "PostgreSQL did not commit within {CALL_TIMEOUT:?} of the call; the change may or may \
+         not be stored"
+    ))
+}
+
+impl Job {
+    fn queued(&self) -> Instant {
+        match self {
+            Job::Register { queued, .. } | Job::Report { queued, .. } => *queued,
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::Register { reply, .. } => reply.is_closed(),
+            Job::Report { reply, .. } => reply.is_closed(),
         }
     }
 }
@@ -142,29 +187,38 @@ fn answer_err(job: Job, e: StoreError) {
 }
 
 /// One change in its own transaction: exactly the path without grouping.
-async fn alone(client: &mut Object, sealer: &Sealer, handoff: &HandoffTarget, job: Job) {
+async fn alone(
+    client: &mut Object,
+    sealer: &Sealer,
+    handoff: &HandoffTarget,
+    job: Job,
+    deadline: Instant,
+) {
+    if job.abandoned() {
+        return;
+    }
     match job {
-        Job::Register { new, now, reply } => {
-            let result = async {
+        Job::Register { new, now, reply, .. } => {
+            let result = timeout_at(deadline, async {
                 let tx = client.transaction().await.map_err(pg)?;
                 let registered = register_in(&tx, &new, now).await?;
                 tx.commit().await.map_err(pg)?;
                 Ok(registered)
-            }
+            })
             .await;
-            let _ = reply.send(result);
+            let _ = reply.send(result.unwrap_or_else(|_| Err(late())));
         }
-        Job::Report { report, now, reply } => {
-            let result = async {
+        Job::Report { report, now, reply, .. } => {
+            let result = timeout_at(deadline, async {
                 let tx = client.transaction().await.map_err(pg)?;
                 let mut seen = Seen::new(handoff.get());
                 let reported = report::report_alone(&tx, sealer, &mut seen, report, now).await?;
                 tx.commit().await.map_err(pg)?;
                 seen.hand_over(std::iter::once(&reported));
                 Ok(reported)
-            }
+            })
             .await;
-            let _ = reply.send(result);
+            let _ = reply.send(result.unwrap_or_else(|_| Err(late())));
         }
     }
 }
@@ -175,17 +229,28 @@ enum GroupFailure {
     RolledBack,
     /// COMMIT itself failed: the outcome is unknown.
     Commit(StoreError),
+    /// The server went away or did not answer by the deadline: nothing stored if it was
+    /// before COMMIT, unknown if during it. Each change alone would only meet the same.
+    Unavailable(StoreError),
 }
 
 type Outcomes = (Vec<Result<Registered, StoreError>>, Vec<Result<Reported, StoreError>>);
 
-async fn group(client: &mut Object, sealer: &Sealer, handoff: &HandoffTarget, jobs: Vec<Job>) {
+async fn group(
+    client: &mut Object,
+    sealer: &Sealer,
+    handoff: &HandoffTarget,
+    jobs: Vec<Job>,
+    deadline: Instant,
+) {
     let mut regs = Vec::new();
     let mut reports = Vec::new();
     for job in jobs {
         match job {
-            Job::Register { new, now, reply } => regs.push((new, now, reply)),
-            Job::Report { report, now, reply } => reports.push((report, now, reply)),
+            Job::Register { new, now, queued, reply } => regs.push((new, now, queued, reply)),
+            Job::Report { report, now, queued, reply } => {
+                reports.push((report, now, queued, reply))
+            }
         }
     }
     // The lock order (see the module comment); stable, so one operation's reports keep their
@@ -198,30 +263,33 @@ async fn group(client: &mut Object, sealer: &Sealer, handoff: &HandoffTarget, jo
     let reg_in: Vec<(&NewOperation, Timestamp)> = regs.iter().map(|r| (&*r.0, r.1)).collect();
     let rep_in: Vec<(StatusReport, Timestamp)> =
         reports.iter().map(|r| (r.0.clone(), r.1)).collect();
-    match group_tx(client, sealer, Seen::new(handoff.get()), &reg_in, rep_in).await {
+    let seen = Seen::new(handoff.get());
+    let tx = timeout_at(deadline, group_tx(client, sealer, seen, &reg_in, rep_in)).await;
+    match tx.unwrap_or_else(|_| Err(GroupFailure::Unavailable(late()))) {
         Ok((registered, reported)) => {
-            for ((_, _, reply), r) in regs.into_iter().zip(registered) {
+            for ((_, _, _, reply), r) in regs.into_iter().zip(registered) {
                 let _ = reply.send(r);
             }
-            for ((_, _, reply), r) in reports.into_iter().zip(reported) {
+            for ((_, _, _, reply), r) in reports.into_iter().zip(reported) {
                 let _ = reply.send(r);
             }
         }
-        Err(GroupFailure::Commit(e)) => {
-            let msg = e.to_string();
-            for (_, _, reply) in regs {
-                let _ = reply.send(Err(StoreError::Backend(msg.clone())));
+        Err(GroupFailure::Commit(e) | GroupFailure::Unavailable(e)) => {
+            for (_, _, _, reply) in regs {
+                let _ = reply.send(Err(each_caller(&e)));
             }
-            for (_, _, reply) in reports {
-                let _ = reply.send(Err(StoreError::Backend(msg.clone())));
+            for (_, _, _, reply) in reports {
+                let _ = reply.send(Err(each_caller(&e)));
             }
         }
         Err(GroupFailure::RolledBack) => {
-            for (new, now, reply) in regs {
-                alone(client, sealer, handoff, Job::Register { new, now, reply }).await;
+            for (new, now, queued, reply) in regs {
+                let job = Job::Register { new, now, queued, reply };
+                alone(client, sealer, handoff, job, deadline).await;
             }
-            for (report, now, reply) in reports {
-                alone(client, sealer, handoff, Job::Report { report, now, reply }).await;
+            for (report, now, queued, reply) in reports {
+                let job = Job::Report { report, now, queued, reply };
+                alone(client, sealer, handoff, job, deadline).await;
             }
         }
     }
@@ -236,7 +304,10 @@ async fn group_tx(
     regs: &[(&NewOperation, Timestamp)],
     reports: Vec<(StatusReport, Timestamp)>,
 ) -> Result<Outcomes, GroupFailure> {
-    let tx = client.transaction().await.map_err(|_| GroupFailure::RolledBack)?;
+    let tx = client.transaction().await.map_err(|e| match pg(e) {
+        e @ StoreError::Unavailable(_) => GroupFailure::Unavailable(e),
+        _ => GroupFailure::RolledBack,
+    })?;
     let work = async {
         // No savepoints: a registration fails only on a database error, which fails the group
         // (each change then runs alone); a report is refused only by its check, which writes
@@ -270,6 +341,7 @@ async fn group_tx(
             seen.hand_over(outcomes.1.iter().flatten());
             Ok(outcomes)
         }
+        Err(e @ StoreError::Unavailable(_)) => Err(GroupFailure::Unavailable(e)),
         Err(e) => {
             tracing::debug!(error = %e, "a grouped write failed as a whole; each change runs alone");
             drop(tx);

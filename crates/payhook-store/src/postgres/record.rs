@@ -65,7 +65,7 @@ impl RecordWriter {
         let (reply, answer) = oneshot::channel();
         let job = Job { attempt: attempt.clone(), next, now, policy, reply };
         self.queue.send(job).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        super::bounded(async { answer.await.map_err(|_| stopped())? }).await
     }
 }
 
@@ -75,11 +75,16 @@ fn stopped() -> StoreError {
 
 async fn run(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
     while let Some(mut jobs) = next_group(&rx, MAX_GROUP).await {
+        // A dispatcher that gave up on a record (`bounded`) leaves it to its lease.
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
         let mut client = match group_client(&pool).await {
             Ok(c) => c,
-            Err(msg) => {
+            Err(e) => {
                 for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Backend(msg.clone())));
+                    let _ = job.reply.send(Err(super::each_caller(&e)));
                 }
                 continue;
             }
@@ -101,10 +106,11 @@ async fn run(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
                     let _ = job.reply.send(r);
                 }
             }
-            Err(Failure::Commit(e)) => {
-                let msg = e.to_string();
+            Err(Failure::Commit(e) | Failure::RolledBack(e @ StoreError::Unavailable(_))) => {
+                // The outcome is unknown, or the server went away: alone, each record would
+                // only meet the same.
                 for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Backend(msg.clone())));
+                    let _ = job.reply.send(Err(super::each_caller(&e)));
                 }
             }
             Err(Failure::RolledBack(e)) => {
@@ -119,6 +125,9 @@ async fn run(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
 
 /// One record in its own transaction: exactly the path without grouping.
 async fn alone(client: &mut Object, job: Job) {
+    if job.reply.is_closed() {
+        return;
+    }
     let result = async {
         let tx = client.transaction().await.map_err(pg)?;
         let change = record_in(&tx, &job.attempt, job.next, job.now, &job.policy).await?;

@@ -26,13 +26,9 @@ use tokio_postgres::Row;
 /// Query parameters, as tokio-postgres takes them.
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-/// A driver error as a store error, with the server's message when there is one (the
-/// driver's own `Display` says only "db error").
+/// A driver error as a store error: see `postgres::driver_error`.
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None => StoreError::Backend(with_sources(&e)),
-    }
+    super::driver_error(e)
 }
 
 /// An error and its causes on one line ("error connecting to server: Connection refused").
