@@ -200,9 +200,21 @@ impl<T: Send + 'static> Slots<T> {
     /// Starts a claim: how many attempts may start, and the per-host counts to respect.
     /// When a host is at its limit, the next slot given back wakes the loop: due work for
     /// that host may be waiting.
+    ///
+    /// Deliveries held for a host at its limit wait for that host's slots, not the node's,
+    /// and a claim takes nothing for that host: they do not count against the claim, or a
+    /// silent merchant's line (up to `per_host × LINE_FACTOR`, the whole `max_in_flight` by
+    /// default) would hold every other merchant's retries back until it drained. Those held
+    /// for room on the node do count: they go first when it frees up.
     fn begin_claim(&self) -> (usize, HashMap<String, usize>) {
         let state = self.state.lock().expect("slots mutex");
-        let free = self.max_total.saturating_sub(state.total + state.held_count);
+        let for_the_node: usize = state
+            .held
+            .iter()
+            .filter(|(host, _)| state.hosts.get(*host).copied().unwrap_or(0) < self.per_host)
+            .map(|(_, line)| line.len())
+            .sum();
+        let free = self.max_total.saturating_sub(state.total + for_the_node);
         if free == 0 || state.hosts.values().any(|n| *n >= self.per_host) {
             self.starved.store(true, Ordering::Release);
         }
@@ -642,12 +654,35 @@ mod tests {
         assert!(s.take_held().is_empty(), "host a is still full");
         let (is_slot, _) = reserve(&s, "a").expect("a place in line");
         assert!(!is_slot, "a hand-off does not jump the line");
-        let (free, _) = s.begin_claim();
-        assert_eq!(free, 10 - 3 - 2, "held deliveries count against what a claim may take");
+        let (free, in_flight) = s.begin_claim();
+        assert_eq!(free, 10 - 3, "held for a busy host: they wait for its slots, not the node's");
+        assert_eq!(in_flight["a"], 2, "the claim skips host a");
         drop(h1);
         let next = s.take_held();
         let numbers: Vec<u32> = next.iter().map(|(n, _)| *n).collect();
         assert_eq!(numbers, vec![1], "the first in line gets the slot given back");
         assert_eq!(s.state.lock().expect("state").hosts["a"], 2, "never more than the limit");
+    }
+
+    #[test]
+    fn a_busy_hosts_line_does_not_stop_claims_for_other_hosts() {
+        let s = slots(4, 2);
+        let _busy: Vec<_> = (0..2).map(|_| reserve(&s, "slow").expect("room")).collect();
+        for n in 0..8 {
+            let (_, place) = reserve(&s, "slow").expect("a place in line");
+            s.hold("slow".into(), n);
+            drop(place);
+        }
+        let (free, in_flight) = s.begin_claim();
+        assert_eq!(free, 2, "the node has two slots left for other hosts' due work");
+        assert_eq!(in_flight["slow"], 2, "and the claim skips the slow host");
+        // Work held for room on the node (its host has room) does count.
+        let _other = reserve(&s, "b").expect("room");
+        let third = reserve(&s, "c").expect("room");
+        let ready = s.end_claim(vec![("d".into(), 100)]);
+        assert!(ready.is_empty(), "the node is full: d waits in line");
+        drop(third);
+        let (free, _) = s.begin_claim();
+        assert_eq!(free, 0, "the slot given back is d's: it goes before new claims");
     }
 }
