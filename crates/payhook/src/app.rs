@@ -19,7 +19,7 @@ use payhook_store::sqlite::SqliteStore;
 use payhook_store::{lease_for, HealthPolicy, Store, StoreError};
 use rand::RngCore;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -162,20 +162,24 @@ fn write_key_file(path: &Path) -> anyhow::Result<Sealer> {
 }
 
 /// Writes `bytes` to a new file only its owner may read (mode 0600, never overwriting), and
-/// syncs it and its directory: how a master key reaches the disk.
+/// syncs it and its directory: how a master key reaches the disk. The bytes go to a temporary
+/// file beside `path` first, which takes `path`'s name only once complete and synced: a full
+/// disk leaves no empty or partial key file behind, which would keep the next start from
+/// generating the key afresh.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".payhook-new-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
         .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| file.as_file().sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
+    file.persist_noclobber(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
     Ok(())
 }
 

@@ -31,6 +31,76 @@ async fn a_full_ext4_refuses_writes_with_storage_full_and_loses_nothing_acknowle
     scenario("ext4", db).await;
 }
 
+/// The master key file, generated at a first start on a disk with no room: the start fails
+/// saying why, leaves no key file (an empty one would stop every later start), and the next
+/// start, with room, generates the key and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_on_a_full_disk_leaves_no_key_file_behind() {
+    let Some((mount, db)) = database_on(Filesystem::Tmpfs) else { return };
+    let key_file = format!("{}.key", db.database);
+    let filler = fill(&mount.at);
+    let failed = payhook_serve(&db.database).wait_with_output().expect("payhook runs");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "payhook started on a full disk");
+    assert!(stderr.contains("No space left on device"), "says why: {stderr}");
+    assert!(!Path::new(&key_file).exists(), "a key file was left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(&mount.at)
+        .expect("the mount")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n != "filler" && n != "lost+found")
+        .collect();
+    assert!(leftovers.is_empty(), "left on the full disk: {leftovers:?}");
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let mut serving = Serving(payhook_serve(&db.database));
+    let ready = serving.ready_line();
+    assert!(ready.starts_with("payhook listening on "), "{ready}");
+    payhook::app::read_key_file(Path::new(&key_file)).expect("a whole key file");
+    println!(
+        "FIGURES full-disk-master-key first_start=refused(ENOSPC) key_file_left=none \
+         start_after_freeing=serving"
+    );
+    drop(serving);
+    drop(mount);
+}
+
+/// `payhook serve` on the SQLite file `database`, with no master key given.
+fn payhook_serve(database: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PAYHOOK_DATABASE", database)
+        .env("PAYHOOK_ADMIN_TOKEN", ADMIN)
+        .env_remove("PAYHOOK_MASTER_KEY")
+        .env("PAYHOOK_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the payhook binary starts")
+}
+
+/// A `payhook serve` process, killed on drop.
+struct Serving(std::process::Child);
+
+impl Serving {
+    /// The first line it prints that is not about a generated secret.
+    fn ready_line(&mut self) -> String {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().expect("piped stdout");
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("payhook listening on "))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 enum Filesystem {
     /// `mount -t tmpfs -o size=8m`.
     Tmpfs,
@@ -272,15 +342,16 @@ async fn scenario(name: &str, (mount, db): (Mounted, TestDb)) {
     .await;
     assert_eq!(acknowledged.len(), ops.len() + 1, "every report ends acknowledged");
     let callbacks = rx.received().len();
-    eprintln!(
-        "full_disk {name}: acknowledged {} (during the full disk {}), refused 503 storage_full \
-         {}, delivered {}, callbacks {callbacks} (duplicates {}), lost 0, ready {ready_after:?} \
-         after space was freed",
+    // The fault suite's figures line (scripts/faults collects it).
+    println!(
+        "FIGURES full-disk-{name} expected={} delivered={} duplicates={} lost=0 \
+         accepted_while_full={} refused_storage_full={} ready_after_freeing={:.1}s",
         acknowledged.len(),
-        during.len() - refused.len(),
-        refused.len(),
         delivered(&rx).len(),
         callbacks - delivered(&rx).len(),
+        during.len() - refused.len(),
+        refused.len(),
+        ready_after.as_secs_f64(),
     );
     drop(app);
     drop(mount);
