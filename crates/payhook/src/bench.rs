@@ -1,12 +1,14 @@
 //! `payhook bench`: measures this machine's HTTP limit, payhook's end-to-end callback rate
 //! (as a ratio to that limit), callback latency at a fixed offered rate, the server's peak RSS,
-//! claim time with a large backlog, and latency while the retention purge deletes one
-//! (`bench/purge.rs`). See BENCHMARKS.md for results and how to read them.
+//! claim time with a large backlog, latency while the retention purge deletes one
+//! (`bench/purge.rs`), and, when asked, a long soak (`bench/soak.rs`). See BENCHMARKS.md for
+//! results and how to read them.
 //!
 //! The server under test is a real `payhook serve` child process (so its RSS is its own); the
 //! load generator and the callback receiver run in this process, over loopback.
 
 mod purge;
+mod soak;
 
 use anyhow::{bail, Context};
 use axum::body::Bytes;
@@ -35,7 +37,8 @@ pub struct BenchArgs {
     /// Print the results as one JSON document.
     #[arg(long)]
     pub json: bool,
-    /// Phases to run (comma-separated): bare, e2e, latency, backlog, purge.
+    /// Phases to run (comma-separated): bare, e2e, latency, backlog, purge; and soak, which
+    /// runs only when named here.
     #[arg(long, value_delimiter = ',', default_value = "bare,e2e,latency,backlog,purge")]
     pub only: Vec<String>,
     /// How long the bare-HTTP phase runs (in all: three rounds share it; the best counts).
@@ -67,6 +70,19 @@ pub struct BenchArgs {
     /// PostgreSQL to measure as well (empty: SQLite only).
     #[arg(long, env = "PAYHOOK_BENCH_POSTGRES", default_value = "")]
     pub postgres: String,
+    /// How long the soak phase offers load (SQLite; only with `--only soak`).
+    #[arg(long, default_value = "60m", value_parser = humantime::parse_duration)]
+    pub soak_duration: Duration,
+    /// Offered rate of the soak phase (operations registered and reported per second).
+    #[arg(long, default_value_t = 100)]
+    pub soak_rate: u32,
+    /// Time between the soak phase's samples (and one more at the end).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub soak_sample_every: Duration,
+    /// History and operation retention of the soak's server (its purge runs every 10 s), so
+    /// the store can level off within the run; `0` keeps everything.
+    #[arg(long, default_value = "2m")]
+    pub soak_retention: String,
 }
 
 /// The callback receiver: counts callbacks, and in latency mode notes when each operation's
@@ -82,26 +98,41 @@ struct Receiver {
 async fn start_receiver() -> anyhow::Result<(String, Arc<Receiver>)> {
     let rx = Arc::new(Receiver::default());
     let state = rx.clone();
+    let url = serve_receiver(move |body| {
+        state.arrived(&body);
+        axum::http::StatusCode::OK
+    })
+    .await?;
+    Ok((url, rx))
+}
+
+/// An HTTP receiver on loopback answering every request with `answer(body)`'s status (and
+/// the body "ok"); returns its callback URL.
+async fn serve_receiver<F>(answer: F) -> anyhow::Result<String>
+where
+    F: Fn(Bytes) -> axum::http::StatusCode + Clone + Send + Sync + 'static,
+{
     let app = axum::Router::new().fallback(move |body: Bytes| {
-        let rx = state.clone();
-        async move {
-            rx.arrived(&body);
-            "ok"
-        }
+        let answer = answer.clone();
+        async move { (answer(body), "ok") }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/callback", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((url, rx))
+    Ok(url)
+}
+
+/// The operation id of a callback body (`data.id`).
+fn callback_operation_id(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["data"]["id"].as_str().map(str::to_owned))
 }
 
 impl Receiver {
     fn arrived(&self, body: &[u8]) {
         if let Some(map) = self.arrivals.lock().expect("arrivals mutex").as_mut() {
-            let id = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v["data"]["id"].as_str().map(str::to_owned));
-            if let Some(id) = id {
+            if let Some(id) = callback_operation_id(body) {
                 map.entry(id).or_insert_with(Instant::now);
             }
         }
@@ -773,6 +804,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             report(&args, &format!("latency while purging ({label})"), &r);
             out.insert(format!("purge_{label}"), r);
         }
+        if wants("soak") && label == "sqlite" {
+            let r = soak::soak(&args, &database(label, "soak")).await?;
+            report(&args, "soak (sqlite)", &r);
+            out.insert("soak_sqlite".into(), r);
+        }
     }
     for schema in schemas {
         payhook_store::postgres::drop_schema(&args.postgres, &schema).await?;
@@ -831,6 +867,10 @@ mod tests {
             backlog: 0,
             purge_backlog: 0,
             postgres: String::new(),
+            soak_duration: Duration::ZERO,
+            soak_rate: 1,
+            soak_sample_every: Duration::ZERO,
+            soak_retention: "0".into(),
         };
         let r = bare(&args).await.expect("bare phase");
         let rounds: Vec<f64> = r["rounds_requests_per_s"]
