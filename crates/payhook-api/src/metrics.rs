@@ -30,6 +30,10 @@ pub const OLDEST_PENDING_AGE: &str = "payhook_oldest_pending_delivery_age_second
 /// history retention plus the purge interval, the purge is not keeping up.
 pub const OLDEST_EVENT_AGE: &str = "payhook_oldest_event_age_seconds";
 
+/// Gauge: this node's clock minus the database's, in seconds, as last measured (a node on a
+/// shared PostgreSQL reads time corrected by it: docs/cluster.md "Clocks"). Absent on SQLite.
+pub const CLOCK_OFFSET: &str = "payhook_clock_offset_seconds";
+
 /// Histogram buckets (seconds) for attempt latency: 5 ms … the 15 s request timeout and beyond.
 const BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0];
@@ -69,6 +73,10 @@ fn describe() {
     metrics::describe_counter!(POLLS, "Re-polls of status sources by outcome");
     metrics::describe_counter!(STARTED, "Attempts started, by how the delivery was found");
     metrics::describe_gauge!(OLDEST_EVENT_AGE, "Age of the oldest event kept, seconds");
+    metrics::describe_gauge!(
+        CLOCK_OFFSET,
+        "This node's clock minus the database's, seconds (corrected for; a large one means NTP is off)"
+    );
     {
         use crate::merchant_health::{CONSECUTIVE_FAILURES, DISABLED, SUCCESS_RATE};
         metrics::describe_gauge!(

@@ -59,5 +59,8 @@ async fn align(store: &dyn Store, clock: &NodeClock) -> Result<Option<i64>, Stor
     if received.0 - sent.0 > MAX_ROUND_TRIP_MS {
         return Ok(None);
     }
-    Ok(Some(clock.align(sent, reference, received)))
+    let offset = clock.align(sent, reference, received);
+    // The gauge reads "this node minus the database": the correction with its sign turned.
+    metrics::gauge!(payhook_api::metrics::CLOCK_OFFSET).set(-offset as f64 / 1000.0);
+    Ok(Some(offset))
 }

@@ -59,8 +59,11 @@ async fn clocks_30s_apart_keep_leases_exclusive_and_retries_on_time() {
         (rx.delivered() == OPERATIONS).then_some(())
     })
     .await;
-    let figures = rx.figures(started.elapsed());
+    let mut figures = rx.figures(started.elapsed());
+    let ahead_by = clock_offset(&bases[1]).await;
+    figures.note("ahead_node_offset_gauge", format!("{ahead_by:.3}s"));
     figures.print();
+    assert!((29.0..31.0).contains(&ahead_by), "the ahead node's gauge says {ahead_by} s");
     assert_eq!(figures.lost(), 0);
     assert_eq!(rx.overlaps.load(Ordering::SeqCst), 0, "an attempt overlapped another");
     let (min_gap, max_gap) = rx.retry_gaps();
@@ -68,6 +71,19 @@ async fn clocks_30s_apart_keep_leases_exclusive_and_retries_on_time() {
     assert!(max_gap < Duration::from_secs(15), "a retry waited {max_gap:?}");
     drop((on_time, ahead));
     db.drop().await;
+}
+
+/// The node's `payhook_clock_offset_seconds`: its clock minus the database's.
+async fn clock_offset(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("the node's metrics");
+    let text = text.text().await.expect("the metrics' text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("payhook_clock_offset_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no payhook_clock_offset_seconds in\n{text}"))
 }
 
 /// A receiver that answers each delivery's first request with a 500 after
