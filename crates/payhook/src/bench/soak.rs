@@ -79,7 +79,7 @@ impl Soak {
         if fail {
             self.failed.fetch_add(1, Ordering::SeqCst);
         }
-        let id = super::callback_operation_id(body).unwrap_or_default();
+        let id = super::harness::callback_operation_id(body).unwrap_or_default();
         let mut pending = self.pending.lock().expect("pending");
         let Some(p) = pending.get_mut(&id) else {
             // Delivered already (a duplicate), or not an operation of this run.
