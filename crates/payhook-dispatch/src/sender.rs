@@ -142,19 +142,34 @@ pub fn system_lookup() -> Lookup {
 pub struct GuardedResolver {
     targets: Arc<TargetPolicy>,
     lookup: Lookup,
+    lookup_timeout: Option<Duration>,
 }
 
 impl GuardedResolver {
     pub fn new(targets: TargetPolicy, lookup: Lookup) -> Self {
-        GuardedResolver { targets: Arc::new(targets), lookup }
+        GuardedResolver { targets: Arc::new(targets), lookup, lookup_timeout: None }
+    }
+
+    /// Bounds each lookup: a resolver that does not answer within `timeout` is a DNS failure
+    /// that says so.
+    pub fn with_lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = Some(timeout);
+        self
     }
 
     /// The addresses of `host` that may be connected to, in resolver order; an error when
     /// the name does not resolve or every address is forbidden.
     pub async fn resolve_checked(&self, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
-        let addrs = (self.lookup)(host)
-            .await
-            .map_err(|e| DnsFailure { host: host.to_owned(), cause: e.to_string() })?;
+        let lookup = (self.lookup)(host);
+        let answer = match self.lookup_timeout {
+            None => lookup.await,
+            Some(t) => tokio::time::timeout(t, lookup).await.unwrap_or_else(|_| {
+                let why = format!("no answer from the resolver within {t:?}");
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+            }),
+        };
+        let addrs =
+            answer.map_err(|e| DnsFailure { host: host.to_owned(), cause: e.to_string() })?;
         let mut refused = Vec::new();
         let mut allowed = Vec::new();
         for ip in addrs {
@@ -203,7 +218,8 @@ impl Sender {
     /// A sender whose host names resolve through `lookup` (tests; production uses the system
     /// resolver through [`Sender::new`]).
     pub fn with_lookup(config: &SenderConfig, lookup: Lookup) -> Result<Self, BuildError> {
-        let resolver = GuardedResolver::new(config.targets.clone(), lookup);
+        let resolver = GuardedResolver::new(config.targets.clone(), lookup)
+            .with_lookup_timeout(lookup_budget(config.timeout));
         let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false); // the TLS layer above takes https URLs
         http.set_nodelay(true);
@@ -315,6 +331,14 @@ impl Sender {
     }
 }
 
+/// How long a name lookup may take of a request's `timeout`: three quarters. A resolver that
+/// never answers is then recorded as a DNS failure that says so, not as the request's
+/// timeout; the rest is for connecting and the exchange (the system resolver alone would
+/// wait 5 s per try and server).
+fn lookup_budget(timeout: Duration) -> Duration {
+    timeout * 3 / 4
+}
+
 async fn read_response(resp: hyper::Response<hyper::body::Incoming>) -> SendResult {
     let status = resp.status().as_u16();
     let retry_after =
@@ -402,6 +426,22 @@ mod tests {
             let addrs = addrs.clone();
             Box::pin(async move { Ok(addrs) })
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resolver_that_never_answers_is_a_dns_failure_before_the_timeout() {
+        let never: Lookup = Arc::new(|_host: &str| Box::pin(std::future::pending()));
+        let config = SenderConfig { timeout: Duration::from_secs(4), ..SenderConfig::default() };
+        let sender = Sender::with_lookup(&config, never).expect("client");
+        let started = tokio::time::Instant::now();
+        let out = get("http://merchant.example/callback".into());
+        match sender.send(&out).await {
+            SendResult::Failed { kind: ErrorKind::Dns, detail } => {
+                assert!(detail.contains("no answer from the resolver within 3s"), "{detail}");
+            }
+            other => panic!("expected a DNS failure, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(3), "three quarters of the timeout");
     }
 
     fn policy_allowing(cidrs: &[&str]) -> TargetPolicy {
