@@ -13,9 +13,12 @@ mod support;
 
 mod clocks;
 mod database;
+#[path = "../common/disk.rs"]
+mod disk;
 mod figures;
 mod netns;
 mod network;
+mod pg_disk;
 mod postgres;
 mod proxy;
 mod receivers;

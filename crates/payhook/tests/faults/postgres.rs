@@ -3,35 +3,56 @@
 //! `initdb` and `postgres` refuse to run as root, so they run as the `postgres` user on a
 //! directory that user owns.
 
+use crate::disk::{path, run};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub struct OwnPostgres {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// The data directory is a tmpfs of this many MiB, mounted by [`OwnPostgres::on_tmpfs`].
+    tmpfs_mib: Option<u32>,
 }
 
 impl OwnPostgres {
     /// initdb, then start; the database `test` exists when this returns.
     pub fn start() -> OwnPostgres {
+        OwnPostgres::init(None)
+    }
+
+    /// [`OwnPostgres::start`] with the data directory on a tmpfs of `mib` MiB (WAL segments of
+    /// 1 MiB, so the WAL fits), for filling it up.
+    pub fn on_tmpfs(mib: u32) -> OwnPostgres {
+        OwnPostgres::init(Some(mib))
+    }
+
+    fn init(tmpfs_mib: Option<u32>) -> OwnPostgres {
         let bin = server_bin();
         let port = free_port();
         // Named after the namespace, so scripts/faults can remove what a killed run left.
         let ns = std::env::var("PAYHOOK_FAULTS_NETNS").unwrap_or_else(|_| "none".into());
         let dir = std::env::temp_dir().join(format!("payhook-faults-pg-{ns}-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("the server's directory");
-        run("chown", &["postgres:postgres", path(&dir)]);
-        let pg = OwnPostgres { port, dir, bin };
-        pg.as_postgres(
-            "initdb",
-            &["-D", path(&pg.data()), "-U", "postgres", "-A", "trust", "--no-sync"],
-        );
+        std::fs::create_dir_all(dir.join("data")).expect("the server's directory");
+        let pg = OwnPostgres { port, dir, bin, tmpfs_mib };
+        let data = pg.data();
+        let mut initdb = vec!["-D", path(&data), "-U", "postgres", "-A", "trust", "--no-sync"];
+        if let Some(mib) = tmpfs_mib {
+            run("mount", &["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs", path(&data)]);
+            initdb.push("--wal-segsize=1");
+        }
+        run("chown", &["-R", "postgres:postgres", path(&pg.dir)]);
+        pg.as_postgres("initdb", &initdb);
         pg.start_again();
         pg.as_postgres("createdb", &["-h", "127.0.0.1", "-p", &port.to_string(), "test"]);
         pg
+    }
+
+    /// The data directory (a mount point, for [`OwnPostgres::on_tmpfs`]).
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     /// The URL of its `test` database.
@@ -47,19 +68,23 @@ impl OwnPostgres {
     /// `pg_ctl start`, waiting until it accepts connections.
     pub fn start_again(&self) {
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200{}",
             self.port,
-            path(&self.dir)
+            path(&self.dir),
+            // On a tmpfs: a WAL that recycles a few small segments, never growing nor removing
+            // one (which would free space under a test that filled the disk), and no vacuum
+            // truncating tables behind its back either.
+            if self.tmpfs_mib.is_some() {
+                " -c min_wal_size=4MB -c max_wal_size=4MB -c autovacuum=off"
+            } else {
+                ""
+            }
         );
         let log = self.dir.join("server.log");
         self.as_postgres(
             "pg_ctl",
             &["-D", path(&self.data()), "-o", &opts, "-l", path(&log), "-w", "start"],
         );
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
     }
 
     fn as_postgres(&self, tool: &str, args: &[&str]) {
@@ -77,6 +102,9 @@ impl Drop for OwnPostgres {
             .arg(self.bin.join("pg_ctl"))
             .args(["-D", path(&self.data()), "-m", "immediate", "-w", "stop"])
             .output();
+        if self.tmpfs_mib.is_some() {
+            let _ = Command::new("umount").arg(self.data()).output();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -95,19 +123,4 @@ fn server_bin() -> PathBuf {
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
     l.local_addr().expect("its address").port()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

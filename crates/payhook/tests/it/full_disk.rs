@@ -9,10 +9,10 @@
 //! before it stay in the page cache and succeed. The tests mount, so they need root (as they
 //! have here and in CI); elsewhere they say so and pass.
 
+use crate::disk::{fill, path, run};
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -159,40 +159,6 @@ impl Drop for Mounted {
         }
         let _ = std::fs::remove_dir(&self.at); // the mount point, once empty
     }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// Writes a filler file in `dir` until the filesystem refuses another byte (ENOSPC), in
-/// ever smaller pieces, so that not one byte is left free whatever the block size.
-fn fill(dir: &Path) -> PathBuf {
-    let filler = dir.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("the filler file");
-    for piece in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
-        let buf = vec![0u8; piece];
-        loop {
-            match f.write(&buf) {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-                Err(e) => panic!("filling {}: {e}", filler.display()),
-            }
-        }
-    }
-    // On ext4 the blocks are reserved at write(2); the sync makes the fill final.
-    f.sync_all().expect("sync the filler");
-    filler
 }
 
 /// A status report's answer, with its `Retry-After`.

@@ -9,6 +9,8 @@ mod crash;
 mod crosscheck;
 mod delivery;
 mod dialects;
+#[path = "../common/disk.rs"]
+mod disk;
 mod full_disk;
 mod health;
 mod helpers;
