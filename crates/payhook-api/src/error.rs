@@ -154,25 +154,19 @@ impl From<StoreError> for ApiError {
             // Nothing was stored: the caller must send it again once space is freed.
             StoreError::StorageFull(cause) => {
                 tracing::error!(cause = %cause, "write refused: the store's disk is full");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_full",
+                ApiError::storage_full(
                     "the store's disk is full: nothing was stored; retry once space is freed",
                 )
-                .with_retry_after(STORAGE_FULL_RETRY_AFTER)
             }
             // The database cannot be reached: a write may or may not have been stored, and
             // sending it again is safe (event keys, external ids).
             StoreError::Unavailable(cause) => {
                 tracing::warn!(cause = %cause, "the store is unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
+                ApiError::store_unavailable(
                     "the database cannot be reached; retry (a write answered so may or may not \
                      have been stored: a report with the same event_key, a registration with \
                      the same external_id, is applied once)",
                 )
-                .with_retry_after(STORE_UNAVAILABLE_RETRY_AFTER)
             }
             StoreError::Backend(_) | StoreError::MasterKey(_) => ApiError::internal(e),
         }
@@ -180,6 +174,18 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// 503 `storage_full` with its `Retry-After`: the store's disk is full.
+    pub fn storage_full(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_full", message)
+            .with_retry_after(STORAGE_FULL_RETRY_AFTER)
+    }
+
+    /// 503 `store_unavailable` with its `Retry-After`: the database cannot be reached.
+    pub fn store_unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
+            .with_retry_after(STORE_UNAVAILABLE_RETRY_AFTER)
+    }
+
     /// The `{"code","message","field?"}` object.
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message});

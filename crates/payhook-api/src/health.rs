@@ -1,9 +1,8 @@
 //! Liveness and readiness.
 
-use crate::error::{ApiError, STORAGE_FULL_RETRY_AFTER, STORE_UNAVAILABLE_RETRY_AFTER};
+use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use payhook_store::StoreError;
 use serde_json::{json, Value};
@@ -29,21 +28,13 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     state.store.ping().await.map_err(|e| match e {
         StoreError::StorageFull(cause) => {
             tracing::warn!(error = %cause, "readiness: the store's disk is full");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_full",
+            ApiError::storage_full(
                 "the store's disk is full: the last write failed for want of space",
             )
-            .with_retry_after(STORAGE_FULL_RETRY_AFTER)
         }
         e => {
             tracing::warn!(error = %e, "readiness: store unreachable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                format!("store unreachable: {}", reason(&e)),
-            )
-            .with_retry_after(STORE_UNAVAILABLE_RETRY_AFTER)
+            ApiError::store_unavailable(format!("store unreachable: {}", reason(&e)))
         }
     })?;
     Ok(Json(json!({"status": "ready"})))
